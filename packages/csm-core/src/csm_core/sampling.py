@@ -26,7 +26,7 @@ def topk_mask(logits: np.ndarray, k: int) -> np.ndarray:
     """logits [..., V] with every value strictly below the k-th largest set to −inf (ties kept)."""
     logits = np.asarray(logits, dtype=np.float32)
     k = min(int(k), logits.shape[-1])
-    kth = np.partition(logits, -k, axis=-1)[..., -k : -k + 1]
+    kth = np.partition(logits, -k, axis=-1)[..., -k, None]  # the k-th largest, [..., 1]
     return np.where(logits < kth, np.float32(-np.inf), logits)
 
 
@@ -38,8 +38,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def exponential_race(probs: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """argmax(p / q) over the last axis; q > 0 are i.i.d. Exp(1) draws of the same shape."""
-    return np.argmax(np.asarray(probs, np.float32) / np.asarray(q, np.float32), axis=-1)
+    """argmax(p / q) over the last axis; q >= 0 are i.i.d. Exp(1) draws of the same shape.
+
+    Entries with p == 0 never win, even where a draw underflows to q == 0 (0/0 would be NaN,
+    which argmax would pick).
+    """
+    p = np.asarray(probs, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        race = np.where(p > 0, p / np.asarray(q, np.float32), np.float32(-1))
+    return np.argmax(race, axis=-1)
 
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -1,0 +1,358 @@
+"""The `csm` command line. Exit codes: 0 success, 2 usage error, 1 runtime error (one line; -v for
+the traceback)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .discovery import DEFAULT_MODEL
+
+FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "pcm")
+QUANTS = ("f32", "bf16", "q8_0", "q4_0")
+logger = logging.getLogger("csm")
+
+
+class Fail(click.ClickException):
+    """A runtime failure: one line, exit code 1."""
+
+    exit_code = 1
+
+
+def runtime_errors(fn):
+    """Turn library exceptions into one-line errors (exit 1); -v shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI boundary
+            if logging.getLogger().level <= logging.DEBUG:
+                traceback.print_exc()
+            msg = str(e).strip() or type(e).__name__
+            raise Fail(f"{type(e).__name__}: {msg}" if not isinstance(e, (ValueError, OSError)) else msg) from e
+
+    return wrapper
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="csm: %(message)s", stream=sys.stderr, force=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="csm-app")
+def main() -> None:
+    """CSM-1B speech generation without PyTorch."""
+
+
+def model_options(fn):
+    for opt in reversed(
+        [
+            click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Directory, file or Hugging Face repo id."),
+            click.option("--mimi", type=click.Path(dir_okay=False), help="Mimi checkpoint (original layout)."),
+            click.option("--tokenizer", type=click.Path(), help="tokenizer.json or tokenizer.model."),
+            click.option("--offline", is_flag=True, help="Never download; use only local files."),
+            click.option("--backend", default="auto", show_default=True, help="auto, cpu or mlx."),
+            click.option("--quant", type=click.Choice(QUANTS), help="Weight format for the backend."),
+            click.option("--threads", type=click.IntRange(min=1), help="Compute threads (default: all cores)."),
+            click.option("-v", "--verbose", count=True, help="Debug logging and full tracebacks."),
+            click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+# ---------------------------------------------------------------- say
+@main.command()
+@click.argument("text", required=False)
+@click.option("-i", "--input", "input_file", type=click.File("r"), help="Read the text from a file.")
+@click.option("-o", "--output", default=None, help="Output file, or - for stdout. Default: out.wav")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Audio format (default: from the extension).")
+@click.option("-s", "--speaker", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--context-text", multiple=True, help="Text of a context turn (repeat per turn).")
+@click.option("--context-audio", multiple=True, type=click.Path(dir_okay=False), help="Audio of that turn.")
+@click.option("--context-speaker", multiple=True, type=click.IntRange(min=0), help="Speaker of that turn.")
+@click.option("--context", "context_file", type=click.Path(dir_okay=False), help="JSONL: {speaker, text, audio}.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.9, show_default=True)
+@click.option("--topk", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int)
+@click.option("--max-audio-ms", type=click.IntRange(min=80), default=90_000, show_default=True)
+@click.option("--no-split", is_flag=True, help="Generate the text as one prompt (no sentence splitting).")
+@click.option("--no-watermark", is_flag=True, help="Do not watermark the output.")
+@model_options
+@runtime_errors
+def say(text, input_file, output, fmt, speaker, context_text, context_audio, context_speaker, context_file,
+        temperature, topk, seed, max_audio_ms, no_split, no_watermark, model, mimi, tokenizer, offline,
+        backend, quant, threads, verbose, quiet):
+    """Speak TEXT (or - for stdin) into an audio file."""
+    _setup_logging(verbose, quiet)
+    if input_file is not None:
+        if text is not None:
+            raise click.UsageError("give the text as an argument or with -i, not both")
+        text = input_file.read()
+    elif text == "-" or text is None:
+        if text is None and sys.stdin.isatty():
+            raise click.UsageError("no text: pass TEXT, - (stdin) or -i FILE")
+        text = sys.stdin.read()
+    output = output or "out.wav"
+    fmt = fmt or _format_from_name(output)
+    if output == "-" and sys.stdout.isatty():
+        raise click.UsageError("refusing to write binary audio to a terminal; use -o FILE or a pipe")
+
+    from .audio_io import read_context_audio, write_output
+    from .facade import CSM
+
+    context = _context_segments(context_text, context_audio, context_speaker, context_file, read_context_audio)
+    tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
+                   offline=offline, watermark=not no_watermark)
+    with _progress(quiet) as progress:
+        chunks = []
+        for chunk in tts.stream(text, speaker=speaker, context=context, temperature=temperature, topk=topk,
+                                seed=seed, max_audio_ms=max_audio_ms, split_sentences=not no_split):
+            chunks.append(chunk)
+            progress(chunk.size / tts.sample_rate)
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    write_output(output, audio, tts.sample_rate, fmt)
+    logger.info("wrote %.2f s of audio to %s", audio.size / tts.sample_rate, output)
+
+
+def _format_from_name(output: str) -> str:
+    if output == "-":
+        return "wav"
+    ext = Path(output).suffix.lower().lstrip(".")
+    if ext not in FORMATS:
+        raise click.UsageError(f"cannot tell the audio format from {output!r}; use --format ({', '.join(FORMATS)})")
+    return ext
+
+
+def _context_segments(texts, audios, speakers, jsonl, read_audio):
+    from csm_core import Segment
+
+    if audios and len(audios) != len(texts):
+        raise click.UsageError(f"{len(texts)} --context-text but {len(audios)} --context-audio: give one audio per turn")
+    if speakers and len(speakers) != len(texts):
+        raise click.UsageError(f"{len(texts)} --context-text but {len(speakers)} --context-speaker")
+    turns = [
+        {"text": t, "audio": audios[i] if audios else None, "speaker": speakers[i] if speakers else 0}
+        for i, t in enumerate(texts)
+    ]
+    if jsonl:
+        for n, line in enumerate(Path(jsonl).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                turns.append({"text": row["text"], "audio": row.get("audio"), "speaker": row.get("speaker", 0)})
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise click.UsageError(f"{jsonl}:{n}: expected a JSON object with 'text' (and 'speaker', 'audio'): {e}")
+    base = Path(jsonl).parent if jsonl else Path(".")
+    out = []
+    for t in turns:
+        audio = None
+        if t["audio"]:
+            p = Path(t["audio"])
+            audio = read_audio(p if p.is_absolute() or not jsonl else base / p)
+        out.append(Segment(int(t["speaker"]), t["text"], audio=audio))
+    return out
+
+
+class _progress:
+    """A progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.seconds = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, seconds: float) -> None:
+        self.seconds += seconds
+        if self.enabled:
+            sys.stderr.write(f"\rcsm: {self.seconds / 0.08:.0f} frames, {self.seconds:.2f} s of audio")
+            sys.stderr.flush()
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+# ---------------------------------------------------------------- codec
+@main.group()
+def codec() -> None:
+    """Mimi codec: audio <-> codes."""
+
+
+def _load_codec(mimi_path, model, offline):
+    from csm_audio import Mimi
+    from csm_core.weights import load_mimi_checkpoint
+
+    from .discovery import resolve_model
+
+    if mimi_path is None:
+        mimi_path = resolve_model(model, offline=offline, need_tokenizer=False).mimi
+    return Mimi.from_weights(load_mimi_checkpoint(mimi_path))
+
+
+@codec.command("encode")
+@click.argument("input_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="codes.npy")
+@click.option("--codebooks", type=click.IntRange(1, 32), default=32, show_default=True)
+@click.option("--mimi", type=click.Path(exists=True), help="Mimi checkpoint (default: from --model).")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
+@click.option("--offline", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+@runtime_errors
+def codec_encode(input_path, output, codebooks, mimi, model, offline, verbose):
+    """Encode an audio file into Mimi codes [K, T] (.npy)."""
+    _setup_logging(verbose, False)
+    from .audio_io import read_context_audio
+
+    mimi_codec = _load_codec(mimi, model, offline)
+    codes = mimi_codec.encode(read_context_audio(Path(input_path)), num_codebooks=codebooks)
+    np.save(output, codes.astype(np.int16))
+
+
+@codec.command("decode")
+@click.argument("codes_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS))
+@click.option("--mimi", type=click.Path(exists=True))
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
+@click.option("--offline", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+@runtime_errors
+def codec_decode(codes_path, output, fmt, mimi, model, offline, verbose):
+    """Decode Mimi codes (.npy, [K, T]) into audio."""
+    _setup_logging(verbose, False)
+    from .audio_io import write_output
+
+    fmt = fmt or _format_from_name(output)
+    if output == "-" and sys.stdout.isatty():
+        raise click.UsageError("refusing to write binary audio to a terminal; use -o FILE or a pipe")
+    try:
+        codes = np.load(codes_path, allow_pickle=False)
+    except ValueError as e:
+        raise Fail(f"{codes_path}: not a numpy .npy array of codes ({e})") from e
+    mimi_codec = _load_codec(mimi, model, offline)
+    write_output(output, mimi_codec.decode(codes), mimi_codec.sample_rate, fmt)
+
+
+# ---------------------------------------------------------------- tokenize
+@main.command()
+@click.argument("text")
+@click.option("--tokenizer", type=click.Path(exists=True), help="tokenizer.json / tokenizer.model (default: from --model).")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
+@click.option("--speaker", type=click.IntRange(min=0), help="Wrap as a CSM turn: [speaker]text with bos/eos.")
+@click.option("--offline", is_flag=True)
+@runtime_errors
+def tokenize(text, tokenizer, model, speaker, offline):
+    """Print the token ids of TEXT."""
+    from csm_tokenizers import encode_turn, load_tokenizer
+
+    from .discovery import resolve_model
+
+    path = tokenizer or resolve_model(model, offline=offline, need_codec=False).tokenizer
+    tok = load_tokenizer(path)
+    ids = encode_turn(tok, speaker, text) if speaker is not None else tok.encode(text)
+    click.echo(" ".join(map(str, ids)))
+
+
+# ---------------------------------------------------------------- watermark
+@main.group()
+def watermark() -> None:
+    """The csm audio watermark (not SilentCipher's)."""
+
+
+@watermark.command("detect")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@runtime_errors
+def watermark_detect(path):
+    """Say whether FILE carries the csm watermark. Exit 0 when found, 3 when not."""
+    from csm_audio.io import read_audio
+    from csm_audio.watermark import default_watermarker
+
+    audio, sr = read_audio(path)
+    result = default_watermarker().detect(audio, sr)
+    status = "found" if result.found else "not found"
+    payload = f" payload=0x{result.payload:08x}" if result.payload is not None else ""
+    reason = f" ({result.reason})" if result.reason else ""
+    click.echo(f"{path}: watermark {status}{payload} score={result.score:.2f}{reason}")
+    sys.exit(0 if result.found else 3)
+
+
+# ---------------------------------------------------------------- info
+@main.command()
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
+def info(model):
+    """Versions, installed backends, CPU features, threads, and whether the model is found."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .backends import available_backends
+    from .discovery import ModelNotFound, hub_cache_dir, resolve_model
+
+    for dist in ("csm-core", "csm-tokenizers", "csm-cpu", "csm-mlx", "csm-audio", "csm-app"):
+        try:
+            click.echo(f"{dist:15} {version(dist)}")
+        except PackageNotFoundError:
+            click.echo(f"{dist:15} not installed")
+    click.echo(f"backends        {', '.join(sorted(available_backends())) or 'none'}")
+    try:
+        import csm_cpu
+
+        feats = csm_cpu.cpu_features()
+        click.echo(f"cpu features    {feats}")
+    except ImportError:
+        pass
+    import os
+
+    click.echo(f"cores           {os.cpu_count()}")
+    click.echo(f"hub cache       {hub_cache_dir()}")
+    try:
+        files = resolve_model(model, offline=True)
+        click.echo(f"model           {files.weights} ({files.layout} layout)")
+        click.echo(f"mimi            {files.mimi}")
+        click.echo(f"tokenizer       {files.tokenizer}")
+    except (ModelNotFound, OSError) as e:
+        click.echo(f"model           not found: {str(e).splitlines()[0]}")
+
+
+# ---------------------------------------------------------------- convert / bench
+@main.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.argument("destination", type=click.Path())
+@click.option("--to", "target", type=click.Choice(["gguf", "mlx"]), required=True, help="Output format.")
+@click.option("--quant", help="gguf: f32, bf16, q8_0, q4_0. mlx: f32, bf16, f16, q4, q8.")
+@click.option("--group-size", type=int, default=64, show_default=True, help="mlx quantization group size.")
+@runtime_errors
+def convert(source, destination, target, quant, group_size):
+    """Convert a CSM checkpoint (original, .pt or Hugging Face) for a backend."""
+    from .convert import convert_checkpoint
+
+    convert_checkpoint(source, destination, target, quant=quant, group_size=group_size)
+    click.echo(f"wrote {destination}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("which", type=click.Choice(["cpu", "mimi", "mlx", "tokenizers", "watermark"]))
+@click.pass_context
+def bench(ctx, which):
+    """Run a benchmark from tools/ (random weights of the real shapes); extra args pass through."""
+    from .bench import run_bench
+
+    sys.exit(run_bench(which, ctx.args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Mimi weights from any supported layout to canonical float32 (spec/mimi.md §6).
+
+The layouts themselves (Kyutai, HF `kyutai/mimi` flat or nested, an HF CSM checkpoint's
+`codec_model.*`) and the strict checks live in csm_core.weights; this adapter applies them to an
+in-memory dict and widens bf16/fp16 to the float32 the numpy codec computes in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from csm_core.config import MimiConfig, mimi
+from csm_core.weights import (
+    CheckpointError,
+    detect_mimi_layout,
+    load_mimi_checkpoint,
+    mimi_config_from_hf,
+    mimi_hf_to_canonical,
+    mimi_weight_shapes,
+    split_codec,
+    to_float32,
+    validate_weights,
+)
+
+__all__ = ["CheckpointError", "canonical_weights", "config_beside", "load_weights"]
+
+
+def canonical_weights(
+    weights: Mapping[str, np.ndarray], config: MimiConfig, source: str = "weights"
+) -> dict[str, np.ndarray]:
+    """Any supported Mimi layout -> canonical Kyutai names, float32, strictly validated."""
+    _, codec = split_codec(weights)
+    raw = codec or dict(weights)
+    layout = detect_mimi_layout(raw, source)
+    canon = mimi_hf_to_canonical(raw, config, source)
+    validate_weights(mimi_weight_shapes(config), canon, f"{source} ({layout} Mimi layout)")
+    return {k: to_float32(np.asarray(v)) for k, v in canon.items()}
+
+
+def config_beside(path: str | Path) -> MimiConfig:
+    """The Mimi config in a `config.json` next to the weights (HF Mimi, or a CSM `codec_config`),
+    else the released Mimi: the same default load_mimi_checkpoint uses."""
+    path = Path(path)
+    cfg_path = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        data = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return mimi()
+    if isinstance(data, dict) and data.get("model_type") == "mimi":
+        return mimi_config_from_hf(data, str(cfg_path))
+    if isinstance(data, dict) and isinstance(data.get("codec_config"), dict):
+        return mimi_config_from_hf(data["codec_config"], f"{cfg_path} codec_config")
+    return mimi()
+
+
+def load_weights(path: str | Path, config: MimiConfig) -> dict[str, np.ndarray]:
+    """A checkpoint file or directory -> canonical float32 weights, strictly validated."""
+    return load_mimi_checkpoint(path, config, dtype="float32")

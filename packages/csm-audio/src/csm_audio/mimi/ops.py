@@ -1,0 +1,182 @@
+"""Numpy building blocks of Mimi, on time-major activations x [T, C] float32.
+
+Time-major keeps every convolution a plain matrix product: a window of k consecutive rows is
+contiguous memory, and a stride-s conv sees the input as blocks of s rows ([T/s, s·C], a free
+reshape). Convolutions are causal (spec/mimi.md §2). Each conv/convT can run on a whole clip or
+step through chunks with a small state, which is what makes streaming decode exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = ["elu", "gelu", "layer_norm", "Conv1d", "ConvTranspose1d", "conv_out_length"]
+
+# Abramowitz & Stegun 7.1.26: |erf error| <= 1.5e-7, below float32 resolution of GELU's output.
+_AS_P = 0.3275911
+_AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 .. a1
+
+
+def elu(x: np.ndarray) -> np.ndarray:
+    """ELU(alpha=1): x if x > 0 else expm1(x); exact in both branches."""
+    y = np.minimum(x, 0.0)
+    np.expm1(y, out=y)
+    y += np.maximum(x, 0.0)
+    return y
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU in the exact erf form x·Φ(x) (not the tanh approximation)."""
+    z = np.abs(x) * np.float32(1.0 / math.sqrt(2.0))
+    t = 1.0 / (1.0 + np.float32(_AS_P) * z)
+    poly = np.full_like(t, _AS_A[0])
+    for a in _AS_A[1:]:
+        poly *= t
+        poly += np.float32(a)
+    poly *= t
+    # half_tail = ½·erfc(|x|/√2) = Φ(−|x|)
+    half_tail = poly * np.exp(-z * z) * np.float32(0.5)
+    phi = np.where(x < 0, half_tail, 1.0 - half_tail)
+    return (x * phi).astype(np.float32, copy=False)
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis; statistics in float32 like torch."""
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    xc *= 1.0 / np.sqrt(var + np.float32(eps))
+    xc *= weight
+    xc += bias
+    return xc
+
+
+def conv_out_length(length: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Frames out and right padding of a causal conv with moshi ≤0.2.4 / HF per-layer padding.
+
+    Left pad is kernel − stride; the right pad makes the last window full.
+    """
+    pad = kernel - stride
+    n_out = math.ceil((length - kernel + pad) / stride + 1) if length > 0 else 0
+    extra = max((n_out - 1) * stride + kernel - pad - length, 0)
+    return n_out, extra
+
+
+class Conv1d:
+    """Causal Conv1d. weight [Cout, Cin, k] (torch layout), optional bias [Cout].
+
+    pad_mode 'constant' pads with zeros; 'replicate' repeats the edge samples (downsample conv).
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad_mode: str = "constant"):
+        cout, cin, k = weight.shape
+        self.cin, self.cout, self.k, self.s = cin, cout, k, stride
+        self.pad = k - stride  # left context kept between chunks
+        self.pad_mode = pad_mode
+        n_p = -(-k // stride)  # kernel as n_p blocks of `stride` taps
+        w = np.zeros((n_p * stride, cin, cout), np.float32)
+        w[:k] = weight.transpose(2, 1, 0)  # [Cout, Cin, k] -> [k, Cin, Cout]
+        self.n_blocks = n_p
+        # [n_p, s·Cin, Cout]: rows of block p are (tap within block, Cin)
+        self.w_blocks = np.ascontiguousarray(w.reshape(n_p, stride * cin, cout))
+        self.w_flat = np.ascontiguousarray(w.reshape(n_p * stride * cin, cout))
+        self.bias = None if bias is None else np.asarray(bias, np.float32)
+        # Small rows (first conv: Cin=1) are faster as one copied im2col GEMM than as shifted GEMMs.
+        self.im2col = stride * cin < 128
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Whole clip: x [L, Cin] -> [ceil(L/s), Cout], padded left and right per layer."""
+        n_out, extra = conv_out_length(x.shape[0], self.k, self.s)
+        mode = "edge" if self.pad_mode == "replicate" else "constant"
+        xp = np.pad(x, ((self.pad, extra + self.n_blocks * self.s - self.k), (0, 0)), mode=mode)
+        if mode == "edge" and self.n_blocks * self.s != self.k:
+            xp[self.pad + x.shape[0] + extra :] = 0.0  # taps past k only meet zero weights
+        return self._windows(xp, n_out)
+
+    def init_state(self) -> np.ndarray:
+        """Streaming state: the last k − s inputs [k−s, Cin] (zeros before the first chunk)."""
+        return np.zeros((self.pad, self.cin), np.float32)
+
+    def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Streaming: x [n·s, Cin] -> ([n, Cout], new state). Equals forward() on the whole stream."""
+        if self.n_blocks * self.s != self.k:
+            raise NotImplementedError("streaming needs a kernel that is a multiple of the stride")
+        xp = np.concatenate([state, x]) if self.pad else x
+        y = self._windows(xp, x.shape[0] // self.s)
+        return y, xp[xp.shape[0] - self.pad :].copy()
+
+    def _windows(self, xp: np.ndarray, n_out: int) -> np.ndarray:
+        """xp [(n_out − 1 + n_blocks)·s, Cin] contiguous -> y [n_out, Cout]."""
+        s, cin, nb = self.s, self.cin, self.n_blocks
+        xp = np.ascontiguousarray(xp, dtype=np.float32)
+        if n_out == 0:
+            return np.zeros((0, self.cout), np.float32)
+        if self.im2col:
+            # row t = xp[t·s : t·s + nb·s] flattened: overlapping rows, copied once
+            cols = as_strided(xp, (n_out, nb * s * cin), (s * cin * 4, 4))
+            y = np.ascontiguousarray(cols) @ self.w_flat
+        else:
+            blocks = xp.reshape(-1, s * cin)  # [n_out − 1 + nb, s·Cin]
+            y = blocks[:n_out] @ self.w_blocks[0]
+            for p in range(1, nb):
+                y += blocks[p : p + n_out] @ self.w_blocks[p]
+        if self.bias is not None:
+            y += self.bias
+        return y
+
+
+class ConvTranspose1d:
+    """Causal ConvTranspose1d with right trimming (keep T·s of the (T−1)·s + k outputs).
+
+    weight [Cin, Cout/groups, k]; groups is 1 (dense) or Cin (depthwise, the upsample).
+    The k − s samples that spill past the chunk are the streaming state, added into the next chunk.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, stride: int, groups: int = 1):
+        cin, cout_g, k = weight.shape
+        self.s, self.k, self.cin = stride, k, cin
+        self.depthwise = groups > 1
+        if self.depthwise and (groups != cin or cout_g != 1):
+            raise ValueError(f"only dense or depthwise transposed convs are supported, got groups={groups}")
+        self.cout = cin if self.depthwise else cout_g
+        n_p = -(-k // stride)
+        self.n_blocks = n_p
+        w = np.zeros((cin, self.cout if not self.depthwise else 1, n_p * stride), np.float32)
+        w[..., :k] = weight
+        if self.depthwise:
+            self.w = np.ascontiguousarray(w[:, 0, :].T)  # [Cin, 1, k'] -> [k', C]
+        else:
+            # [Cin, Cout, k'] -> [Cin, k'·Cout]: columns (tap, Cout)
+            self.w = np.ascontiguousarray(w.transpose(0, 2, 1).reshape(cin, n_p * stride * self.cout))
+        self.bias = None if bias is None else np.asarray(bias, np.float32)
+
+    def init_state(self) -> np.ndarray:
+        """Partial outputs (bias excluded) spilling into the next chunk: [(n_blocks − 1)·s, Cout]."""
+        return np.zeros(((self.n_blocks - 1) * self.s, self.cout), np.float32)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Whole clip: x [T, Cin] -> [T·s, Cout]."""
+        return self.step(x, self.init_state())[0]
+
+    def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x [T, Cin] -> ([T·s, Cout], new state)."""
+        s, nb, c = self.s, self.n_blocks, self.cout
+        n = x.shape[0]
+        if self.depthwise:
+            y = x[:, None, :] * self.w[None, :, :]  # [T, k', C]
+        else:
+            y = x @ self.w  # [T, k'·Cout]
+        y = y.reshape(n, nb, s, c)
+        # out block t = Σ_p y[t − p, p]; blocks past T (p ≥ 1 of the last rows) are the new state
+        full = np.zeros((n + nb - 1, s, c), np.float32)
+        for p in range(nb):
+            full[p : p + n] += y[:, p]
+        full[: nb - 1] += state.reshape(nb - 1, s, c)
+        out = full[:n].reshape(n * s, c)
+        new_state = full[n:].reshape((nb - 1) * s, c).copy()
+        if self.bias is not None:
+            out += self.bias
+        return out, new_state

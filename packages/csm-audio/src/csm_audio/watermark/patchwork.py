@@ -1,0 +1,161 @@
+"""Embedding and detection of the keyed STFT patchwork mark at the native 24 kHz rate.
+
+Embedding is additive: w = iSTFT(G ⊙ STFT(x)) with sqrt-Hann analysis and synthesis windows
+(which overlap-add to identity at hop N/2), G = ±d on the two bins of each cell. The per-cell
+strength d is "flat within a frame, capped per bin": the mark's magnitude in a cell is
+min(delta_max · |pair|, lam · frame level), and lam is set so the whole clip meets the target
+watermark SNR. Quiet frames get proportionally quiet marks; silence gets none.
+
+Detection, for each sample offset on a 64-sample grid: Hann STFT → per cell the normalised
+pair difference (|a| - |b|) / (|a| + |b|), weighted by E / (E + noise floor) so silence and
+noise-dominated cells count little → folded modulo the block → for every frame phase, the
+sync z-score z = Σ sign·Y / sqrt(Σ Y²) over the pilot cells. The best hypotheses with
+z >= threshold are Viterbi-decoded and accepted only if the CRC checks.
+
+False-positive bound: for audio independent of the key, the pilot signs are independent fair
+coins, so by Hoeffding P(z >= T) <= exp(-T²/2) for each hypothesis whatever the audio; given
+that, the data cells' signs are independent of the pilots and randomise the decoder input, so
+the decoded word is uniform and the CRC passes with probability 2^-16. A union bound over the
+hypotheses gives P(false positive per clip) <= n_candidates · exp(-T²/2) · 2^-16.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ecc import CODED_BITS, conv_encode, info_bits_to_payload, payload_to_info_bits, viterbi_decode
+from .layout import CellLayout, PatchworkParams
+
+
+def false_positive_bound(params: PatchworkParams) -> float:
+    """Upper bound on the per-clip false-positive probability (see module docstring)."""
+    return params.n_candidates * math.exp(-(params.sync_threshold**2) / 2) * 2.0**-16
+
+
+def _sqrt_hann(n: int) -> np.ndarray:
+    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n))  # periodic: OLA of its square is 1
+
+
+def _frames(x: np.ndarray, start: int, n_fft: int, hop: int) -> np.ndarray:
+    """Strided view of the frames x[start + hop t : start + hop t + n_fft], [T, n_fft]."""
+    view = np.lib.stride_tricks.sliding_window_view(x, n_fft)
+    return view[start::hop]
+
+
+def cell_pattern(layout: CellLayout, payload: int) -> np.ndarray:
+    """Orientation ±1 of every cell in a block for this payload, [S, P]."""
+    coded = conv_encode(payload_to_info_bits(payload))  # [162] ±1
+    return layout.sign * np.where(layout.is_sync, 1.0, coded[np.maximum(layout.bit, 0)])
+
+
+def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: PatchworkParams) -> np.ndarray:
+    """The additive mark w for float64 audio x at p.sample_rate, scaled to p.target_snr_db."""
+    n, hop, n_fft = len(x), p.hop, p.n_fft
+    n_frames = -(-n // hop) + 1  # frame t is centred on sample hop·t
+    padded = np.zeros((n_frames + 1) * hop)
+    padded[hop : hop + n] = x
+    win = _sqrt_hann(n_fft)
+    spec = np.fft.rfft(_frames(padded, 0, n_fft, hop)[:n_frames] * win, axis=1)  # [T, n_fft/2+1]
+    lo = np.asarray(p.bins)
+    a, b = spec[:, lo], spec[:, lo + 1]  # [T, P] the two bins of every pair
+    pair_mag = np.sqrt(0.5 * (np.abs(a) ** 2 + np.abs(b) ** 2))  # [T, P]
+    frame_level = np.sqrt(np.mean(pair_mag**2, axis=1, keepdims=True))  # [T, 1]
+    orient = np.tile(np.repeat(cell_pattern(layout, payload), p.frames_per_slot, axis=0), (-(-n_frames // p.block_frames), 1))
+    orient = orient[:n_frames]  # [T, P]
+
+    signal_energy = float(np.sum(np.abs(spec) ** 2))
+    if signal_energy == 0.0:
+        return np.zeros(n)
+    budget = signal_energy * 10 ** (-p.target_snr_db / 10)
+
+    def strength(lam: float) -> np.ndarray:  # relative d per cell
+        rel = (frame_level / np.maximum(pair_mag, 1e-30)) ** (1.0 - p.shape)
+        return np.minimum(p.delta_max, lam * rel)
+
+    def energy(lam: float) -> float:
+        return float(np.sum((strength(lam) * pair_mag) ** 2) * 2)
+
+    lo_lam, hi_lam = 0.0, 1.0
+    while energy(hi_lam) < budget and hi_lam < 1e6:
+        hi_lam *= 2
+    for _ in range(30):
+        mid = 0.5 * (lo_lam + hi_lam)
+        lo_lam, hi_lam = (mid, hi_lam) if energy(mid) < budget else (lo_lam, mid)
+    d = strength(lo_lam) * orient  # [T, P] signed relative change of bin a; bin b gets -d
+    gain = np.zeros_like(spec, dtype=np.float64)
+    gain[:, lo] = d
+    gain[:, lo + 1] = -d
+    frames = np.fft.irfft(gain * spec, n=n_fft, axis=1) * win  # [T, n_fft]
+    out = np.zeros((n_frames + 1) * hop)
+    for j in range(n_fft // hop):  # overlap-add in hop-sized chunks
+        out[j * hop : j * hop + n_frames * hop] += frames[:, j * hop : (j + 1) * hop].reshape(-1)
+    w = out[hop : hop + n]
+    # The iSTFT drops the inconsistent part of the modification; rescale to the exact target.
+    w_energy = float(np.sum(w**2))
+    if w_energy > 0:
+        w *= math.sqrt(float(np.sum(x**2)) * 10 ** (-p.target_snr_db / 10) / w_energy)
+    return w
+
+
+@dataclass
+class Candidate:
+    z: float
+    offset: int
+    phase: int
+    cells: np.ndarray  # [S, P] folded cell values Y
+
+
+def cell_values(x: np.ndarray, offset: int, p: PatchworkParams) -> tuple[np.ndarray, int]:
+    """Weighted normalised pair differences folded modulo the block, [F, P], and frame count."""
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(p.n_fft) / p.n_fft)
+    frames = _frames(x, offset, p.n_fft, p.hop)
+    spec = np.fft.rfft(frames * win, axis=1)
+    lo = np.asarray(p.bins)
+    ma, mb = np.abs(spec[:, lo]), np.abs(spec[:, lo + 1])  # [T, P]
+    energy = ma**2 + mb**2
+    # Noise floor per pair: a low percentile over time, at least -60 dB under the mean cell.
+    floor = np.maximum(np.percentile(energy, p.floor_percentile, axis=0), 1e-6 * float(np.mean(energy)) + 1e-20)
+    weight = (energy / (energy + floor)) ** p.weight_power
+    v = weight * (ma - mb) / np.maximum(ma + mb, 1e-30)  # [T, P]
+    n_t, f = v.shape[0], p.block_frames
+    v = np.concatenate([v, np.zeros((-n_t % f, v.shape[1]))])
+    return v.reshape(-1, f, v.shape[1]).sum(axis=0), n_t
+
+
+def sync_scores(folded: np.ndarray, layout: CellLayout, p: PatchworkParams) -> tuple[np.ndarray, np.ndarray]:
+    """For every frame phase φ (detector frame t ↔ block frame (t + φ) mod F): the sync
+    z-score [F] and the cell values [F, S, P]."""
+    f = p.block_frames
+    idx = (np.arange(f)[None, :] - np.arange(f)[:, None]) % f  # [φ, i] → detector frame
+    v = folded[idx]  # [F, F, P]
+    cells = v.reshape(f, p.slots_per_block, p.frames_per_slot, -1).sum(axis=2)  # [F, S, P]
+    sync = cells[:, layout.is_sync]  # [F, n_sync]
+    num = sync @ layout.sign[layout.is_sync]
+    den = np.sqrt(np.sum(sync**2, axis=1))
+    return num / np.maximum(den, 1e-30), cells
+
+
+def decode_cells(cells: np.ndarray, layout: CellLayout) -> tuple[int | None, np.ndarray]:
+    """Soft-decode one hypothesis' cell values [S, P] → (payload or None, soft bits [162])."""
+    data = ~layout.is_sync
+    soft = np.bincount(layout.bit[data], weights=(layout.sign * cells)[data], minlength=CODED_BITS)
+    return info_bits_to_payload(viterbi_decode(soft)), soft
+
+
+def search(x: np.ndarray, layout: CellLayout, p: PatchworkParams) -> list[Candidate]:
+    """All sync hypotheses with z >= threshold, best first (at most p.max_decodes)."""
+    found: list[Candidate] = []
+    best = Candidate(-np.inf, 0, 0, np.zeros(0))
+    for offset in range(0, p.hop, p.offset_step):
+        folded, _ = cell_values(x, offset, p)
+        z, cells = sync_scores(folded, layout, p)
+        for phase in np.flatnonzero(z >= p.sync_threshold):
+            found.append(Candidate(float(z[phase]), offset, int(phase), cells[phase]))
+        k = int(np.argmax(z))
+        if z[k] > best.z:
+            best = Candidate(float(z[k]), offset, k, cells[k])
+    found.sort(key=lambda c: -c.z)
+    return found[: p.max_decodes] or [best]

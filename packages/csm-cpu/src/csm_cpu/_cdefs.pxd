@@ -1,0 +1,38 @@
+# Declarations of the C kernel API (include/csm_kernels.h) for the Cython modules.
+from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t
+
+cdef extern from "csm_kernels.h" nogil:
+    enum:
+        CSM_F32
+        CSM_BF16
+        CSM_Q8_0
+        CSM_Q4_0
+        CSM_ISA_PORTABLE
+        CSM_ISA_AVX2
+        CSM_ISA_NEON
+        CSM_QK
+
+    ctypedef struct csm_mat:
+        int fmt
+        int rows
+        int cols
+        const char *data
+        int64_t row_bytes
+
+    int csm_detect_isa()
+    int csm_compiled_isas()
+    int64_t csm_row_bytes(int fmt, int cols)
+    float csm_dot(int isa, int fmt, const char *row, int cols, const float *x,
+                  const int8_t *xq, const float *xd)
+    void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const float *x,
+                      const int8_t *xq, const float *xd, int nvec, float *y,
+                      int64_t ldy, int accumulate)
+    void csm_quantize_act(const float *x, int n, int8_t *q, float *d)
+    void csm_quantize_row_q8_0(const float *x, void *y, int n)
+    void csm_quantize_row_q4_0(const float *x, void *y, int n)
+    void csm_quantize_row_bf16(const float *x, uint16_t *y, int n)
+    void csm_dequant_row(int fmt, const char *row, float *out, int cols)
+
+cdef extern from "csm_threads.h" nogil:
+    int csm_openmp_enabled()
+    int csm_omp_max_threads()

@@ -1,0 +1,128 @@
+"""Kernel entry points for Python and tests: thin memoryview wrappers over the nogil cores.
+
+The model itself runs in _engine; these wrappers exist so each kernel can be checked against
+its numpy twin (csm_cpu.twins) and used for quantizing weights at load time.
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t
+from libc.stdlib cimport malloc, free
+
+from csm_cpu._cdefs cimport *
+
+cdef int _isa = csm_detect_isa()
+
+ISA_NAMES = {CSM_ISA_PORTABLE: "portable", CSM_ISA_AVX2: "avx2", CSM_ISA_NEON: "neon"}
+FORMATS = {"f32": CSM_F32, "bf16": CSM_BF16, "q8_0": CSM_Q8_0, "q4_0": CSM_Q4_0}
+BLOCK = CSM_QK
+
+
+def detected_isa() -> int:
+    """Best path this CPU supports (see ISA_NAMES)."""
+    return csm_detect_isa()
+
+
+def compiled_isas() -> int:
+    """Bit mask of the paths compiled into this build."""
+    return csm_compiled_isas()
+
+
+def set_isa(int isa) -> None:
+    """Select the kernel path for the wrappers (the engine takes its own copy at creation)."""
+    global _isa
+    if not (csm_compiled_isas() >> isa) & 1:
+        raise ValueError(f"kernel path {isa} is not compiled into this build")
+    _isa = isa
+
+
+def current_isa() -> int:
+    return _isa
+
+
+def openmp_enabled() -> bool:
+    return bool(csm_openmp_enabled())
+
+
+def omp_max_threads() -> int:
+    return csm_omp_max_threads()
+
+
+def row_bytes(int fmt, int cols) -> int:
+    return csm_row_bytes(fmt, cols)
+
+
+def quantize_rows(const float[:, ::1] w, int fmt, uint8_t[:, ::1] out, int threads=1) -> None:
+    """Quantize fp32 rows w [R, C] into out [R, row_bytes(fmt, C)] (GGML layout for blocks)."""
+    cdef Py_ssize_t r, R = w.shape[0]
+    cdef int C = <int>w.shape[1]
+    if out.shape[0] != R or out.shape[1] != csm_row_bytes(fmt, C):
+        raise ValueError(f"output buffer has shape {tuple(out.shape)[:2]}, expected ({R}, {csm_row_bytes(fmt, C)})")
+    if R == 0:
+        return
+    for r in prange(R, nogil=True, schedule="static", num_threads=threads):
+        if fmt == CSM_Q8_0:
+            csm_quantize_row_q8_0(&w[r, 0], &out[r, 0], C)
+        elif fmt == CSM_Q4_0:
+            csm_quantize_row_q4_0(&w[r, 0], &out[r, 0], C)
+        elif fmt == CSM_BF16:
+            csm_quantize_row_bf16(&w[r, 0], <uint16_t *>&out[r, 0], C)
+
+
+def dequantize_rows(const uint8_t[:, ::1] data, int fmt, int cols, float[:, ::1] out) -> None:
+    """Expand stored rows data [R, row_bytes] to fp32 out [R, cols]."""
+    cdef Py_ssize_t r
+    if out.shape[0] != data.shape[0] or out.shape[1] != cols or data.shape[1] != csm_row_bytes(fmt, cols):
+        raise ValueError("dequantize_rows: buffer shapes do not match the format")
+    with nogil:
+        for r in range(data.shape[0]):
+            csm_dequant_row(fmt, <const char *>&data[r, 0], &out[r, 0], cols)
+
+
+def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] d) -> None:
+    """x [N, C] -> int8 q [N, C] and per-32 scales d [N, C/32] (the int8 paths' activations)."""
+    cdef Py_ssize_t n
+    with nogil:
+        for n in range(x.shape[0]):
+            csm_quantize_act(&x[n, 0], <int>x.shape[1], &q[n, 0], &d[n, 0])
+
+
+def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x, float[:, ::1] y,
+           int threads=1, int chunk=16) -> None:
+    """y [N, R] = x [N, C] @ W.T for W [R, C] stored in format fmt (rows of data).
+
+    Block formats quantize each activation row to int8 first (one scale per 32), as the model does.
+    """
+    cdef csm_mat W
+    cdef Py_ssize_t N = x.shape[0], R = data.shape[0]
+    cdef int nchunks = <int>((R + chunk - 1) // chunk), c, r0, r1
+    cdef int8_t *xq = NULL
+    cdef float *xd = NULL
+    cdef int n
+    if x.shape[1] != cols or y.shape[0] != N or y.shape[1] != R:
+        raise ValueError(f"matmat: x {tuple(x.shape)[:2]} / y {tuple(y.shape)[:2]} do not fit W [{R}, {cols}]")
+    if data.shape[1] != csm_row_bytes(fmt, cols):
+        raise ValueError(f"matmat: rows hold {data.shape[1]} bytes, format {fmt} needs {csm_row_bytes(fmt, cols)}")
+    if N == 0 or R == 0:
+        return
+    W.fmt, W.rows, W.cols = fmt, <int>R, cols
+    W.data = <const char *>&data[0, 0]
+    W.row_bytes = data.shape[1]
+    if fmt == CSM_Q8_0 or fmt == CSM_Q4_0:
+        xq = <int8_t *>malloc(N * cols)
+        xd = <float *>malloc(N * (cols // CSM_QK) * sizeof(float))
+        if xq == NULL or xd == NULL:
+            free(xq)
+            free(xd)
+            raise MemoryError()
+        for n in range(N):
+            csm_quantize_act(&x[n, 0], cols, xq + n * cols, xd + n * (cols // CSM_QK))
+    try:
+        for c in prange(nchunks, nogil=True, schedule="dynamic", num_threads=threads):
+            r0 = c * chunk
+            r1 = r0 + chunk
+            if r1 > R:
+                r1 = <int>R
+            csm_mat_rows(_isa, &W, r0, r1, &x[0, 0], xq, xd, <int>N, &y[0, 0], R, 0)
+    finally:
+        free(xq)
+        free(xd)

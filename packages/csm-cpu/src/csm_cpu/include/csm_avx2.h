@@ -1,0 +1,90 @@
+/* AVX2 + FMA + F16C kernels (x86-64). Each function carries its own target attribute so the
+ * rest of the module stays baseline x86-64; they run only after the runtime check. */
+#ifndef CSM_AVX2_H
+#define CSM_AVX2_H
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CSM_HAVE_AVX2 1
+#include <immintrin.h>
+#include "csm_portable.h"
+
+#define CSM_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+CSM_AVX2 static inline float csm_hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CSM_AVX2 static inline float csm_dot_f32_avx2(const float *w, const float *x, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = csm_hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+CSM_AVX2 static inline __m256 csm_load_bf16_avx2(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+CSM_AVX2 static inline float csm_dot_bf16_avx2(const uint16_t *w, const float *x, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(csm_load_bf16_avx2(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(csm_load_bf16_avx2(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(csm_load_bf16_avx2(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = csm_hsum_avx2(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += csm_bf16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+/* int8 x int8 over 32 lanes -> 8 int32 partial sums, via |w| * sign(x, w) and maddubs
+ * (|w| <= 127 and |x| <= 127, so the int16 pair sums cannot saturate). */
+CSM_AVX2 static inline __m256 csm_dot32_i8_avx2(__m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+CSM_AVX2 static inline float csm_dot_q8_0_avx2(const csm_block_q8_0 *w, const int8_t *xq, const float *xd, int nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i qw = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * xd[b]);
+        acc = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(qw, qx), acc);
+    }
+    return csm_hsum_avx2(acc);
+}
+
+CSM_AVX2 static inline float csm_dot_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq, const float *xd, int nb) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i lo = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+    for (int b = 0; b < nb; b++) {
+        __m128i raw = _mm_loadu_si128((const __m128i *)w[b].qs);
+        /* low nibbles -> elements 0..15 (low lane), high nibbles -> 16..31 (high lane) */
+        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+        qw = _mm256_sub_epi8(qw, eight);
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * xd[b]);
+        acc = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(qw, qx), acc);
+    }
+    return csm_hsum_avx2(acc);
+}
+
+#else
+#define CSM_HAVE_AVX2 0
+#endif
+#endif

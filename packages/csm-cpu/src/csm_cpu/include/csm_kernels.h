@@ -1,0 +1,183 @@
+/* The kernel API the Cython modules call: ISA detection, row products over every weight
+ * format, activation and weight quantizers. The ISA is an explicit argument (no globals), so
+ * each extension module can include this header. */
+#ifndef CSM_KERNELS_H
+#define CSM_KERNELS_H
+
+#include <stddef.h>
+#include "csm_common.h"
+#include "csm_portable.h"
+#include "csm_avx2.h"
+#include "csm_neon.h"
+
+/* One weight matrix [rows, cols] in one format; rows are row_bytes apart. */
+typedef struct {
+    int fmt, rows, cols;
+    const char *data;
+    int64_t row_bytes;
+} csm_mat;
+
+/* Best kernel path this CPU supports. */
+static inline int csm_detect_isa(void) {
+#if CSM_HAVE_AVX2
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return CSM_ISA_AVX2;
+    return CSM_ISA_PORTABLE;
+#elif CSM_HAVE_NEON
+    return CSM_ISA_NEON;
+#else
+    return CSM_ISA_PORTABLE;
+#endif
+}
+
+/* Which paths this build compiled in (bit i = path i). */
+static inline int csm_compiled_isas(void) {
+    return 1 | (CSM_HAVE_AVX2 << CSM_ISA_AVX2) | (CSM_HAVE_NEON << CSM_ISA_NEON);
+}
+
+static inline int64_t csm_row_bytes(int fmt, int cols) {
+    switch (fmt) {
+    case CSM_F32: return (int64_t)cols * 4;
+    case CSM_BF16: return (int64_t)cols * 2;
+    case CSM_Q8_0: return (int64_t)(cols / CSM_QK) * (int64_t)sizeof(csm_block_q8_0);
+    case CSM_Q4_0: return (int64_t)(cols / CSM_QK) * (int64_t)sizeof(csm_block_q4_0);
+    }
+    return -1;
+}
+
+/* One dot product dispatched on format and path. x is fp32 for F32/BF16; xq/xd are the
+ * quantized activation (int8 values, one fp32 scale per 32) for the block formats. */
+static inline float csm_dot(int isa, int fmt, const char *row, int cols, const float *x,
+                            const int8_t *xq, const float *xd) {
+    int nb = cols / CSM_QK;
+    switch (fmt) {
+    case CSM_F32:
+#if CSM_HAVE_AVX2
+        if (isa == CSM_ISA_AVX2) return csm_dot_f32_avx2((const float *)row, x, cols);
+#endif
+#if CSM_HAVE_NEON
+        if (isa == CSM_ISA_NEON) return csm_dot_f32_neon((const float *)row, x, cols);
+#endif
+        return csm_dot_f32_portable((const float *)row, x, cols);
+    case CSM_BF16:
+#if CSM_HAVE_AVX2
+        if (isa == CSM_ISA_AVX2) return csm_dot_bf16_avx2((const uint16_t *)row, x, cols);
+#endif
+#if CSM_HAVE_NEON
+        if (isa == CSM_ISA_NEON) return csm_dot_bf16_neon((const uint16_t *)row, x, cols);
+#endif
+        return csm_dot_bf16_portable((const uint16_t *)row, x, cols);
+    case CSM_Q8_0:
+#if CSM_HAVE_AVX2
+        if (isa == CSM_ISA_AVX2) return csm_dot_q8_0_avx2((const csm_block_q8_0 *)row, xq, xd, nb);
+#endif
+#if CSM_HAVE_NEON
+        if (isa == CSM_ISA_NEON) return csm_dot_q8_0_neon((const csm_block_q8_0 *)row, xq, xd, nb);
+#endif
+        return csm_dot_q8_0_portable((const csm_block_q8_0 *)row, xq, xd, nb);
+    case CSM_Q4_0:
+#if CSM_HAVE_AVX2
+        if (isa == CSM_ISA_AVX2) return csm_dot_q4_0_avx2((const csm_block_q4_0 *)row, xq, xd, nb);
+#endif
+#if CSM_HAVE_NEON
+        if (isa == CSM_ISA_NEON) return csm_dot_q4_0_neon((const csm_block_q4_0 *)row, xq, xd, nb);
+#endif
+        return csm_dot_q4_0_portable((const csm_block_q4_0 *)row, xq, xd, nb);
+    }
+    return NAN;
+}
+
+/* y[n*ldy + r] (+)= W[r, :] . x_n for rows r0 <= r < r1 and nvec activation vectors.
+ * Activations: x [nvec, cols] fp32, or xq [nvec, cols] int8 + xd [nvec, cols/32]. Each weight
+ * row is read from memory once and reused for every vector while it sits in L1/L2. */
+static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const float *x,
+                                const int8_t *xq, const float *xd, int nvec, float *y,
+                                int64_t ldy, int accumulate) {
+    int cols = W->cols, nb = cols / CSM_QK;
+    for (int r = r0; r < r1; r++) {
+        const char *row = W->data + (int64_t)r * W->row_bytes;
+        for (int n = 0; n < nvec; n++) {
+            float d = csm_dot(isa, W->fmt, row, cols, x + (int64_t)n * cols, xq + (int64_t)n * cols,
+                              xd + (int64_t)n * nb);
+            float *out = y + (int64_t)n * ldy + r;
+            *out = accumulate ? *out + d : d;
+        }
+    }
+}
+
+/* Quantize an activation vector (n a multiple of 32) to int8 with one fp32 scale per block. */
+static inline void csm_quantize_act(const float *x, int n, int8_t *q, float *d) {
+    for (int b = 0; b < n / CSM_QK; b++) {
+        const float *xb = x + b * CSM_QK;
+        float amax = 0.f;
+        for (int j = 0; j < CSM_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float s = amax / 127.f, id = s != 0.f ? 1.f / s : 0.f;
+        for (int j = 0; j < CSM_QK; j++) q[b * CSM_QK + j] = (int8_t)roundf(xb[j] * id);
+        d[b] = s;
+    }
+}
+
+/* Weight quantizers, bit-identical to GGML's reference quantize_row_*_ref (and gguf-py). */
+static inline void csm_quantize_row_q8_0(const float *x, csm_block_q8_0 *y, int n) {
+    for (int b = 0; b < n / CSM_QK; b++) {
+        const float *xb = x + b * CSM_QK;
+        float amax = 0.f;
+        for (int j = 0; j < CSM_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+        y[b].d = csm_fp32_to_fp16(d);
+        for (int j = 0; j < CSM_QK; j++) y[b].qs[j] = (int8_t)roundf(xb[j] * id);
+    }
+}
+
+static inline void csm_quantize_row_q4_0(const float *x, csm_block_q4_0 *y, int n) {
+    for (int b = 0; b < n / CSM_QK; b++) {
+        const float *xb = x + b * CSM_QK;
+        float amax = 0.f, max = 0.f; /* the value of largest magnitude, sign kept */
+        for (int j = 0; j < CSM_QK; j++)
+            if (fabsf(xb[j]) > amax) { amax = fabsf(xb[j]); max = xb[j]; }
+        float d = max / -8.f, id = d != 0.f ? 1.f / d : 0.f;
+        y[b].d = csm_fp32_to_fp16(d);
+        for (int j = 0; j < CSM_QK / 2; j++) {
+            int q0 = (int)(xb[j] * id + 8.5f), q1 = (int)(xb[j + CSM_QK / 2] * id + 8.5f);
+            q0 = q0 > 15 ? 15 : q0;
+            q1 = q1 > 15 ? 15 : q1;
+            y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static inline void csm_quantize_row_bf16(const float *x, uint16_t *y, int n) {
+    for (int j = 0; j < n; j++) y[j] = csm_fp32_to_bf16(x[j]);
+}
+
+/* Expand one stored row to fp32 (embedding lookups, prefill, tests). */
+static inline void csm_dequant_row(int fmt, const char *row, float *out, int cols) {
+    switch (fmt) {
+    case CSM_F32: memcpy(out, row, (size_t)cols * 4); return;
+    case CSM_BF16:
+        for (int j = 0; j < cols; j++) out[j] = csm_bf16_to_fp32(((const uint16_t *)row)[j]);
+        return;
+    case CSM_Q8_0: {
+        const csm_block_q8_0 *b = (const csm_block_q8_0 *)row;
+        for (int i = 0; i < cols / CSM_QK; i++) {
+            float d = csm_fp16_to_fp32(b[i].d);
+            for (int j = 0; j < CSM_QK; j++) out[i * CSM_QK + j] = d * (float)b[i].qs[j];
+        }
+        return;
+    }
+    case CSM_Q4_0: {
+        const csm_block_q4_0 *b = (const csm_block_q4_0 *)row;
+        for (int i = 0; i < cols / CSM_QK; i++) {
+            float d = csm_fp16_to_fp32(b[i].d);
+            for (int j = 0; j < CSM_QK / 2; j++) {
+                out[i * CSM_QK + j] = d * (float)((int)(b[i].qs[j] & 0x0f) - 8);
+                out[i * CSM_QK + j + CSM_QK / 2] = d * (float)((int)(b[i].qs[j] >> 4) - 8);
+            }
+        }
+        return;
+    }
+    }
+}
+
+#endif

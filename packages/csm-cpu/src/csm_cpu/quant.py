@@ -1,0 +1,94 @@
+"""Weights as the kernels read them: one 2-D matrix in one format (fp32, bf16, GGML Q8_0/Q4_0).
+
+Block formats use GGML's byte layout, so a tensor read from a GGUF memory map is used as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels, features  # noqa: F401  (features selects the kernel path at import)
+
+__all__ = ["FORMATS", "QTensor", "quantize", "matmat", "quantize_activations", "check_format"]
+
+FORMATS = dict(_kernels.FORMATS)  # name -> code
+BLOCK = _kernels.BLOCK  # elements per Q8_0/Q4_0 block
+BYTES_PER_WEIGHT = {"f32": 4.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unsupported quantization {fmt!r}; supported: {', '.join(FORMATS)}")
+    return fmt
+
+
+@dataclass(frozen=True)
+class QTensor:
+    """Matrix [rows, cols] stored row by row in format fmt; data is uint8 [rows, row_bytes]."""
+
+    fmt: str
+    rows: int
+    cols: int
+    data: np.ndarray
+
+    @property
+    def code(self) -> int:
+        return FORMATS[self.fmt]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def dequantize(self) -> np.ndarray:
+        """fp32 [rows, cols]."""
+        out = np.empty((self.rows, self.cols), np.float32)
+        _kernels.dequantize_rows(self.data, self.code, self.cols, out)
+        return out
+
+    @classmethod
+    def from_bytes(cls, fmt: str, rows: int, cols: int, data: np.ndarray, name: str = "tensor") -> "QTensor":
+        """Wrap stored rows (e.g. a GGUF memory map) after checking the size."""
+        check_format(fmt)
+        rb = _kernels.row_bytes(FORMATS[fmt], cols)
+        flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if flat.size != rows * rb:
+            raise ValueError(f"{name}: {flat.size} bytes stored, {fmt} [{rows}, {cols}] needs {rows * rb}")
+        return cls(fmt, rows, cols, flat.reshape(rows, rb))
+
+
+def quantize(w: np.ndarray, fmt: str, *, name: str = "tensor", threads: int = 1) -> QTensor:
+    """Store an fp32 (or castable) 2-D matrix in fmt. fp32 input of fmt f32 is not copied."""
+    check_format(fmt)
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix, got shape {w.shape}")
+    rows, cols = w.shape
+    if fmt in ("q8_0", "q4_0") and cols % BLOCK:
+        raise ValueError(f"{name}: {fmt} needs rows of a multiple of {BLOCK} values, got {cols}")
+    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    if fmt == "f32":
+        return QTensor(fmt, rows, cols, w32.view(np.uint8).reshape(rows, cols * 4))
+    out = np.empty((rows, _kernels.row_bytes(FORMATS[fmt], cols)), np.uint8)
+    _kernels.quantize_rows(w32, FORMATS[fmt], out, threads)
+    return QTensor(fmt, rows, cols, out)
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x [N, C] fp32 -> (int8 [N, C], fp32 scales [N, C/32]) as the int8 paths use them."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    q = np.empty(x.shape, np.int8)
+    d = np.empty((x.shape[0], x.shape[1] // BLOCK), np.float32)
+    _kernels.quantize_activations(x, q, d)
+    return q, d
+
+
+def matmat(w: QTensor, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """x [N, cols] -> x @ W.T [N, rows] with the active kernel path."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != w.cols:
+        raise ValueError(f"activations of shape {x.shape} do not fit a [{w.rows}, {w.cols}] matrix")
+    y = np.empty((x.shape[0], w.rows), np.float32)
+    _kernels.matmat(w.data, w.code, w.cols, x, y, threads)
+    return y

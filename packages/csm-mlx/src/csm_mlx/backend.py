@@ -1,0 +1,142 @@
+"""``MlxBackend``: the CSM FrameModel (+ LogitsProbe) on MLX.
+
+One frame = backbone step on the new rows → c0 → 31 depth-decoder steps, sampled on the device and
+built as one lazy graph that is evaluated once (``mx.eval`` of the codes and the KV caches).
+Left-padded batches: a row whose mask is all False is padding; no real row ever attends to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import mlx.core as mx
+import numpy as np
+from csm_core.config import CSMConfig
+from csm_core.protocols import SamplingParams
+
+from .cache import KVCache
+from .model import CSMModel, resolve_dtype
+from .quantize import quantize_model
+
+__all__ = ["MlxBackend"]
+
+
+class MlxBackend:
+    """FrameModel on MLX. Build with ``MlxBackend(config, weights)`` (a canonical dict) or ``MlxBackend.load(path)``."""
+
+    name = "mlx"
+
+    def __init__(
+        self,
+        config: CSMConfig,
+        weights: Mapping[str, object] | None = None,
+        *,
+        dtype: str = "float32",
+        quant_bits: int | None = None,
+        group_size: int = 64,
+        model: CSMModel | None = None,
+    ):
+        if (weights is None) == (model is None):
+            raise ValueError("give exactly one of weights (a canonical dict) or model (a loaded CSMModel)")
+        self.config = config
+        if model is None:
+            model = CSMModel(config).load_canonical(weights, resolve_dtype(dtype))
+            if quant_bits is not None:
+                quantize_model(model, quant_bits, group_size)
+        self.model = model
+        self.reset()
+
+    @classmethod
+    def load(cls, path: str | Path, *, dtype: str | None = None) -> "MlxBackend":
+        """A converted MLX file/directory (see ``csm_mlx.convert``)."""
+        from .convert import load_model
+
+        model = load_model(path, dtype=dtype)
+        return cls(model.config, model=model)
+
+    # ---- state ----
+    def reset(self, batch_size: int = 1, seed: int | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        cfg = self.config.backbone
+        self._cache: list[KVCache] = self.model.backbone.make_cache(batch_size, cfg.max_seq_len, self.model.dtype)
+        self._valid = np.zeros((batch_size, 0), dtype=bool)  # [B, filled positions]: False = padding
+        self._key = mx.random.key(np.random.SeedSequence(seed).entropy % (2**63) if seed is None else seed)
+
+    @property
+    def position(self) -> int:
+        return self._valid.shape[1]
+
+    # ---- inputs ----
+    def _check(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K = self.config.audio_num_codebooks
+        tokens, mask = np.asarray(tokens), np.asarray(mask)
+        if tokens.ndim != 3 or tokens.shape[0] != self.batch_size or tokens.shape[2] != K + 1:
+            raise ValueError(f"tokens must be [B={self.batch_size}, S, {K + 1}], got shape {tokens.shape}")
+        if mask.shape != tokens.shape:
+            raise ValueError(f"mask shape {mask.shape} != tokens shape {tokens.shape}")
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"tokens must be integers, got {tokens.dtype}")
+        if tokens.shape[1] == 0:
+            raise ValueError("tokens has no rows (S = 0)")
+        mask = mask.astype(bool)
+        live = np.where(mask, tokens, 0)
+        V, T = self.config.audio_vocab_size, self.config.text_vocab_size
+        if live.min() < 0 or live[..., :K].max() >= V or live[..., K].max() >= T:
+            raise ValueError(f"token ids out of range (audio codes must be < {V}, text ids < {T})")
+        if self.position + tokens.shape[1] > self.config.backbone.max_seq_len:
+            raise ValueError(
+                f"{self.position} + {tokens.shape[1]} positions exceed the {self.config.backbone.max_seq_len}-position context"
+            )
+        return live.astype(np.int32), mask
+
+    def _attention_mask(self, S: int):
+        """Backbone mask for S new queries over all filled keys: causal, real keys only (each row may see itself)."""
+        valid = self._valid  # [B, T] including the new rows
+        if valid.all():
+            return "causal" if S > 1 else None
+        T = valid.shape[1]
+        q = np.arange(T - S, T)[:, None]
+        k = np.arange(T)[None, :]
+        allowed = (k <= q) & (valid[:, None, :] | (k == q))  # [B, S, T]; the diagonal keeps padding rows NaN-free
+        return mx.array(allowed[:, None])  # [B, 1, S, T]
+
+    def _backbone(self, tokens: np.ndarray, mask: np.ndarray) -> mx.array:
+        """Feed new rows; return the normed hidden state at the last position [B, Db] (lazy)."""
+        tokens, mask = self._check(tokens, mask)
+        self._valid = np.concatenate([self._valid, mask.any(axis=2)], axis=1)
+        emb = self.model.embed_frames(mx.array(tokens), mx.array(mask))
+        h = self.model.backbone_hidden(emb, self._cache, self._attention_mask(tokens.shape[1]))
+        return h[:, -1]
+
+    # ---- FrameModel ----
+    def generate_frame(self, tokens: np.ndarray, mask: np.ndarray, params: SamplingParams) -> np.ndarray:
+        """Feed [B, S, K+1] rows at the current position → int32 codes [B, K]."""
+        K = self.config.audio_num_codebooks
+        keys = None
+        if not params.greedy:
+            split = mx.random.split(self._key, K + 1)
+            self._key, keys = split[0], split[1:]
+        last_h = self._backbone(tokens, mask)
+        codes = self.model.decode_frame(last_h, params, keys)
+        mx.eval(codes, self._key, [c.state for c in self._cache])
+        return np.array(codes, dtype=np.int32)
+
+    # ---- LogitsProbe ----
+    def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """From empty caches: c0 logits [B, V] at the last position, depth logits [B, K-1, V] fed ``codes`` [B, K]."""
+        tokens = np.asarray(tokens)
+        codes = np.asarray(codes)
+        K = self.config.audio_num_codebooks
+        if codes.shape != (tokens.shape[0], K):
+            raise ValueError(f"codes must be [B={tokens.shape[0]}, {K}], got {codes.shape}")
+        self.reset(tokens.shape[0])
+        last_h = self._backbone(tokens, mask)
+        c0 = self.model.c0_logits(last_h).astype(mx.float32)
+        depth = self.model.depth_logits(last_h, mx.array(codes.astype(np.int32))).astype(mx.float32)
+        mx.eval(c0, depth)
+        out = np.array(c0), np.array(depth)
+        self.reset(self.batch_size)
+        return out

@@ -1,0 +1,217 @@
+"""Read a Hugging Face `tokenizer.json` (byte-level BPE, as shipped with Llama 3 and sesame/csm-1b)
+into tiktoken ranks, exactly.
+
+Why this is exact: a byte-level BPE written by transformers' tiktoken conversion stores every
+token as a string over the GPT-2 byte alphabet (each byte ↦ one printable character), with
+id = tiktoken rank, and lists as merges every split of every token into two tokens, sorted by the
+rank of the result. Hugging Face then merges the pair with the lowest merge index, and tiktoken
+the pair whose result has the lowest rank: the same choice. We verify each of those properties
+and refuse a file that breaks one, rather than tokenizing it slightly differently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._gc import gc_paused
+from .bpe import BytePairTokenizer
+from .errors import TokenizerFileError
+from .llama3 import BEGIN_OF_TEXT, END_OF_TEXT, LLAMA3_PATTERN
+
+__all__ = ["bytes_to_unicode", "load_hf_tokenizer_json", "ranks_from_vocab_merges"]
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte → printable character map used by byte-level BPE vocabularies.
+
+    Printable Latin-1 bytes map to themselves; the other 68 bytes (controls, space, 0x7f-0xa0,
+    0xad) map in byte order to U+0100, U+0101, ...
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+_UNICODE_TO_BYTE = {c: b for b, c in bytes_to_unicode().items()}
+# str.translate table: alphabet character → the Latin-1 character of its byte; any other character
+# below U+0100 (e.g. a raw space, which the alphabet writes as 'Ġ') → U+FFFF, which then fails the
+# Latin-1 encode, so foreign characters cannot slip through.
+_TO_LATIN1 = {ord(c): b for c, b in _UNICODE_TO_BYTE.items()} | {
+    c: 0xFFFF for c in range(256) if chr(c) not in _UNICODE_TO_BYTE
+}
+
+
+def _vocab_bytes(tokens: list[str], path: Path) -> list[bytes]:
+    """Byte-level token strings → token bytes (one translate + encode over all of them)."""
+    try:
+        data = "".join(tokens).translate(_TO_LATIN1).encode("latin-1")
+    except UnicodeEncodeError:
+        bad = next(t for t in tokens if any(c not in _UNICODE_TO_BYTE for c in t))
+        char = next(c for c in bad if c not in _UNICODE_TO_BYTE)
+        raise TokenizerFileError(
+            f"{path}: token {bad!r} has character {char!r} outside the byte-level alphabet; "
+            "not a byte-level BPE vocabulary"
+        ) from None
+    out, pos = [], 0
+    for t in tokens:  # one character per byte, so string lengths are byte lengths
+        out.append(data[pos : pos + len(t)])
+        pos += len(t)
+    return out
+
+
+def _merge_pairs(merges: Any, path: Path) -> tuple[list[str], list[str]]:
+    """Merges as two lists (left parts, right parts). tokenizers < 0.20 writes "left right",
+    newer versions write ["left", "right"]."""
+    if not isinstance(merges, list):
+        raise TokenizerFileError(f"{path}: model.merges must be a list")
+    try:
+        if merges and isinstance(merges[0], str):
+            lefts, rights = zip(*(m.split(" ") for m in merges))
+        else:
+            lefts, rights = zip(*merges)
+        if len(lefts) == len(merges):
+            return list(lefts), list(rights)
+    except (ValueError, TypeError, AttributeError):
+        pass
+    bad = next(
+        (m for m in merges if len(m.split(" ") if isinstance(m, str) else m if isinstance(m, list) else ()) != 2),
+        merges[0],
+    )
+    raise TokenizerFileError(f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]")
+
+
+def _count_splits(vocab: dict[str, int]) -> int:
+    """Number of (left, right) pairs of vocabulary tokens whose concatenation is a token."""
+    known = vocab.__contains__
+    return sum(1 for t in vocab for i in range(1, len(t)) if known(t[:i]) and known(t[i:]))
+
+
+def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path) -> dict[bytes, int]:
+    """Byte-level vocab (str → id) + merges → tiktoken ranks (bytes → rank = id), verified."""
+    lefts, rights = _merge_pairs(merges, path)
+    try:
+        results = [vocab.get(l + r, -1) for l, r in zip(lefts, rights)]
+        parts_known = all(map(vocab.__contains__, lefts)) and all(map(vocab.__contains__, rights))
+    except TypeError:  # e.g. [["a", 1]] or [[["a"], ["b"]]]
+        bad = next(m for m, l, r in zip(merges, lefts, rights) if not (isinstance(l, str) and isinstance(r, str)))
+        raise TokenizerFileError(f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]") from None
+    if (results and min(results) < 0) or not parts_known:
+        k, missing = next(
+            (k, t) for k, (l, r) in enumerate(zip(lefts, rights)) for t in (l, r, l + r) if t not in vocab
+        )
+        raise TokenizerFileError(
+            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) uses {missing!r}, which is not in the vocabulary"
+        )
+    order = np.asarray(results, dtype=np.int64)
+    if order.size and (np.diff(order) < 0).any():
+        k = int(np.argmax(np.diff(order) < 0)) + 1
+        raise TokenizerFileError(
+            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) makes token id {results[k]} after a merge that made "
+            f"id {results[k - 1]}; merges are not in rank order, so tiktoken ranks cannot reproduce this BPE"
+        )
+    # A merge is identified by (result id, length of its left part).
+    keys = order * 1_000_003 + np.fromiter(map(len, lefts), dtype=np.int64, count=len(lefts))
+    n_duplicates = keys.size - np.unique(keys).size
+    if n_duplicates:
+        raise TokenizerFileError(f"{path}: {n_duplicates} duplicate merges")
+    # tiktoken merges ANY adjacent pair whose concatenation is a token; the file must list all of
+    # them. Every listed merge is such a split (checked above), so equal counts mean equal sets.
+    n_splits = _count_splits(vocab)
+    if n_splits != len(lefts):
+        raise TokenizerFileError(
+            f"{path}: {len(lefts):,} merges but {n_splits:,} splits of tokens into two tokens; a BPE that "
+            "omits some merges cannot be run exactly by tiktoken ranks"
+        )
+    tokens = list(vocab)
+    ranks = dict(zip(_vocab_bytes(tokens, path), map(vocab.__getitem__, tokens)))
+    if len(ranks) != len(vocab):
+        raise TokenizerFileError(f"{path}: two vocabulary entries map to the same bytes")
+    return ranks
+
+
+def _pre_tokenizer_pattern(pre: Any, path: Path) -> str:
+    """The split regex of the Llama-3 style pre-tokenizer: Split(regex, Isolated) then ByteLevel
+    without its own regex and without a prefix space."""
+    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") if isinstance(s, dict) else None for s in steps]
+    if kinds != ["Split", "ByteLevel"]:
+        raise TokenizerFileError(
+            f"{path}: pre_tokenizer is {kinds}; supported: Sequence[Split(regex), ByteLevel] (the Llama-3 layout)"
+        )
+    split, byte_level = steps
+    pattern = split.get("pattern", {}).get("Regex")
+    if not pattern or split.get("behavior") != "Isolated" or split.get("invert"):
+        raise TokenizerFileError(f"{path}: Split pre-tokenizer must be a Regex with behavior Isolated, invert false")
+    if byte_level.get("add_prefix_space") or byte_level.get("use_regex", True):
+        raise TokenizerFileError(f"{path}: ByteLevel pre-tokenizer must have add_prefix_space=false, use_regex=false")
+    return pattern
+
+
+def load_hf_tokenizer_json(
+    path: str | os.PathLike, *, bos_token: str = BEGIN_OF_TEXT, eos_token: str = END_OF_TEXT
+) -> BytePairTokenizer:
+    """A byte-level BPE `tokenizer.json` (Llama 3 / sesame/csm-1b) → BytePairTokenizer.
+
+    Special-token names come from the file's `added_tokens`; bos/eos are found by name.
+    """
+    with gc_paused():
+        return _load(Path(path), bos_token, eos_token)
+
+
+def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
+    try:
+        with path.open("rb") as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"tokenizer file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerFileError(f"{path}: not valid JSON ({e}); file damaged or truncated?") from None
+    model = spec.get("model") if isinstance(spec, dict) else None
+    if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or "merges" not in model:
+        raise TokenizerFileError(f"{path}: not a BPE tokenizer.json (model.type must be 'BPE' with vocab and merges)")
+    if model.get("byte_fallback"):
+        raise TokenizerFileError(f"{path}: model.byte_fallback=true is not supported (byte-level BPE needs none)")
+    for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
+        if model.get(key):
+            raise TokenizerFileError(f"{path}: model.{key}={model[key]!r} is not supported (expected null)")
+    if not model.get("ignore_merges", False):
+        # tiktoken returns a piece that is itself a token without merging; HF does so only here.
+        raise TokenizerFileError(f"{path}: model.ignore_merges must be true (as in Llama 3) to match tiktoken")
+    if spec.get("normalizer") is not None:
+        raise TokenizerFileError(f"{path}: a normalizer ({spec['normalizer'].get('type')}) is not supported")
+    pattern = _pre_tokenizer_pattern(spec.get("pre_tokenizer"), path)
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise TokenizerFileError(f"{path}: model.vocab is missing or empty")
+    ranks = ranks_from_vocab_merges(vocab, model["merges"], path)
+
+    special: dict[str, int] = {}
+    always: list[str] = []
+    rank_ids = set(ranks.values())
+    for entry in spec.get("added_tokens", []):
+        content, tid = entry.get("content"), entry.get("id")
+        if not isinstance(content, str) or not isinstance(tid, int):
+            raise TokenizerFileError(f"{path}: malformed added token {entry!r}")
+        if any(entry.get(flag) for flag in ("lstrip", "rstrip", "single_word")):
+            raise TokenizerFileError(f"{path}: added token {content!r} uses lstrip/rstrip/single_word, not supported")
+        if tid in rank_ids:
+            if vocab.get(content) == tid:
+                continue  # an added token that is also an ordinary token: nothing to add
+            raise TokenizerFileError(f"{path}: added token {content!r} reuses id {tid} of another token")
+        special[content] = tid
+        if not entry.get("special", False):
+            always.append(content)
+    name = "llama3" if pattern == LLAMA3_PATTERN and len(ranks) == 128_000 else "bpe"
+    return BytePairTokenizer(
+        name, ranks, special, pattern, bos_token=bos_token, eos_token=eos_token, always_matched=always, source=str(path)
+    )

@@ -1,0 +1,88 @@
+"""Matrix-vector kernels against their numpy twins, over random shapes, every format and path."""
+
+import numpy as np
+import pytest
+
+from csm_cpu import quant, twins
+
+FORMATS = ["f32", "bf16", "q8_0", "q4_0"]
+
+
+def _shapes(fmt, rng):
+    """Random odd shapes: row counts off every chunk size; column tails for the fp formats."""
+    blocks = fmt in ("q8_0", "q4_0")
+    out = [(1, 32), (3, 64), (17, 96)]
+    for _ in range(3):
+        rows = int(rng.integers(1, 80))
+        cols = int(rng.integers(1, 12)) * 32 if blocks else int(rng.integers(1, 300))
+        out.append((rows, cols))
+    return out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_matches_twin(fmt):
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((37, 160)) * rng.uniform(0.01, 3, (37, 1))).astype(np.float32)
+    w[3, :32] = 0.0  # an all-zero block
+    got = quant.quantize(w, fmt)
+    np.testing.assert_array_equal(got.data, twins.quantize(w, fmt).reshape(got.data.shape))
+    np.testing.assert_array_equal(got.dequantize(), twins.dequantize(got.data, fmt, 160))
+
+
+def test_activation_quantization_matches_twin():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 256)).astype(np.float32)
+    x[1, 32:64] = 0.0
+    q, d = quant.quantize_activations(x)
+    tq, td = twins.quantize_activations(x)
+    np.testing.assert_array_equal(q, tq)
+    np.testing.assert_array_equal(d, td)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("nvec", [1, 3])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_matmat_matches_twin(fmt, nvec, threads):
+    rng = np.random.default_rng(hash((fmt, nvec, threads)) % 2**32)
+    for rows, cols in _shapes(fmt, rng):
+        w = rng.standard_normal((rows, cols)).astype(np.float32)
+        x = rng.standard_normal((nvec, cols)).astype(np.float32)
+        qw = quant.quantize(w, fmt)
+        got = quant.matmat(qw, x, threads=threads)
+        want = twins.matmat(qw.data, fmt, cols, x)
+        # Same stored values on both sides: only the summation order differs.
+        scale = np.abs(twins.dequantize(qw.data, fmt, cols)) @ np.abs(x).T
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale.T.max() + 1e-30)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_matmat_within_format_error_bound(fmt):
+    """Against the exact fp32 product: each format stays inside its rounding bound."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((64, 512)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((2, 512)).astype(np.float32)
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    got = quant.matmat(quant.quantize(w, fmt), x)
+    aw, ax = np.abs(w), np.abs(x)
+    if fmt == "f32":
+        bound = 1e-5 * (ax @ aw.T)
+    elif fmt == "bf16":
+        bound = 2.0**-8 * (ax @ aw.T) + 1e-6
+    else:
+        # per-element steps: weights d_w (q4_0: a full step at the clipped end, q8_0: half);
+        # activations d_x/2; plus fp16 rounding of the weight scale (2^-11 relative).
+        wb = np.abs(w).reshape(64, -1, 32).max(-1)
+        xb = np.abs(x).reshape(2, -1, 32).max(-1)
+        ew = np.repeat(wb / (8 if fmt == "q4_0" else 254), 32, axis=1) + aw * 2.0**-10
+        ex = np.repeat(xb / 254, 32, axis=1)
+        bound = ax @ ew.T + ex @ aw.T + ex @ ew.T
+    assert np.all(np.abs(got - exact) <= bound), np.max(np.abs(got - exact) / bound)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="unsupported quantization 'q3_k'"):
+        quant.quantize(np.zeros((2, 32), np.float32), "q3_k")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quant.quantize(np.zeros((2, 33), np.float32), "q8_0")
+    with pytest.raises(ValueError, match="do not fit"):
+        quant.matmat(quant.quantize(np.zeros((2, 32), np.float32), "f32"), np.zeros((1, 31)))
