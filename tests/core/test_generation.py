@@ -23,14 +23,17 @@ def make(eos_after=None, codec=True, **kw):
 
 
 class ScriptedModel(FakeFrameModel):
-    """Returns the given frames [K] in order, whatever it is fed."""
+    """Returns the given frames [K] in order, whatever it is fed (and keeps the window check)."""
 
     def __init__(self, frames):
         super().__init__(CFG)
         self.script = [np.asarray(f, np.int32) for f in frames]
 
     def generate_frame(self, tokens, mask, params):
-        super().generate_frame(tokens, mask, params)  # shape checks and call log
+        if self._position + tokens.shape[1] > CFG.backbone.max_seq_len:
+            raise RuntimeError("past the window")
+        self._position += tokens.shape[1]
+        self.calls.append((tokens, mask))
         return np.stack([self.script[len(self.calls) - 1]] * tokens.shape[0])
 
 
@@ -95,8 +98,9 @@ def test_max_audio_ms_beyond_the_window_is_a_clear_error():
 
 
 def test_default_length_never_runs_past_the_window():
-    # No EOS: 1125 frames (90 s) after a prompt near the official limit (922 frames) stays in 2048.
-    gen, model = make()
+    # No EOS: 1125 frames (90 s) after a prompt at the official limit (922 frames) stays in 2048.
+    model = ScriptedModel([np.ones(K)] * 1125)
+    gen = Generator(model, FakeTokenizer())
     frames = sum(1 for _ in gen.stream_frames("x" * 917, split_sentences=False, **GREEDY))  # 922 frames
     assert frames == 1125 and model.position <= 2048
     with pytest.raises(ContextOverflowError, match="takes 923 prompt frames but at most 922"):
@@ -118,6 +122,7 @@ def test_same_seed_same_frames_different_seed_different_frames():
     c = gen.generate("Hi there.", max_audio_ms=800, seed=12).codes
     np.testing.assert_array_equal(a, b)
     assert (a != c).mean() > 0.5
+    np.testing.assert_array_equal(gen.generate("Hi there.", max_audio_ms=800, seed=np.int64(11)).codes, a)
 
 
 def test_undecodable_codes_are_masked_by_default():
@@ -168,9 +173,13 @@ def test_oldest_context_dropped_whole_with_a_warning(caplog):
 
 
 def test_target_that_cannot_fit_raises_with_the_numbers():
-    gen, _ = make()
+    gen, model = make()
     with pytest.raises(ContextOverflowError, match="takes 1003 prompt frames but at most 922"):
         gen.generate("y" * 998, split_sentences=False)
+    # With splitting, a later sentence that cannot fit fails at the call, before any frame.
+    with pytest.raises(ContextOverflowError, match="takes 303 prompt frames but at most 297"):
+        gen.stream_frames("Short. " + "z" * 298, max_audio_ms=140_000)
+    assert not model.calls
 
 
 def test_context_validation_errors():
@@ -207,8 +216,10 @@ def test_non_string_text_and_bad_seed():
         gen.generate(b"Hi.")
     with pytest.raises(ValueError, match="seed"):
         gen.generate("Hi.", seed=-1)
-    with pytest.raises(TypeError, match="FrameModel"):
+    with pytest.raises(TypeError, match=r"object does not implement csm_core.FrameModel: no \['config', 'reset'"):
         Generator(object(), FakeTokenizer())
+    with pytest.raises(TypeError, match="TextTokenizer: no \\['encode'\\]"):
+        Generator(FakeFrameModel(CFG), object())
 
 
 # ---- long text ----

@@ -5,24 +5,11 @@ depth_decoder_do_sample=False)` on a two-context-segment prompt)."""
 import numpy as np
 import pytest
 
-from csm_core import Segment
 from csm_core.generation import FRAME_MS, Generator, Request, frame_loop
 from csm_core.protocols import SamplingParams
 from csm_core.reference import CSMReference
 from csm_core.testing.csm import load_oracle, oracle_weights
-from csm_core.testing.generation import FakeCodec, FakeTokenizer
-
-
-class TableTokenizer(FakeTokenizer):
-    """Fixed ids (bos/eos included) for the oracle prompt's texts; bytes for anything else."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def encode(self, text, *, bos=False, eos=False, allow_special=False):
-        if text in self.table:
-            return list(self.table[text])
-        return super().encode(text, bos=bos, eos=eos)
+from csm_core.testing.generation import FakeCodec, oracle_request
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +24,8 @@ def model(oracle):
 
 @pytest.fixture(scope="module")
 def request_parts(oracle):
-    """The oracle prompt as (tokenizer, context segments, target text): 2 context segments."""
-    K = oracle["config"].audio_num_codebooks
-    tok, mask = oracle["tokens"][0], oracle["mask"][0]
-    edges = np.flatnonzero(np.diff(mask[:, K].astype(int))) + 1
-    runs = np.split(np.arange(len(tok)), edges)  # text, audio+EOS, text, audio+EOS, text
-    tz = TableTokenizer({"[0]first": tok[runs[0], K], "[1]second": tok[runs[2], K], "[0]target": tok[runs[4], K]})
-    context = [
-        Segment(0, "first", codes=tok[runs[1][:-1], :K].T),
-        Segment(1, "second", codes=tok[runs[3][:-1], :K].T),
-    ]
-    return tz, context, "target"
+    """The oracle prompt as (tokenizer, 2 context segments, target text)."""
+    return oracle_request(oracle)
 
 
 def test_greedy_generation_reproduces_the_oracle_frames(oracle, model, request_parts):
@@ -61,6 +39,16 @@ def test_greedy_generation_reproduces_the_oracle_frames(oracle, model, request_p
     assert out.stats.stop_reasons == ["max_length"]
 
 
+def test_greedy_generation_on_the_cpu_backend_reproduces_the_oracle_frames(oracle, request_parts):
+    """The same request through csm_cpu's FrameModel (where it is built): the protocol end to end."""
+    backend = pytest.importorskip("csm_cpu.backend")
+    tz, context, target = request_parts
+    want = oracle["greedy_frames"]
+    gen = Generator(backend.CpuBackend(oracle["config"], oracle_weights(oracle), threads=1), tz)
+    out = gen.generate(target, 0, context, temperature=0.0, max_audio_ms=len(want) * FRAME_MS)
+    np.testing.assert_array_equal(out.codes.T, want)
+
+
 def test_frame_loop_on_the_oracle_prompt(oracle, model):
     want = oracle["greedy_frames"]
     frames = [f[0] for f, _ in frame_loop(model, oracle["tokens"], oracle["mask"], SamplingParams(0.0), len(want))]
@@ -70,11 +58,11 @@ def test_frame_loop_on_the_oracle_prompt(oracle, model):
 def test_seeded_sampling_is_reproducible_on_the_reference(model, request_parts):
     tz, context, target = request_parts
     gen = Generator(model, tz, FakeCodec())
-    runs = [gen.generate(target, 0, context, max_audio_ms=800, seed=42).codes for _ in range(2)]
-    other = gen.generate(target, 0, context, max_audio_ms=800, seed=43).codes
+    runs = [gen.generate(target, 0, context, max_audio_ms=480, seed=42).codes for _ in range(2)]
+    other = gen.generate(target, 0, context, max_audio_ms=480, seed=43).codes
     np.testing.assert_array_equal(runs[0], runs[1])
     assert (runs[0] != other).mean() > 0.5 and runs[0].max() < 2048
-    streamed = np.stack(list(gen.stream_frames(target, 0, context, max_audio_ms=800, seed=42)), 1)
+    streamed = np.stack(list(gen.stream_frames(target, 0, context, max_audio_ms=480, seed=42)), 1)
     np.testing.assert_array_equal(streamed, runs[0])
 
 

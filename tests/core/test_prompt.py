@@ -16,20 +16,10 @@ from csm_core.prompt import (
     text_frames,
 )
 from csm_core.testing.csm import load_oracle
-from csm_core.testing.generation import FakeCodec, FakeTokenizer
+from csm_core.testing.generation import FakeCodec, FakeTokenizer, oracle_request
 
 CFG = csm_tiny()
 K = CFG.audio_num_codebooks
-
-
-class TableTokenizer(FakeTokenizer):
-    """Returns fixed ids (bos/eos included) for known prompt strings."""
-
-    def __init__(self, table: dict[str, list[int]]):
-        self.table = table
-
-    def encode(self, text, *, bos=False, eos=False, allow_special=False):
-        return list(self.table[text])
 
 
 def test_text_frames_are_speaker_prefixed_ids_with_bos_eos_in_the_text_column():
@@ -68,22 +58,12 @@ def test_segment_frames_text_then_audio_prefer_codes_else_encode():
 def test_prompt_assembly_reproduces_the_oracle_prompt():
     """Two context segments (text + codes) then the target give the fixture's tokens and mask."""
     o = load_oracle()
-    tok, mask = o["tokens"][0], o["mask"][0]
-    text_rows = mask[:, K]
-    # Runs of text frames and audio frames in order: (7 text, 5+1 audio, 6 text, 4+1 audio, 8 text).
-    edges = np.flatnonzero(np.diff(text_rows.astype(int))) + 1
-    runs = np.split(np.arange(len(tok)), edges)
-    assert [bool(text_rows[r[0]]) for r in runs] == [True, False, True, False, True]
-    table = {"[0]first": tok[runs[0], K], "[1]second": tok[runs[2], K], "[0]target": tok[runs[4], K]}
-    tz = TableTokenizer(table)
-    parts = [
-        segment_frames(Segment(0, "first", codes=tok[runs[1][:-1], :K].T), tz, None, CFG),
-        segment_frames(Segment(1, "second", codes=tok[runs[3][:-1], :K].T), tz, None, CFG),
-        text_frames(tz, 0, "target", CFG),
-    ]
-    prompt = PromptFrames.concat(parts, K)
-    np.testing.assert_array_equal(prompt.tokens, tok)
-    np.testing.assert_array_equal(prompt.mask, mask)
+    tz, context, target = oracle_request(o)
+    assert len(context) == 2
+    parts = [segment_frames(s, tz, None, CFG) for s in context] + [text_frames(tz, 0, target, CFG)]
+    prompt = PromptFrames.concat(parts)
+    np.testing.assert_array_equal(prompt.tokens, o["tokens"][0])
+    np.testing.assert_array_equal(prompt.mask, o["mask"][0])
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "0", None, True])

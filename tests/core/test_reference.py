@@ -200,3 +200,11 @@ def test_interleaved_rope_rotates_pairs():
     c, s = np.cos(np.pi / 3), np.sin(np.pi / 3)
     expect = [-1, 0, 2, 3, -4, -5, 6 * c - 7 * s, 7 * c + 6 * s]
     np.testing.assert_allclose(out, expect, atol=1e-5)
+
+
+def test_load_oracle_names_a_missing_fixture(tmp_path, monkeypatch):
+    from csm_core.testing.csm import load_oracle
+
+    monkeypatch.setenv("CSM_FIXTURES", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="nope_oracle.npz.*make_reference.py"):
+        load_oracle("nope")

@@ -43,6 +43,16 @@ def test_topk_mask_keeps_ties_at_the_kth_value():
 def test_topk_larger_than_vocabulary_keeps_everything():
     logits = np.array([[0.1, -3.0, 2.0]], np.float32)
     np.testing.assert_array_equal(topk_mask(logits, 10), logits)
+    with pytest.raises(ValueError, match="k >= 1"):
+        topk_mask(logits, 0)
+
+
+def test_nan_logits_are_an_error_not_a_silent_pick():
+    logits = np.zeros((3, 5), np.float32)
+    logits[1, 2] = np.nan
+    for params in (SamplingParams(temperature=0.0), SamplingParams()):
+        with pytest.raises(ValueError, match=r"NaN in rows \[1\]"):
+            sample(logits, params, np.random.default_rng(0))
 
 
 def test_greedy_is_argmax_first_index_on_ties():

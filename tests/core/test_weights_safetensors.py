@@ -50,6 +50,7 @@ def test_round_trip_keeps_dtype_shape_and_bytes(tmp_path):
         assert _same(got[k], t[k]), k
     assert got["bf16"].dtype == np.dtype(ml_dtypes.bfloat16)
     assert not got["f32"].flags.writeable  # memory-mapped, read-only
+    assert all(a.flags.aligned for a in got.values())  # widest dtypes written first
 
 
 def test_non_contiguous_input_is_written_correctly(tmp_path):

@@ -58,22 +58,21 @@ class CSM:
         offline: bool = False,
         watermark: bool = True,
     ) -> "CSM":
-        from csm_audio import Mimi
-        from csm_core.weights import load_csm_checkpoint, load_mimi_checkpoint
+        from csm_core.weights import load_csm_checkpoint
         from csm_tokenizers import load_tokenizer
 
         files = resolve_model(model, mimi=mimi, tokenizer=tokenizer, offline=offline)
         name = pick_backend(backend)
         tok = load_tokenizer(files.tokenizer)
-        config, weights = load_csm_checkpoint(files.weights if files.weights.is_file() else files.root)
+        config, weights = load_csm_checkpoint(files.weights)
         frame_model = make_backend(name, config, weights, quant=quant, threads=threads)
         del weights
-        codec = Mimi.from_weights(load_mimi_checkpoint(files.mimi))
+        codec = load_codec(files.mimi, files.config)
         marker = None
         if watermark:
-            from csm_audio.watermark import default_watermarker
+            from csm_audio.watermark import PatchworkWatermarker
 
-            marker = default_watermarker()
+            marker = PatchworkWatermarker()
         logger.info("loaded %s with backend %s", files.weights, name)
         return cls(frame_model, tok, codec, marker, info=LoadedParts(files, name))
 
@@ -115,11 +114,28 @@ class CSM:
         chunk_frames: int = 5,
         **options,
     ) -> Iterator[np.ndarray]:
-        """Audio chunks (float32, 24 kHz) as frames are produced; each chunk is marked on its own."""
-        for chunk in self._generator.stream_audio(
+        """Audio chunks (float32, 24 kHz) as frames are produced.
+
+        With the watermark on, audio is released in whole watermark blocks (1.024 s), each marked
+        on the block grid of the whole utterance, so the joined stream carries one continuous
+        mark; that adds up to one block of latency. Without it, chunks of `chunk_frames` frames
+        come as soon as they are decoded."""
+        chunks = self._generator.stream_audio(
             text, speaker=speaker, context=context, chunk_frames=chunk_frames, **_options(options)
-        ):
-            yield self._mark(chunk)
+        )
+        if self.watermarker is None:
+            yield from chunks
+            return
+        block = self.watermarker.params.block_frames * self.watermarker.params.hop
+        pending = np.zeros(0, np.float32)
+        for chunk in chunks:
+            pending = np.concatenate([pending, chunk])
+            whole = (pending.size // block) * block
+            if whole:
+                yield self._mark(pending[:whole])
+                pending = pending[whole:]
+        if pending.size:
+            yield self._mark(pending)
 
     def _mark(self, audio: np.ndarray) -> np.ndarray:
         if self.watermarker is None or audio.size == 0:
@@ -133,6 +149,23 @@ def _options(options: dict) -> dict:
     if unknown:
         raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
     return options
+
+
+def load_codec(path, config_json=None):
+    """Numpy Mimi from a Kyutai/HF file or an HF CSM checkpoint; its config from the CSM
+    config.json's codec_config when there is one, else the released Mimi."""
+    import json
+
+    from csm_audio import Mimi
+    from csm_core import mimi as mimi_preset
+    from csm_core.weights import load_mimi_checkpoint, mimi_config_from_hf
+
+    cfg = mimi_preset()
+    if config_json is not None:
+        codec_cfg = json.loads(config_json.read_text()).get("codec_config")
+        if codec_cfg:
+            cfg = mimi_config_from_hf(codec_cfg)
+    return Mimi(cfg, load_mimi_checkpoint(path, cfg))
 
 
 def make_backend(name: str, config, weights, *, quant: str | None = None, threads: int | None = None):

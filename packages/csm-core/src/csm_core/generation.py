@@ -45,6 +45,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -191,10 +192,15 @@ class Generator:
     """Text (+ context) → Mimi codes (→ audio) with one backend. See the module docstring."""
 
     def __init__(self, model: FrameModel, tokenizer: TextTokenizer, codec: AudioCodec | None = None) -> None:
-        if not isinstance(model, FrameModel):
-            raise TypeError(f"model must implement csm_core.FrameModel, got {type(model).__name__}")
-        if not isinstance(tokenizer, TextTokenizer):
-            raise TypeError(f"tokenizer must implement csm_core.TextTokenizer, got {type(tokenizer).__name__}")
+        # Checked by name, not isinstance(): on Python < 3.12 that evaluates properties such as
+        # `position`, which a backend may only define after reset().
+        for obj, protocol, members in (
+            (model, "FrameModel", ("config", "reset", "generate_frame")),
+            (tokenizer, "TextTokenizer", ("encode",)),
+        ):
+            missing = [m for m in members if not hasattr(type(obj), m) and not hasattr(obj, m)]
+            if missing:
+                raise TypeError(f"{type(obj).__name__} does not implement csm_core.{protocol}: no {missing}")
         self.model = model
         self.tokenizer = tokenizer
         self.codec = codec
@@ -246,12 +252,15 @@ class Generator:
         opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
         speaker = check_speaker(speaker)
         sentences = _sentences(text, split_sentences)
+        targets = [text_frames(self.tokenizer, speaker, s, self.config) for s in sentences]
+        for target in targets:  # a target too long for the window fails now, not mid-stream
+            fit_prompt([], target, max_prompt_frames(self.window, opts.max_frames))
         ctx = [
             segment_frames(s, self.tokenizer, self.codec, self.config, where=f"context[{i}]")
             for i, s in enumerate(context)
         ]
         stats = GenerationStats()
-        return Stream(self._run(sentences, speaker, ctx, opts, stats), stats)
+        return Stream(self._run(sentences, targets, speaker, ctx, opts, stats), stats)
 
     def stream_audio(
         self,
@@ -284,6 +293,7 @@ class Generator:
         """Several independent utterances in one batch (B = len(requests)); each text is one
         prompt (no sentence splitting). Returns one Generation per request, in order."""
         opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
+        started = time.perf_counter()
         requests = [Request(r) if isinstance(r, str) else r for r in requests]
         if not requests:
             raise ValueError("generate_batch needs at least one request")
@@ -298,7 +308,7 @@ class Generator:
                 for i, s in enumerate(r.context)
             ]
             target = text_frames(self.tokenizer, speaker, text, self.config)
-            st = GenerationStats(sentences=[text], started_at=time.perf_counter())
+            st = GenerationStats(sentences=[text], started_at=started)
             prompt, st.dropped_context = self._fit(ctx, target, opts.max_frames, n_user=len(ctx))
             st.prompt_frames.append(len(prompt))
             prompts.append(prompt)
@@ -307,7 +317,8 @@ class Generator:
         rows: list[list[np.ndarray]] = [[] for _ in requests]
         first_frame_s = None
         for frame, active in frame_loop(self.model, tokens, mask, opts.params, opts.max_frames, opts.seed):
-            first_frame_s = first_frame_s if first_frame_s is not None else stats[0]._mark()
+            if first_frame_s is None:
+                first_frame_s = time.perf_counter() - started
             for b in np.flatnonzero(active):
                 rows[b].append(frame[b].astype(np.int64))
         out = []
@@ -317,7 +328,6 @@ class Generator:
             st.stop_reasons.append("max_length" if codes.shape[1] == opts.max_frames else "eos")
             st.time_to_first_frame_s = first_frame_s
             audio = self._decode(codes)
-            st.started_at = stats[0].started_at
             st._mark()
             segments = [Segment(r.speaker, st.sentences[0], codes=codes)]
             out.append(Generation(codes, audio, self._sample_rate(), segments, st))
@@ -339,8 +349,10 @@ class Generator:
                 f"max_audio_ms={max_audio_ms} asks for {max_frames} frames, but the {self.window}-position "
                 f"window must also hold the prompt: use at most {(self.window - 3) * FRAME_MS} ms"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+                raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+            seed = int(seed)
         codec_size = self.codec.codebook_size if self.codec is not None else 2048
         params = SamplingParams(temperature, topk, mask_undecodable, codec_size)
         return _Options(max_frames, params, seed)
@@ -362,16 +374,21 @@ class Generator:
             )  # fmt: skip
         if dropped_own:
             logger.info("dropped %d earlier generated sentence(s) from the context to fit the window", dropped_own)
-        prompt = PromptFrames.concat([ctx[i] for i in keep] + [target], self.config.audio_num_codebooks)
+        prompt = PromptFrames.concat([ctx[i] for i in keep] + [target])
         return prompt, dropped_user
 
     def _run(
-        self, sentences: list[str], speaker: int, ctx: list[PromptFrames], opts: _Options, stats: GenerationStats
+        self,
+        sentences: list[str],
+        targets: list[PromptFrames],
+        speaker: int,
+        ctx: list[PromptFrames],
+        opts: _Options,
+        stats: GenerationStats,
     ) -> Iterator[np.ndarray]:
         stats.started_at = time.perf_counter()
         n_user = len(ctx)
-        for j, sentence in enumerate(sentences):
-            target = text_frames(self.tokenizer, speaker, sentence, self.config)
+        for j, (sentence, target) in enumerate(zip(sentences, targets)):
             prompt, dropped = self._fit(ctx, target, opts.max_frames, n_user)
             stats.dropped_context = max(stats.dropped_context, dropped)
             stats.sentences.append(sentence)

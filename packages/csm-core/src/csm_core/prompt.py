@@ -53,13 +53,9 @@ class PromptFrames:
         return self.tokens.shape[0]
 
     @staticmethod
-    def concat(parts: Sequence["PromptFrames"], num_codebooks: int) -> "PromptFrames":
-        if not parts:
-            empty = np.zeros((0, num_codebooks + 1), np.int64)
-            return PromptFrames(empty, empty.astype(bool))
-        return PromptFrames(
-            np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts])
-        )
+    def concat(parts: Sequence["PromptFrames"]) -> "PromptFrames":
+        """The frames of `parts` (at least one) one after another."""
+        return PromptFrames(np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]))
 
 
 def check_speaker(speaker: object, where: str = "speaker") -> int:
@@ -135,7 +131,7 @@ def segment_frames(
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     text = text_frames(tokenizer, segment.speaker, segment.text, config)
-    return PromptFrames.concat([text, audio], config.audio_num_codebooks)
+    return PromptFrames.concat([text, audio])
 
 
 def max_prompt_frames(window: int, max_frames: int) -> int:

@@ -25,6 +25,8 @@ def mask_undecodable(logits: np.ndarray, codec_size: int) -> np.ndarray:
 def topk_mask(logits: np.ndarray, k: int) -> np.ndarray:
     """logits [..., V] with every value strictly below the k-th largest set to −inf (ties kept)."""
     logits = np.asarray(logits, dtype=np.float32)
+    if int(k) < 1:
+        raise ValueError(f"top-k needs k >= 1, got {k}")
     k = min(int(k), logits.shape[-1])
     kth = np.partition(logits, -k, axis=-1)[..., -k, None]  # the k-th largest, [..., 1]
     return np.where(logits < kth, np.float32(-np.inf), logits)
@@ -54,6 +56,8 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator 
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 2:
         raise ValueError(f"logits must be [B, V], got shape {logits.shape}")
+    if np.isnan(logits).any():
+        raise ValueError(f"logits contain NaN in rows {np.flatnonzero(np.isnan(logits).any(-1)).tolist()[:8]}")
     if params.mask_undecodable and logits.shape[-1] > params.codec_size:
         logits = mask_undecodable(logits, params.codec_size)
     if params.greedy:

@@ -36,3 +36,4 @@ cdef extern from "csm_kernels.h" nogil:
 cdef extern from "csm_threads.h" nogil:
     int csm_openmp_enabled()
     int csm_omp_max_threads()
+    void csm_barrier()

@@ -126,3 +126,60 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
     finally:
         free(xq)
         free(xd)
+
+
+# ---- small ops (twins in csm_cpu.twins) ----
+from csm_cpu._ops cimport rmsnorm as _rmsnorm, rope_interleaved, swiglu as _swiglu, attend, sample_logits
+from libc.stdint cimport uint64_t
+
+
+def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
+    import numpy as np
+    out = np.empty((x.shape[0], x.shape[1]), np.float32)
+    cdef float[:, ::1] o = out
+    cdef Py_ssize_t i
+    if scale.shape[0] != x.shape[1]:
+        raise ValueError("rmsnorm: scale length differs from the row length")
+    with nogil:
+        for i in range(x.shape[0]):
+            _rmsnorm(&x[i, 0], &scale[0], &o[i, 0], <int>x.shape[1], eps)
+    return out
+
+
+def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, ::1] sin,
+         const int[::1] positions) -> None:
+    """In place: v [N, heads*head_dim], vector n rotated by the angles of positions[n]."""
+    cdef Py_ssize_t n
+    cdef int p
+    for n in range(v.shape[0]):
+        p = positions[n]
+        if not 0 <= p < cos.shape[0]:
+            raise ValueError(f"position {p} outside the rope table of {cos.shape[0]}")
+        rope_interleaved(&v[n, 0], <int>(v.shape[1] // head_dim), head_dim, &cos[p, 0], &sin[p, 0])
+
+
+def swiglu(float[:, ::1] g, const float[:, ::1] u) -> None:
+    cdef Py_ssize_t n
+    for n in range(g.shape[0]):
+        _swiglu(&g[n, 0], &u[n, 0], <int>g.shape[1])
+
+
+def attention(const float[::1] q, const float[:, ::1] k, const float[:, ::1] v,
+              const uint8_t[::1] valid, float scale) -> object:
+    """One head: q [hd], k/v [T, hd], valid [T] -> out [hd]."""
+    import numpy as np
+    out = np.empty(q.shape[0], np.float32)
+    scores = np.empty(max(1, k.shape[0]), np.float32)
+    cdef float[::1] o = out, sc = scores
+    attend(_isa, &q[0], &k[0, 0], &v[0, 0], &valid[0], <int>k.shape[0], <int>q.shape[0],
+           k.shape[1], scale, &sc[0], &o[0])
+    return out
+
+
+def sample(const float[::1] logits, int limit, float temperature, int topk, const float[::1] q) -> int:
+    """One draw with the given Exp(1) variates q [limit] (tests match csm_core.sampling)."""
+    import numpy as np
+    scratch = np.empty(logits.shape[0], np.float32)
+    cdef float[::1] s = scratch
+    cdef uint64_t state = 0
+    return sample_logits(&logits[0], limit, temperature, topk, &state, &q[0], &s[0])

@@ -59,7 +59,11 @@ class QTensor:
 
 
 def quantize(w: np.ndarray, fmt: str, *, name: str = "tensor", threads: int = 1) -> QTensor:
-    """Store an fp32 (or castable) 2-D matrix in fmt. fp32 input of fmt f32 is not copied."""
+    """Store a 2-D float matrix in fmt, checking that every value is finite.
+
+    Works in blocks of rows, so a memory-mapped or bf16 source is never expanded to fp32 whole;
+    fp32 contiguous input of fmt f32 is used without a copy.
+    """
     check_format(fmt)
     w = np.asarray(w)
     if w.ndim != 2:
@@ -67,11 +71,21 @@ def quantize(w: np.ndarray, fmt: str, *, name: str = "tensor", threads: int = 1)
     rows, cols = w.shape
     if fmt in ("q8_0", "q4_0") and cols % BLOCK:
         raise ValueError(f"{name}: {fmt} needs rows of a multiple of {BLOCK} values, got {cols}")
-    w32 = np.ascontiguousarray(w, dtype=np.float32)
-    if fmt == "f32":
-        return QTensor(fmt, rows, cols, w32.view(np.uint8).reshape(rows, cols * 4))
-    out = np.empty((rows, _kernels.row_bytes(FORMATS[fmt], cols)), np.uint8)
-    _kernels.quantize_rows(w32, FORMATS[fmt], out, threads)
+    zero_copy = fmt == "f32" and w.dtype == np.float32 and w.flags.c_contiguous
+    out = w if zero_copy else np.empty((rows, _kernels.row_bytes(FORMATS[fmt], cols)), np.uint8)
+    step = max(1, (16 << 20) // max(1, cols * 4))  # about 16 MiB of fp32 per block
+    for r0 in range(0, rows, step):
+        block = np.ascontiguousarray(w[r0 : r0 + step], dtype=np.float32)
+        if not np.isfinite(block).all():
+            raise ValueError(f"{name}: holds NaN or infinite values (first bad row >= {r0})")
+        if zero_copy:
+            continue
+        if fmt == "f32":
+            out[r0 : r0 + step] = block.view(np.uint8)
+        else:
+            _kernels.quantize_rows(block, FORMATS[fmt], out[r0 : r0 + step], threads)
+    if zero_copy:
+        out = w.view(np.uint8).reshape(rows, cols * 4)
     return QTensor(fmt, rows, cols, out)
 
 

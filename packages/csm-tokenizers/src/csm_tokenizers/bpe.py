@@ -9,7 +9,7 @@ plus special tokens (name → id) and the pre-tokenizer regex. Both file routes 
 from __future__ import annotations
 
 import operator
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import tiktoken
 
@@ -61,10 +61,10 @@ def _is_index(x: object) -> bool:
 
 
 def decode_utf8(
-    data: bytes, errors: str, token_lengths: list[int] | None, ids: list[int], first_index: int = 0
+    data: bytes, errors: str, ids: list[int], token_length: Callable[[int], int], first_index: int = 0
 ) -> str:
-    """UTF-8 decode; with errors="strict" a failure names the token where the bad bytes start
-    (`token_lengths[k]` bytes come from `ids[k]`, which is token #first_index + k of the input)."""
+    """UTF-8 decode of the bytes of `ids` (token_length(id) bytes each). With errors="strict" a
+    failure names the token where the bad bytes start, counting tokens from `first_index`."""
     if errors == "replace":
         return data.decode("utf-8", errors="replace")
     if errors != "strict":
@@ -72,17 +72,13 @@ def decode_utf8(
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        where = ""
-        if token_lengths is not None:
-            end = 0
-            for k, n in enumerate(token_lengths):
-                end += n
-                if e.start < end:
-                    where = f" in token #{first_index + k} (id {ids[k]})"
-                    break
-        raise UnicodeDecodeError(
-            "utf-8", data, e.start, e.end, f"{e.reason}: ids do not form valid UTF-8{where}"
-        ) from None
+        end = 0
+        for k, tid in enumerate(ids):
+            end += token_length(tid)
+            if e.start < end:
+                break
+        reason = f"{e.reason}: ids do not form valid UTF-8 in token #{first_index + k} (id {tid})"
+        raise UnicodeDecodeError("utf-8", data, e.start, e.end, reason) from None
 
 
 class BytePairTokenizer:
@@ -129,13 +125,15 @@ class BytePairTokenizer:
         all_ids = set(ranks.values()) | set(self.special_tokens.values())
         self.vocab_size: int = max(all_ids) + 1
         # Ids below vocab_size that name no token (none for Llama 3; possible in a tokenizer.json).
-        self._missing_ids = frozenset(range(self.vocab_size)) - all_ids if len(all_ids) < self.vocab_size else frozenset()
+        self._missing_ids = frozenset(range(self.vocab_size)) - all_ids
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
 
     def __repr__(self) -> str:
         return f"BytePairTokenizer({self.name!r}, vocab_size={self.vocab_size}, source={self.source!r})"
 
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:
+    def encode(
+        self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False
+    ) -> list[int]:
         """Text → ids; `bos`/`eos` add the begin/end-of-text ids around them."""
         check_text(text)
         if allow_special:
@@ -155,11 +153,10 @@ class BytePairTokenizer:
         character) become U+FFFD with errors="replace" and raise UnicodeDecodeError with
         errors="strict". Special ids decode to their names."""
         ids = check_ids(ids, self.vocab_size, self._missing_ids)
-        data = self._enc.decode_bytes(ids)
-        lengths = None
-        if errors == "strict":
-            lengths = [len(self.id_to_bytes(i)) for i in ids]
-        return decode_utf8(data, errors, lengths, ids)
+        return decode_utf8(self._enc.decode_bytes(ids), errors, ids, self._token_length)
+
+    def _token_length(self, token_id: int) -> int:
+        return len(self._enc.decode_single_token_bytes(token_id))
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         ids = check_ids(ids, self.vocab_size, self._missing_ids)

@@ -16,8 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ._gc import gc_paused
 from .bpe import BytePairTokenizer
 from .errors import TokenizerFileError
@@ -74,19 +72,17 @@ def _merge_pairs(merges: Any, path: Path) -> tuple[list[str], list[str]]:
     newer versions write ["left", "right"]."""
     if not isinstance(merges, list):
         raise TokenizerFileError(f"{path}: model.merges must be a list")
-    try:
-        if merges and isinstance(merges[0], str):
-            lefts, rights = zip(*(m.split(" ") for m in merges))
-        else:
-            lefts, rights = zip(*merges)
-        if len(lefts) == len(merges):
-            return list(lefts), list(rights)
-    except (ValueError, TypeError, AttributeError):
-        pass
-    bad = next(
-        (m for m in merges if len(m.split(" ") if isinstance(m, str) else m if isinstance(m, list) else ()) != 2),
-        merges[0],
-    )
+    if not merges:
+        return [], []
+    if isinstance(merges[0], str):
+        pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
+    else:
+        pairs = merges
+    # zip(*pairs) alone would silently drop a third element, so check every length first.
+    if all(isinstance(p, list) for p in pairs) and set(map(len, pairs)) == {2}:
+        lefts, rights = zip(*pairs)
+        return list(lefts), list(rights)
+    bad = next(m for m, p in zip(merges, pairs) if not (isinstance(p, list) and len(p) == 2))
     raise TokenizerFileError(f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]")
 
 
@@ -98,30 +94,34 @@ def _count_splits(vocab: dict[str, int]) -> int:
 
 def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path) -> dict[bytes, int]:
     """Byte-level vocab (str → id) + merges → tiktoken ranks (bytes → rank = id), verified."""
+    if not all(type(i) is int for i in vocab.values()) or len(set(vocab.values())) != len(vocab):
+        raise TokenizerFileError(f"{path}: model.vocab ids must be distinct integers")
     lefts, rights = _merge_pairs(merges, path)
     try:
-        results = [vocab.get(l + r, -1) for l, r in zip(lefts, rights)]
+        results = [vocab.get(a + b, -1) for a, b in zip(lefts, rights)]
         parts_known = all(map(vocab.__contains__, lefts)) and all(map(vocab.__contains__, rights))
     except TypeError:  # e.g. [["a", 1]] or [[["a"], ["b"]]]
-        bad = next(m for m, l, r in zip(merges, lefts, rights) if not (isinstance(l, str) and isinstance(r, str)))
-        raise TokenizerFileError(f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]") from None
+        bad = next(m for m, a, b in zip(merges, lefts, rights) if not (isinstance(a, str) and isinstance(b, str)))
+        raise TokenizerFileError(
+            f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]"
+        ) from None
     if (results and min(results) < 0) or not parts_known:
         k, missing = next(
-            (k, t) for k, (l, r) in enumerate(zip(lefts, rights)) for t in (l, r, l + r) if t not in vocab
+            (k, t) for k, (a, b) in enumerate(zip(lefts, rights)) for t in (a, b, a + b) if t not in vocab
         )
         raise TokenizerFileError(
-            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) uses {missing!r}, which is not in the vocabulary"
+            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) uses {missing!r}, which is not in the "
+            "vocabulary"
         )
-    order = np.asarray(results, dtype=np.int64)
-    if order.size and (np.diff(order) < 0).any():
-        k = int(np.argmax(np.diff(order) < 0)) + 1
+    if results != sorted(results):
+        k = next(k for k in range(1, len(results)) if results[k] < results[k - 1])
         raise TokenizerFileError(
-            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) makes token id {results[k]} after a merge that made "
-            f"id {results[k - 1]}; merges are not in rank order, so tiktoken ranks cannot reproduce this BPE"
+            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) makes token id {results[k]} after a merge "
+            f"that made id {results[k - 1]}; merges are not in rank order, so tiktoken ranks cannot "
+            "reproduce this BPE"
         )
     # A merge is identified by (result id, length of its left part).
-    keys = order * 1_000_003 + np.fromiter(map(len, lefts), dtype=np.int64, count=len(lefts))
-    n_duplicates = keys.size - np.unique(keys).size
+    n_duplicates = len(results) - len(set(zip(results, map(len, lefts))))
     if n_duplicates:
         raise TokenizerFileError(f"{path}: {n_duplicates} duplicate merges")
     # tiktoken merges ANY adjacent pair whose concatenation is a token; the file must list all of

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import binascii
 import os
+from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 from ._gc import gc_paused
 from .bpe import BytePairTokenizer
@@ -83,31 +85,53 @@ def read_tiktoken_ranks(path: str | os.PathLike, expected_size: int | None = Non
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"tokenizer file not found: {path}") from None
-    lines = data.splitlines()
-    ranks: dict[bytes, int] = {}
-    a2b = binascii.a2b_base64
-    try:
-        for rank, line in enumerate(lines):
-            token, r = line.split(b" ")
-            if int(r) != rank:
-                raise TokenizerFileError(f"{path}: line {rank + 1} has rank {int(r)}, expected {rank} (ranks must be 0..n-1 in order)")
-            ranks[a2b(token, strict_mode=True)] = rank
-    except (ValueError, binascii.Error) as e:
-        if isinstance(e, TokenizerFileError):
-            raise
-        raise TokenizerFileError(
-            f"{path}: line {rank + 1} is not 'base64-token rank' ({line[:60]!r}); file damaged or truncated?"
-        ) from None
-    if len(ranks) != len(lines):
-        raise TokenizerFileError(f"{path}: {len(lines) - len(ranks)} duplicate tokens; not a valid rank file")
-    if data and not data.endswith(b"\n"):
-        # Every line of a complete file ends in a newline; a cut inside the last line may still parse.
-        raise TokenizerFileError(f"{path}: last line has no newline; file truncated?")
+    ranks, n_lines = _parse_ranks_fast(data)
+    if ranks is None:
+        _raise_parse_error(data, path)
+    if len(ranks) != n_lines:
+        raise TokenizerFileError(f"{path}: {n_lines - len(ranks)} duplicate tokens; not a valid rank file")
     if expected_size is not None and len(ranks) != expected_size:
         raise TokenizerFileError(
             f"{path}: {len(ranks):,} tokens, expected {expected_size:,}; file truncated or not this vocabulary?"
         )
     return ranks
+
+
+def _parse_ranks_fast(data: bytes) -> tuple[dict[bytes, int] | None, int]:
+    """(ranks, number of lines), parsed with C-level loops only (split, map); ranks is None when
+    any line is off, and _raise_parse_error then finds it."""
+    fields = data.split()
+    n = len(fields) // 2
+    if len(fields) != 2 * n or n != len(data.splitlines()):
+        return None, n
+    try:
+        if list(map(int, fields[1::2])) != list(range(n)):
+            return None, n
+        tokens = map(partial(binascii.a2b_base64, strict_mode=True), fields[0::2])
+        return dict(zip(tokens, range(n))), n
+    except (ValueError, binascii.Error):
+        return None, n
+
+
+def _raise_parse_error(data: bytes, path: Path) -> NoReturn:
+    """Find the first bad line and raise an error naming it."""
+    lines = data.splitlines()
+    for rank, line in enumerate(lines):
+        try:
+            token, r = line.split(b" ")
+            binascii.a2b_base64(token, strict_mode=True)
+            if int(r) == rank:
+                continue
+        except (ValueError, binascii.Error):
+            pass
+        if rank == len(lines) - 1 and not data.endswith(b"\n"):
+            raise TokenizerFileError(
+                f"{path}: last line {rank + 1} is incomplete ({line[:60]!r}); file truncated?"
+            )
+        raise TokenizerFileError(
+            f"{path}: line {rank + 1} is not 'base64-token {rank}' ({line[:60]!r}); file damaged?"
+        )
+    raise TokenizerFileError(f"{path}: not a tiktoken rank file")
 
 
 def load_llama3_tiktoken(path: str | os.PathLike) -> BytePairTokenizer:

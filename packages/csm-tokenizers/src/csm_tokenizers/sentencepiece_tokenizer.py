@@ -45,7 +45,9 @@ class SentencePieceTokenizer:
         try:
             self._sp.Load(str(path))
         except (RuntimeError, OSError) as e:
-            raise TokenizerFileError(f"{path}: not a readable SentencePiece model ({e}); file damaged or truncated?") from None
+            raise TokenizerFileError(
+                f"{path}: not a readable SentencePiece model ({e}); file damaged or truncated?"
+            ) from None
         sp = self._sp
         self.vocab_size: int = sp.get_piece_size()
         # -1 where the model was trained without that piece (bos_id=-1); encode(bos=True) then fails.
@@ -60,7 +62,9 @@ class SentencePieceTokenizer:
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
 
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:
+    def encode(
+        self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False
+    ) -> list[int]:
         check_text(text)
         for flag, tid, name in ((bos, self.bos_id, "bos"), (eos, self.eos_id, "eos")):
             if flag and tid < 0:
@@ -103,7 +107,7 @@ class SentencePieceTokenizer:
                 continue
             if run:
                 data = bytes(int(self._sp.id_to_piece(ids[j])[3:5], 16) for j in run)
-                decode_utf8(data, "strict", [1] * len(run), [ids[j] for j in run], first_index=run[0])
+                decode_utf8(data, "strict", [ids[j] for j in run], lambda _: 1, first_index=run[0])
                 run = []
 
     def token_to_id(self, token: str) -> int:

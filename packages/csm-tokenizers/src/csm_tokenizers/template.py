@@ -6,20 +6,22 @@ the Hugging Face CSM processor. Each id becomes one text frame of the prompt (cs
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from csm_core.protocols import TextTokenizer
 
 __all__ = ["format_turn", "encode_turn"]
 
 
 def format_turn(speaker: int | str, text: str) -> str:
-    """`[speaker]text`. The speaker is a non-negative int (or its decimal string)."""
+    """`[speaker]text`. The speaker is a non-negative integer (or its decimal string)."""
     if isinstance(speaker, str) and speaker.isdecimal():
         speaker = int(speaker)
-    if isinstance(speaker, bool) or not isinstance(speaker, int) or speaker < 0:
+    if isinstance(speaker, bool) or not isinstance(speaker, Integral) or speaker < 0:
         raise ValueError(f"speaker must be a non-negative integer, got {speaker!r}")
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    return f"[{speaker}]{text}"
+    return f"[{int(speaker)}]{text}"
 
 
 def encode_turn(tokenizer: TextTokenizer, speaker: int | str, text: str) -> list[int]:

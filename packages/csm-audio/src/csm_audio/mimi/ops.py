@@ -21,10 +21,15 @@ _AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a
 
 
 def elu(x: np.ndarray) -> np.ndarray:
-    """ELU(alpha=1): x if x > 0 else expm1(x); exact in both branches."""
-    y = np.minimum(x, 0.0)
-    np.expm1(y, out=y)
-    y += np.maximum(x, 0.0)
+    """ELU(alpha=1) = max(x, exp(min(x, 0)) − 1), since e^x − 1 >= x.
+
+    exp − 1 instead of expm1: numpy's float32 exp is SIMD and ~4x faster; the absolute error
+    (~6e-8) is far below the parity tolerance.
+    """
+    y = np.minimum(x, np.float32(0.0))
+    np.exp(y, out=y)
+    y -= np.float32(1.0)
+    np.maximum(y, x, out=y)
     return y
 
 

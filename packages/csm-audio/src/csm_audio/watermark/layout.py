@@ -41,24 +41,32 @@ class PatchworkParams:
     target_snr_db: float = 25.5
     # Mark magnitude in a cell ∝ frame_level^(1 - shape) · |pair|^shape: 0 is flat within a
     # frame (cheap per detected unit), 1 is a constant relative change (survives added noise).
-    shape: float = 0.5
+    shape: float = 0.0
     floor_percentile: float = 10.0
+    floor_scale: float = 1.0
+    frame_power: float = 0.0
     weight_power: float = 1.0
     # Detection: sample-offset search step and the sync z-score threshold.
     offset_step: int = 64
     sync_threshold: float = 5.0
     max_decodes: int = 6
-    bins: tuple[int, ...] = field(init=False)
+    pair_gap: int = 1
+    bins_a: tuple[int, ...] = field(init=False)
+    bins_b: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        # Bins in groups of 2·gap: pairs (k, k + gap) for the first gap bins of each group.
+        g = self.pair_gap
         k_lo = int(np.ceil(self.f_lo * self.n_fft / self.sample_rate))
         k_hi = int(np.floor(self.f_hi * self.n_fft / self.sample_rate))
-        k_lo += k_lo % 2  # pairs start on even bins so the layout is stable
-        object.__setattr__(self, "bins", tuple(range(k_lo, k_hi, 2)))
+        k_lo += -k_lo % (2 * g)  # groups start on multiples of 2·gap so the layout is stable
+        a = [base + i for base in range(k_lo, k_hi - 2 * g + 2, 2 * g) for i in range(g)]
+        object.__setattr__(self, "bins_a", tuple(a))
+        object.__setattr__(self, "bins_b", tuple(k + g for k in a))
 
     @property
     def n_pairs(self) -> int:
-        return len(self.bins)
+        return len(self.bins_a)
 
     @property
     def block_frames(self) -> int:

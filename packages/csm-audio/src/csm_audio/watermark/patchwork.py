@@ -59,10 +59,11 @@ def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: Patchwo
     padded[hop : hop + n] = x
     win = _sqrt_hann(n_fft)
     spec = np.fft.rfft(_frames(padded, 0, n_fft, hop)[:n_frames] * win, axis=1)  # [T, n_fft/2+1]
-    lo = np.asarray(p.bins)
-    a, b = spec[:, lo], spec[:, lo + 1]  # [T, P] the two bins of every pair
+    ka, kb = np.asarray(p.bins_a), np.asarray(p.bins_b)
+    a, b = spec[:, ka], spec[:, kb]  # [T, P] the two bins of every pair
     pair_mag = np.sqrt(0.5 * (np.abs(a) ** 2 + np.abs(b) ** 2))  # [T, P]
     frame_level = np.sqrt(np.mean(pair_mag**2, axis=1, keepdims=True))  # [T, 1]
+    frame_level = frame_level * (frame_level / (np.sqrt(np.mean(frame_level**2)) + 1e-30)) ** p.frame_power
     orient = np.tile(np.repeat(cell_pattern(layout, payload), p.frames_per_slot, axis=0), (-(-n_frames // p.block_frames), 1))
     orient = orient[:n_frames]  # [T, P]
 
@@ -71,8 +72,9 @@ def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: Patchwo
         return np.zeros(n)
     budget = signal_energy * 10 ** (-p.target_snr_db / 10)
 
+    rel = (frame_level / np.maximum(pair_mag, 1e-30)) ** (1.0 - p.shape)  # [T, P]
+
     def strength(lam: float) -> np.ndarray:  # relative d per cell
-        rel = (frame_level / np.maximum(pair_mag, 1e-30)) ** (1.0 - p.shape)
         return np.minimum(p.delta_max, lam * rel)
 
     def energy(lam: float) -> float:
@@ -86,8 +88,8 @@ def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: Patchwo
         lo_lam, hi_lam = (mid, hi_lam) if energy(mid) < budget else (lo_lam, mid)
     d = strength(lo_lam) * orient  # [T, P] signed relative change of bin a; bin b gets -d
     gain = np.zeros_like(spec, dtype=np.float64)
-    gain[:, lo] = d
-    gain[:, lo + 1] = -d
+    gain[:, ka] = d
+    gain[:, kb] = -d
     frames = np.fft.irfft(gain * spec, n=n_fft, axis=1) * win  # [T, n_fft]
     out = np.zeros((n_frames + 1) * hop)
     for j in range(n_fft // hop):  # overlap-add in hop-sized chunks
@@ -113,11 +115,10 @@ def cell_values(x: np.ndarray, offset: int, p: PatchworkParams) -> tuple[np.ndar
     win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(p.n_fft) / p.n_fft)
     frames = _frames(x, offset, p.n_fft, p.hop)
     spec = np.fft.rfft(frames * win, axis=1)
-    lo = np.asarray(p.bins)
-    ma, mb = np.abs(spec[:, lo]), np.abs(spec[:, lo + 1])  # [T, P]
+    ma, mb = np.abs(spec[:, np.asarray(p.bins_a)]), np.abs(spec[:, np.asarray(p.bins_b)])  # [T, P]
     energy = ma**2 + mb**2
     # Noise floor per pair: a low percentile over time, at least -60 dB under the mean cell.
-    floor = np.maximum(np.percentile(energy, p.floor_percentile, axis=0), 1e-6 * float(np.mean(energy)) + 1e-20)
+    floor = np.maximum(p.floor_scale * np.percentile(energy, p.floor_percentile, axis=0), 1e-6 * float(np.mean(energy)) + 1e-20)
     weight = (energy / (energy + floor)) ** p.weight_power
     v = weight * (ma - mb) / np.maximum(ma + mb, 1e-30)  # [T, P]
     n_t, f = v.shape[0], p.block_frames

@@ -6,20 +6,24 @@
   `eos_after[b]` frames. It refuses to run past the position window, like a real KV cache.
 - `FakeTokenizer`: UTF-8 bytes as ids, with Llama-3's bos/eos ids.
 - `FakeCodec`: codes ↔ audio with a one-frame memory, so a streaming decoder must carry state.
+- `oracle_request(oracle)`: an oracle fixture's prompt as Generator input (a `TableTokenizer` that
+  returns the fixture's text ids, context `Segment`s with codes, the target text), so a backend's
+  `Generator` run can be compared with the oracle's `greedy_frames`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..config import CSMConfig
 from ..protocols import SamplingParams
 from ..sampling import sample
+from ..segment import Segment
 
-__all__ = ["FakeFrameModel", "FakeTokenizer", "FakeCodec"]
+__all__ = ["FakeFrameModel", "FakeTokenizer", "TableTokenizer", "FakeCodec", "oracle_request"]
 
 _MOD = (1 << 61) - 1  # Mersenne prime for the rolling hash of fed frames
 
@@ -108,6 +112,39 @@ class FakeTokenizer:
 
     def token_to_id(self, token: str) -> int:
         return {"<|begin_of_text|>": self.bos_id, "<|end_of_text|>": self.eos_id}[token]
+
+
+class TableTokenizer(FakeTokenizer):
+    """Fixed ids (bos/eos included) for known prompt strings such as "[0]text"; bytes otherwise."""
+
+    def __init__(self, table: Mapping[str, Sequence[int]]) -> None:
+        self.table = {k: [int(i) for i in v] for k, v in table.items()}
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:
+        if text in self.table:
+            return list(self.table[text])
+        return super().encode(text, bos=bos, eos=eos)
+
+
+def oracle_request(oracle: Mapping[str, Any]) -> tuple[TableTokenizer, list[Segment], str]:
+    """(tokenizer, context, target) that make `Generator` rebuild the oracle's prompt exactly.
+
+    The oracle prompt (`csm_core.testing.csm.make_prompt`) alternates runs of text frames and audio
+    frames (codes + EOS frame) and ends with the target's text. Context segment i is spoken by
+    speaker i % 2 with text "s{i}"; the target by speaker 0 with text "target".
+    """
+    K = oracle["config"].audio_num_codebooks
+    tokens, mask = oracle["tokens"][0], oracle["mask"][0]  # [S, K+1]
+    is_text = mask[:, K]
+    runs = np.split(np.arange(len(tokens)), np.flatnonzero(np.diff(is_text.astype(int))) + 1)
+    if not is_text[runs[-1][0]] or len(runs) % 2 != 1:
+        raise ValueError("oracle prompt is not (text, audio)* then target text")
+    table: dict[str, Sequence[int]] = {"[0]target": tokens[runs[-1], K]}
+    context = []
+    for i, (text_run, audio_run) in enumerate(zip(runs[0:-1:2], runs[1:-1:2])):
+        table[f"[{i % 2}]s{i}"] = tokens[text_run, K]
+        context.append(Segment(i % 2, f"s{i}", codes=tokens[audio_run[:-1], :K].T))  # drop the EOS frame
+    return TableTokenizer(table), context, "target"
 
 
 class _FakeStreamingDecoder:

@@ -73,23 +73,17 @@ def tensor_names(path: str | Path) -> set[str]:
     return set(read_tensors(path))
 
 
-def _only(directory: Path, what: str) -> Path:
-    found = sorted(p for p in directory.iterdir() if p.suffix == ".safetensors" or p.suffix in _PT_SUFFIXES)
-    if len(found) == 1:
-        return found[0]
-    raise CheckpointError(
-        f"{directory}: no {what} weights found (looked for {list(_CSM_FILES) if what == 'CSM' else 'Mimi files'}"
-        f"{'' if not found else f'; several candidates, pass one: {[p.name for p in found]}'})"
-    )
-
-
 def find_csm_weights(directory: str | Path) -> Path:
     """The CSM weight file (or index) of a directory, by the order in the module docstring."""
     directory = Path(directory)
     for name in _CSM_FILES:
         if (directory / name).is_file():
             return directory / name
-    return _only(directory, "CSM")
+    found = sorted(p for p in directory.iterdir() if p.suffix == ".safetensors" or p.suffix in _PT_SUFFIXES)
+    if len(found) == 1:
+        return found[0]
+    several = f"; several candidates, pass one: {[p.name for p in found]}" if found else ""
+    raise CheckpointError(f"{directory}: no CSM weights found (looked for {list(_CSM_FILES)}{several})")
 
 
 def _is_mimi(names: set[str]) -> bool:
@@ -148,14 +142,20 @@ def load_csm_checkpoint(
         raise CheckpointError(f"{path}: no such file or directory")
     weights_path = find_csm_weights(path) if path.is_dir() else path
     cfg = _csm_config(config, weights_path.parent)
+    preset_hint = "" if config is not None or (weights_path.parent / "config.json").is_file() else (
+        "\n  (no config.json beside the weights: assumed the CSM-1B preset; pass config= if this is another model)"
+    )
     raw = read_tensors(weights_path)
     source = str(weights_path)
     layout = detect_csm_layout(raw, source)
-    if layout == "hf":
-        weights = csm_hf_to_canonical(raw, cfg, source)
-    else:
-        weights, _codec = split_codec(raw)
-    validate_weights(cfg.weight_shapes(), weights, f"{source} ({layout} CSM layout)", check_finite=check_finite)
+    try:
+        if layout == "hf":
+            weights = csm_hf_to_canonical(raw, cfg, source)
+        else:
+            weights, _codec = split_codec(raw)
+        validate_weights(cfg.weight_shapes(), weights, f"{source} ({layout} CSM layout)", check_finite=check_finite)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{preset_hint}") from None
     return cfg, (convert_weights(weights, dtype) if dtype is not None else weights)
 
 
@@ -190,14 +190,20 @@ def load_mimi_checkpoint(
         raise CheckpointError(f"{path}: no such file or directory")
     weights_path = find_mimi_weights(path) if path.is_dir() else path
     cfg = config or _mimi_config(weights_path.parent)
+    preset_hint = "" if config is not None or (weights_path.parent / "config.json").is_file() else (
+        "\n  (no config.json beside the weights: assumed the released Mimi preset; pass config= if this is another model)"
+    )
     raw = read_tensors(weights_path)
     source = str(weights_path)
     _, codec = split_codec(raw)
     if codec:
         raw = codec
     layout = detect_mimi_layout(raw, source)
-    weights = mimi_hf_to_canonical(raw, cfg, source)
-    validate_weights(mimi_weight_shapes(cfg), weights, f"{source} ({layout} Mimi layout)", check_finite=check_finite)
+    try:
+        weights = mimi_hf_to_canonical(raw, cfg, source)
+        validate_weights(mimi_weight_shapes(cfg), weights, f"{source} ({layout} Mimi layout)", check_finite=check_finite)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{preset_hint}") from None
     return convert_weights(weights, dtype) if dtype is not None else weights
 
 

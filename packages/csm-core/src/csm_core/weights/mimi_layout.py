@@ -202,7 +202,8 @@ def mimi_config_from_hf(data: Mapping, source: str = "config") -> MimiConfig:
         hidden, heads = int(data.get("hidden_size", 512)), int(data.get("num_attention_heads", 8))
         head_dim = data.get("head_dim") or hidden // heads
         kv = int(data.get("num_key_value_heads", heads))
-        codebook_dim = int(data.get("codebook_dim") or hidden)
+        codebook_dim = data.get("codebook_dim", 256)  # HF: default 256, explicit None means hidden_size
+        codebook_dim = hidden if codebook_dim is None else int(codebook_dim)
         vq_dim = int(data.get("vector_quantization_hidden_dimension", codebook_dim))
         groups = int(data.get("upsample_groups", hidden))
     except (TypeError, ValueError) as e:

@@ -199,7 +199,8 @@ def save_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray], metada
         header["__metadata__"] = dict(metadata)
     arrays: list[np.ndarray] = []
     offset = 0
-    for name in sorted(tensors):
+    # Widest dtypes first: with an 8-aligned data start, every tensor is then naturally aligned.
+    for name in sorted(tensors, key=lambda n: (-np.asarray(tensors[n]).dtype.itemsize, n)):
         if name == "__metadata__":
             raise ValueError("'__metadata__' is reserved and cannot be a tensor name")
         a = np.asarray(tensors[name])

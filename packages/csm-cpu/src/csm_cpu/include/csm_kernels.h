@@ -119,7 +119,8 @@ static inline void csm_quantize_act(const float *x, int n, int8_t *q, float *d) 
 }
 
 /* Weight quantizers, bit-identical to GGML's reference quantize_row_*_ref (and gguf-py). */
-static inline void csm_quantize_row_q8_0(const float *x, csm_block_q8_0 *y, int n) {
+static inline void csm_quantize_row_q8_0(const float *x, void *out, int n) {
+    csm_block_q8_0 *y = (csm_block_q8_0 *)out;
     for (int b = 0; b < n / CSM_QK; b++) {
         const float *xb = x + b * CSM_QK;
         float amax = 0.f;
@@ -130,7 +131,8 @@ static inline void csm_quantize_row_q8_0(const float *x, csm_block_q8_0 *y, int 
     }
 }
 
-static inline void csm_quantize_row_q4_0(const float *x, csm_block_q4_0 *y, int n) {
+static inline void csm_quantize_row_q4_0(const float *x, void *out, int n) {
+    csm_block_q4_0 *y = (csm_block_q4_0 *)out;
     for (int b = 0; b < n / CSM_QK; b++) {
         const float *xb = x + b * CSM_QK;
         float amax = 0.f, max = 0.f; /* the value of largest magnitude, sign kept */

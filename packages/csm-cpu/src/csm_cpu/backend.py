@@ -1,0 +1,163 @@
+"""CpuBackend: csm_core's FrameModel (+ LogitsProbe) on the Cython kernels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from csm_core.config import CSMConfig
+from csm_core.protocols import SamplingParams
+
+from . import _engine
+from .features import active_isa
+from .quant import check_format
+from .weights import engine_dims, prepare_weights
+
+__all__ = ["CpuBackend", "default_threads"]
+
+
+def default_threads() -> int:
+    """CSM_NUM_THREADS, else the CPUs this process may run on."""
+    env = os.environ.get("CSM_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"CSM_NUM_THREADS={env!r} is not an integer") from None
+        if n < 1:
+            raise ValueError(f"CSM_NUM_THREADS must be >= 1, got {n}")
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class CpuBackend:
+    """CSM-1B on the CPU. Build from (config, canonical weights, quant) or from a GGUF file.
+
+    quant: "f32", "bf16", "q8_0" or "q4_0" (weights are quantized at load, tensor by tensor).
+    threads: kernel threads (default: CSM_NUM_THREADS or all CPUs of this process).
+    """
+
+    name = "cpu"
+
+    def __init__(
+        self,
+        config: CSMConfig,
+        weights: Mapping[str, np.ndarray] | None = None,
+        quant: str = "f32",
+        *,
+        threads: int | None = None,
+        batch_size: int = 1,
+        _prepared: dict | None = None,
+    ) -> None:
+        self.config = config
+        self.threads = int(threads) if threads is not None else default_threads()
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if _prepared is None:
+            if weights is None:
+                raise ValueError("CpuBackend needs a weight mapping (or use CpuBackend.from_gguf)")
+            self.quant = check_format(quant)
+            _prepared = prepare_weights(config, weights, quant, threads=self.threads)
+        else:
+            self.quant = quant
+        self._weights = _prepared
+        self._dims = engine_dims(config)
+        self._engine: _engine.Engine | None = None
+        self._controller = None
+        self.reset(batch_size)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path, *, threads: int | None = None, batch_size: int = 1) -> "CpuBackend":
+        """Memory-map a quantized CSM GGUF file written by csm_cpu.gguf_io.write_gguf."""
+        from .gguf_io import read_gguf
+
+        config, quant, prepared = read_gguf(path)
+        return cls(config, quant=quant, threads=threads, batch_size=batch_size, _prepared=prepared)
+
+    # ---- FrameModel ----
+    @property
+    def position(self) -> int:
+        return self._engine.position
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch
+
+    def reset(self, batch_size: int = 1, seed: int | None = None) -> None:
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if self._engine is None or batch_size != self._batch:
+            self._engine = None  # free the old caches first
+            self._engine = _engine.Engine(self._dims, self._weights, int(batch_size), self.threads, active_isa())
+            self._batch = int(batch_size)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        self._engine.reset(int(seed))
+
+    def generate_frame(self, tokens: np.ndarray, mask: np.ndarray, params: SamplingParams) -> np.ndarray:
+        tokens, mask = self._check_inputs(tokens, mask)
+        limit = self._limit(params)
+        with self._blas_single_thread():
+            self._engine.backbone(tokens, mask)
+            return self._engine.decode(float(params.temperature), int(params.topk), limit)
+
+    # ---- LogitsProbe ----
+    def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray):
+        tokens, mask = self._check_inputs(tokens, mask, fresh=True)
+        K, V = self.config.audio_num_codebooks, self.config.audio_vocab_size
+        codes = np.ascontiguousarray(codes, dtype=np.int32)
+        if codes.shape != (self._batch, K):
+            raise ValueError(f"codes must have shape ({self._batch}, {K}), got {codes.shape}")
+        if codes.min() < 0 or codes.max() >= V:
+            raise ValueError(f"codes must lie in [0, {V}), got range [{codes.min()}, {codes.max()}]")
+        probe = np.zeros((self._batch, K, V), np.float32)
+        self._engine.reset(0)
+        with self._blas_single_thread():
+            self._engine.backbone(tokens, mask)
+            self._engine.decode(0.0, 1, V, forced=codes, probe=probe)
+        return probe[:, 0].copy(), probe[:, 1:].copy()
+
+    # ---- helpers ----
+    def _limit(self, params: SamplingParams) -> int:
+        V = self.config.audio_vocab_size
+        return min(V, params.codec_size) if params.mask_undecodable else V
+
+    def _check_inputs(self, tokens, mask, fresh: bool = False):
+        K1 = self.config.audio_num_codebooks + 1
+        tokens, mask = np.asarray(tokens), np.asarray(mask)
+        if tokens.ndim != 3 or tokens.shape[0] != self._batch or tokens.shape[2] != K1 or tokens.shape[1] < 1:
+            raise ValueError(f"tokens must have shape ({self._batch}, S>=1, {K1}), got {tokens.shape}")
+        if mask.shape != tokens.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from tokens shape {tokens.shape}")
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
+        if mask.dtype != np.bool_:
+            raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
+        start = 0 if fresh else self.position
+        limit = self._dims["backbone"]["max_seq_len"]
+        if start + tokens.shape[1] > limit:
+            raise ValueError(
+                f"{tokens.shape[1]} positions at position {start} exceed the {limit}-position cache; "
+                "shorten the prompt or reset()"
+            )
+        text, audio = tokens[..., -1][mask[..., -1]], tokens[..., :-1][mask[..., :-1]]
+        if text.size and (text.min() < 0 or text.max() >= self.config.text_vocab_size):
+            raise ValueError(f"text tokens must lie in [0, {self.config.text_vocab_size})")
+        if audio.size and (audio.min() < 0 or audio.max() >= self.config.audio_vocab_size):
+            raise ValueError(f"audio tokens must lie in [0, {self.config.audio_vocab_size})")
+        tokens = np.ascontiguousarray(np.where(mask, tokens, 0), dtype=np.int64)
+        return tokens, np.ascontiguousarray(mask, dtype=np.uint8)
+
+    def _blas_single_thread(self):
+        """numpy's BLAS stays at one thread while the kernels own the cores."""
+        if self._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._controller = ThreadpoolController()
+        return self._controller.limit(limits=1, user_api="blas")

@@ -1,0 +1,167 @@
+"""``MlxMimi``: the Mimi codec in MLX; implements csm_core.protocols.AudioCodec.
+
+Encode: SEANet → transformer → stride-2 replicate-padded downsample → split RVQ (whole clip).
+Decode: split RVQ → depthwise upsample → transformer → SEANet, always streamed from a state, so a
+whole-clip decode is one chunk and ``streaming_decoder()`` gives the same samples chunk by chunk.
+Each call builds one lazy graph and evaluates it once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import mlx.core as mx
+import numpy as np
+from csm_core.config import MimiConfig
+from csm_core.weights import (
+    detect_mimi_layout,
+    load_mimi_checkpoint,
+    mimi_hf_to_canonical,
+    mimi_weight_shapes,
+    split_codec,
+    to_float32,
+    validate_weights,
+)
+
+from .conv import Conv1d, ConvTranspose1d
+from .quantizer import SplitRVQ
+from .seanet import SEANetDecoder, SEANetEncoder
+from .transformer import Transformer
+
+__all__ = ["MlxMimi", "MlxMimiStreamingDecoder"]
+
+
+def canonical_mimi_weights(weights: Mapping[str, Any], config: MimiConfig, source: str = "weights") -> dict[str, np.ndarray]:
+    """Any supported Mimi layout (Kyutai, HF flat/nested, HF CSM ``codec_model.*``) → canonical float32, validated."""
+    weights = {k: np.asarray(v) for k, v in weights.items()}
+    _, codec = split_codec(weights)
+    raw = codec or weights
+    layout = detect_mimi_layout(raw, source)
+    canon = mimi_hf_to_canonical(raw, config, source)
+    validate_weights(mimi_weight_shapes(config), canon, f"{source} ({layout} Mimi layout)")
+    return {k: to_float32(v) for k, v in canon.items()}
+
+
+class MlxMimi:
+    def __init__(self, config: MimiConfig, weights: Mapping[str, Any]):
+        w = canonical_mimi_weights(weights, config)
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.frame_size = config.frame_size
+        self.num_codebooks = config.num_codebooks
+        self.codebook_size = config.codebook_size
+        s = config.downsample_stride
+        self.encoder = SEANetEncoder(config, w)
+        self.encoder_transformer = Transformer(config, w, "encoder_transformer")
+        self.downsample = Conv1d(w["downsample.conv.conv.conv.weight"], None, s, replicate=True)
+        self.quantizer = SplitRVQ(config, w)
+        self.upsample = ConvTranspose1d(w["upsample.convtr.convtr.convtr.weight"], None, s, depthwise=True)
+        self.decoder_transformer = Transformer(config, w, "decoder_transformer")
+        self.decoder = SEANetDecoder(config, w)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, config: MimiConfig | None = None) -> "MlxMimi":
+        """A Kyutai file, HF ``kyutai/mimi`` dir/file or HF CSM checkpoint (read by csm_core.weights)."""
+        from csm_core.config import mimi
+
+        config = config or mimi()
+        return cls(config, load_mimi_checkpoint(path, config, dtype="float32"))
+
+    # ---- encode ----
+    def _latent(self, audio: np.ndarray) -> tuple[mx.array, mx.array, mx.array]:
+        x = self.encoder.forward(mx.array(audio)[None, :, None])  # [1, T25, d]
+        y = self.encoder_transformer.forward(x)
+        return x, y, self.downsample.forward(y)  # latent [1, T, d]
+
+    def encode(self, audio: np.ndarray, num_codebooks: int | None = None) -> np.ndarray:
+        """1-D float audio at 24 kHz → int64 codes [K, ceil(L/1920)]."""
+        k = self._check_num_codebooks(num_codebooks)
+        codes = self.quantizer.encode(self._latent(self._check_audio(audio))[2][0], k)
+        return np.array(codes).astype(np.int64)
+
+    def encode_stages(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """Channel-first intermediates for parity tests: seanet [d, T25], transformer [d, T25], latent [d, T]."""
+        x, y, z = self._latent(self._check_audio(audio))
+        mx.eval(x, y, z)
+        return {"seanet": np.array(x[0]).T, "transformer": np.array(y[0]).T, "latent": np.array(z[0]).T}
+
+    # ---- decode ----
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """codes [K, T] (1 <= K <= 32) → float32 audio [T·1920]."""
+        return self.streaming_decoder().decode(codes)
+
+    def decode_stages(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """Channel-first intermediates: latent [d, T], transformer [d, 2T], audio [L]."""
+        z = self.quantizer.decode(mx.array(self._check_codes(codes)))
+        y = self.decoder_transformer.forward(self.upsample.forward(z[None]))
+        audio = self.decoder.step(y, self.decoder.init_state())[0]
+        mx.eval(z, y, audio)
+        return {"latent": np.array(z).T, "transformer": np.array(y[0]).T, "audio": np.array(audio[0, :, 0])}
+
+    def streaming_decoder(self) -> "MlxMimiStreamingDecoder":
+        return MlxMimiStreamingDecoder(self)
+
+    # ---- input checks at the boundary ----
+    def _check_num_codebooks(self, k: int | None) -> int:
+        k = self.num_codebooks if k is None else k
+        if isinstance(k, bool) or int(k) != k or not 1 <= k <= self.num_codebooks:
+            raise ValueError(f"num_codebooks must be an integer from 1 to {self.num_codebooks}, got {k!r}")
+        return int(k)
+
+    def _check_audio(self, audio: Any) -> np.ndarray:
+        a = np.asarray(audio)
+        if a.ndim == 2 and 1 in a.shape:
+            a = a.reshape(-1)
+        if a.ndim != 1:
+            raise ValueError(f"audio must be 1-D mono samples at {self.sample_rate} Hz, got shape {a.shape}")
+        if a.size == 0:
+            raise ValueError("audio is empty (0 samples); nothing to encode")
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"audio must hold numbers, got dtype {a.dtype}")
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError(f"audio holds {int((~np.isfinite(a)).sum())} NaN/inf samples")
+        return a
+
+    def _check_codes(self, codes: Any) -> np.ndarray:
+        c = np.asarray(codes)
+        if c.ndim != 2 or c.dtype.kind not in "iu":
+            raise ValueError(f"codes must be an integer array [num_codebooks, frames], got {c.dtype} {c.shape}")
+        if not 1 <= c.shape[0] <= self.num_codebooks:
+            raise ValueError(f"codes have {c.shape[0]} codebooks (shape {c.shape}); expected 1 to {self.num_codebooks}")
+        if c.size and (c.min() < 0 or c.max() >= self.codebook_size):
+            k, t = np.argwhere((c < 0) | (c >= self.codebook_size))[0]
+            raise ValueError(f"code {int(c[k, t])} at codebook {k}, frame {t} is out of range [0, {self.codebook_size})")
+        return c.astype(np.int32)
+
+
+class MlxMimiStreamingDecoder:
+    """decode(codes [K, n]) → exactly the n·1920 samples a whole-clip decode gives for those frames."""
+
+    def __init__(self, model: MlxMimi):
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        m = self.model
+        self._up = m.upsample.init_state()
+        self._tr = m.decoder_transformer.init_state()
+        self._seanet = m.decoder.init_state()
+
+    @property
+    def frames(self) -> int:
+        """Frames decoded since the last reset."""
+        return self._tr.offset // self.model.config.downsample_stride
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        m = self.model
+        codes = m._check_codes(codes)
+        if codes.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        z = m.quantizer.decode(mx.array(codes))[None]  # [1, n, d] at 12.5 Hz
+        x, self._up = m.upsample.step(z, self._up)  # [1, 2n, d]
+        x, self._tr = m.decoder_transformer.step(x, self._tr)
+        y, self._seanet = m.decoder.step(x, self._seanet)  # [1, n·1920, 1]
+        mx.eval(y, self._up, self._tr.keys, self._tr.values, self._seanet)
+        return np.array(y[0, :, 0])

@@ -1,0 +1,99 @@
+"""Mimi in MLX (tiny config, fp32) against the transformers oracle fixture and csm-audio's numpy Mimi;
+streaming decode against whole-clip decode, across the 250-step attention window."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mlx.core")
+
+from csm_core.config import MimiConfig, mimi_tiny  # noqa: E402
+from csm_core.testing.mimi import mimi_test_audio, random_mimi_weights  # noqa: E402
+from csm_core.weights import CheckpointError  # noqa: E402
+from csm_mlx.mimi import MlxMimi  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    from csm_core.testing.csm import fixtures_dir
+
+    path = fixtures_dir() / "mimi_tiny_oracle.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def codec(oracle):
+    cfg = MimiConfig.from_dict(json.loads(str(oracle["config_json"])))
+    return MlxMimi(cfg, random_mimi_weights(cfg, int(oracle["seed"])))
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("case", ["short", "exact"])  # 24000 and 24960 samples: not / a multiple of 1920
+def test_encode_matches_oracle(oracle, codec, case):
+    st = codec.encode_stages(oracle[f"audio_{case}"])
+    for ours, ref in (("seanet", "seanet"), ("transformer", "enc_transformer"), ("latent", "latent")):
+        r = oracle[f"{ref}_{case}"]
+        assert _rel(st[ours], r) <= 1e-5 and np.abs(st[ours] - r).max() <= 1e-4 * np.abs(r).max(), ours
+    codes = codec.encode(oracle[f"audio_{case}"])
+    assert codes.dtype == np.int64 and codes.shape == oracle[f"codes32_{case}"].shape
+    np.testing.assert_array_equal(codes, oracle[f"codes32_{case}"])
+    np.testing.assert_array_equal(codec.encode(oracle[f"audio_{case}"], num_codebooks=8), oracle[f"codes8_{case}"])
+
+
+@pytest.mark.parametrize("case,k", [("short", 1), ("exact", 8), ("short", 32), ("long", 32)])
+def test_decode_matches_oracle(oracle, codec, case, k):
+    st = codec.decode_stages(oracle[f"codes{k}_{case}"])
+    ref = oracle[f"decoded{k}_{case}"] if f"decoded{k}_{case}" in oracle else None
+    if k == 32:
+        tr = oracle[f"dec_transformer32_{case}"]
+        assert np.abs(st["transformer"] - tr).max() <= 1e-4 * np.abs(tr).max()
+    if ref is not None:
+        assert st["audio"].shape == ref.shape
+        assert _rel(st["audio"], ref) <= 1e-5
+    np.testing.assert_array_equal(codec.decode(oracle[f"codes{k}_{case}"]), st["audio"])
+
+
+def test_decode_equals_numpy_mimi(oracle, codec):
+    csm_audio = pytest.importorskip("csm_audio.mimi")
+    ref = csm_audio.Mimi(codec.config, random_mimi_weights(codec.config, int(oracle["seed"])))
+    for k in (1, 8, 32):
+        codes = oracle["codes32_exact"][:k]
+        assert np.abs(codec.decode(codes) - ref.decode(codes)).max() <= 1e-5, k
+
+
+def test_streaming_equals_whole_clip_past_the_window(oracle, codec):
+    codes = oracle["codes32_long"]  # 132 frames = 264 transformer steps > the 250-step window
+    whole = codec.decode(codes)
+    dec = codec.streaming_decoder()
+    chunks, t = [], 0
+    for n in [60, 1, 3, 57, 1, 1, 1, 1, 1, 1, 5]:  # single frames around frame 125 (step 250)
+        chunks.append(dec.decode(codes[:, t : t + n]))
+        t += n
+    assert t == codes.shape[1] and dec.frames == t
+    assert all(c.shape == (n * 1920,) for c, n in zip(chunks, [60, 1, 3, 57, 1, 1, 1, 1, 1, 1, 5]))
+    assert np.abs(np.concatenate(chunks) - whole).max() <= 1e-5
+    dec.reset()
+    np.testing.assert_allclose(dec.decode(codes[:, :3]), whole[: 3 * 1920], atol=1e-6)
+
+
+def test_bad_input_is_rejected(codec):
+    with pytest.raises(ValueError, match="out of range"):
+        codec.decode(np.full((32, 2), 2048))
+    with pytest.raises(ValueError, match="codebooks"):
+        codec.decode(np.zeros((33, 2), np.int64))
+    with pytest.raises(ValueError, match="empty"):
+        codec.encode(np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="num_codebooks"):
+        codec.encode(mimi_test_audio(1920), num_codebooks=0)
+    cfg = mimi_tiny()
+    w = random_mimi_weights(cfg, 0)
+    del w["decoder.model.0.conv.conv.bias"]
+    with pytest.raises(CheckpointError, match="decoder.model.0.conv.conv.bias"):
+        MlxMimi(cfg, w)

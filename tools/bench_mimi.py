@@ -1,0 +1,132 @@
+"""Benchmark the numpy Mimi against moshi and transformers (torch CPU), same weights, same run.
+
+Prints, for 10 s of audio (full-size Mimi, 32 codebooks, random weights, --threads threads):
+encode and decode time as multiples of real time, and one-frame streaming decode latency;
+medians of --repeats runs, measured interleaved so every implementation sees the same machine
+load. Also prints the load average and a single-GEMM throughput as the machine's limit.
+
+    flock /work/bigmem.lock python tools/bench_mimi.py [--threads 2] [--repeats 5] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _set_threads(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--frames", type=int, default=40, help="streaming frames timed (after 5 warm-up frames)")
+    ap.add_argument("--no-reference", action="store_true", help="skip moshi / transformers")
+    args = ap.parse_args()
+    _set_threads(args.threads)  # before numpy / torch load their BLAS
+
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from csm_audio import Mimi
+    from csm_core.config import mimi
+    from csm_core.testing.mimi import mimi_test_audio, random_mimi_weights
+
+    cfg = mimi()
+    weights = random_mimi_weights(cfg, 0)
+    audio = mimi_test_audio(int(args.seconds * cfg.sample_rate), seed=1)
+    ours = Mimi(cfg, weights)
+    codes = ours.encode(audio)
+    impls: dict[str, dict] = {"numpy (csm_audio)": {"encode": lambda: ours.encode(audio), "decode": lambda: ours.decode(codes)}}
+
+    torch = None
+    if not args.no_reference:
+        import torch
+
+        import make_mimi_reference as ref
+
+        torch.set_num_threads(args.threads)
+        moshi = ref.moshi_model(cfg, weights)
+        hf = ref.hf_model(cfg, weights)
+        x = torch.from_numpy(audio)[None, None]
+        c = torch.from_numpy(codes)[None]
+
+        def nograd(f):
+            def g():
+                with torch.no_grad():
+                    return f()
+            return g
+
+        impls["moshi " + __import__("moshi").__version__] = {
+            "encode": nograd(lambda: moshi.encode(x)),
+            "decode": nograd(lambda: moshi.decode(c)),
+        }
+        impls["transformers " + __import__("transformers").__version__] = {
+            "encode": nograd(lambda: hf.encode(x).audio_codes),
+            "decode": nograd(lambda: hf.decode(c).audio_values),
+        }
+
+    times: dict[tuple[str, str], list[float]] = {}
+    for name, fns in impls.items():  # warm-up
+        for f in fns.values():
+            f()
+    for _ in range(args.repeats):
+        for name, fns in impls.items():
+            for what, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                times.setdefault((name, what), []).append(time.perf_counter() - t0)
+
+    stream: dict[str, list[float]] = {}
+    n = args.frames + 5
+    frames = np.random.default_rng(0).integers(0, cfg.codebook_size, (32, n))
+    dec = ours.streaming_decoder()
+    ts = []
+    for t in range(n):
+        t0 = time.perf_counter()
+        dec.decode(frames[:, t : t + 1])
+        ts.append(time.perf_counter() - t0)
+    stream["numpy (csm_audio)"] = ts[5:]
+    if torch is not None:
+        key = next(k for k in impls if k.startswith("moshi"))
+        ts = []
+        with torch.no_grad(), moshi.streaming(1):
+            for t in range(n):
+                ct = torch.from_numpy(frames[:, t : t + 1])[None]
+                t0 = time.perf_counter()
+                moshi.decode(ct)
+                ts.append(time.perf_counter() - t0)
+        stream[key] = ts[5:]
+
+    a = np.random.default_rng(0).standard_normal((2048, 512), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((512, 2048), dtype=np.float32)
+    g = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        g.append(time.perf_counter() - t0)
+    gflops = 2 * 2048 * 512 * 2048 / min(g) / 1e9
+
+    sec = args.seconds
+    print(f"\nMimi full size, {sec:g} s of audio, 32 codebooks, {args.threads} threads, medians of {args.repeats}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; numpy sgemm 2048x512x2048: {gflops:.0f} GFLOP/s")
+    print(f"{'implementation':<24} {'encode s':>9} {'x RT':>6} {'decode s':>9} {'x RT':>6} {'stream ms/frame (median, p90)':>31}")
+    for name in impls:
+        enc = float(np.median(times[(name, "encode")]))
+        dec_t = float(np.median(times[(name, "decode")]))
+        s = stream.get(name)
+        st = f"{1e3 * np.median(s):.1f}, {1e3 * np.percentile(s, 90):.1f}" if s else "n/a (no streaming decoder)"
+        print(f"{name:<24} {enc:>9.3f} {sec / enc:>6.1f} {dec_t:>9.3f} {sec / dec_t:>6.1f} {st:>31}")
+    print("targets: encode and decode >= 10x RT, one-frame streaming decode <= 15 ms (80 ms of audio)")
+
+
+if __name__ == "__main__":
+    main()
