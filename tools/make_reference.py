@@ -380,12 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     check_versions()
 
-    import torch
-
     from csm_core.config import csm_1b, csm_tiny
     from csm_core.testing.csm import random_csm_weights
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     config = csm_1b() if args.full else csm_tiny()
     t0 = time.perf_counter()
     weights = random_csm_weights(config, args.seed)

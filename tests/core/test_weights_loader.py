@@ -201,3 +201,13 @@ def test_not_found_and_unknown(tmp_path, mimi_weights):
     save_safetensors(tmp_path / "bad" / "model.safetensors", {"x": np.zeros(1, np.float32)})
     with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
         load_csm_checkpoint(tmp_path / "bad")
+
+
+def test_training_wrapper_prefixes(tmp_path, csm_weights):
+    wrapped = {f"module._orig_mod.{k}": v for k, v in csm_weights.items()}  # DDP around torch.compile
+    save_safetensors(tmp_path / "ft.safetensors", wrapped)
+    assert _same(load_csm_checkpoint(tmp_path / "ft.safetensors", small_csm())[1], csm_weights)
+    partial = dict(csm_weights, **{"module.extra": np.zeros(1, np.float32)})  # not on every key: kept
+    save_safetensors(tmp_path / "p.safetensors", partial)
+    with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\):\n    module.extra"):
+        load_csm_checkpoint(tmp_path / "p.safetensors", small_csm())

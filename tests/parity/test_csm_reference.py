@@ -78,7 +78,7 @@ def test_reference_matches_live_oracle_other_seed():
     """Re-run the oracle tool in-process on a seed the fixture does not use."""
     tool = load_tool()
     config, seed = csm_tiny(), 7
-    live = tool.make_oracle(config, seed, n_frames=6)
+    live = tool.make_oracle(config, seed, n_frames=3)
     live["config"] = config
     model = CSMReference(config, random_csm_weights(config, seed))
     assert_matches_oracle(model, live)
@@ -93,7 +93,7 @@ def test_reference_matches_live_oracle_full_size(capsys):
     t0 = time.perf_counter()
     weights = random_csm_weights(config, seed)
     hf = tool.build_model(config, weights, full=True)
-    live = tool.make_oracle(config, seed, n_frames=4, full=True, model=hf)
+    live = tool.make_oracle(config, seed, n_frames=2, full=True, model=hf)
     del hf
     t1 = time.perf_counter()
     model = CSMReference(config, weights)

@@ -47,7 +47,11 @@ def tiktoken_reference(llama3_path):
     from tiktoken.load import load_tiktoken_bpe
 
     ranks = load_tiktoken_bpe(str(llama3_path))
-    pattern = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    # Written out again (spec/tokenizer.md §2) rather than imported, so a typo in ours shows up.
+    pattern = (
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+        r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    )
     return tiktoken.Encoding("llama3-ref", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
 
 

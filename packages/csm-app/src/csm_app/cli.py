@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .backends import QUANTS
 from .discovery import DEFAULT_MODEL
 
 FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "pcm")
-QUANTS = ("f32", "bf16", "q8_0", "q4_0")
 logger = logging.getLogger("csm")
 
 
@@ -36,7 +36,7 @@ def runtime_errors(fn):
         except (click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - the CLI boundary
-            if logging.getLogger().level <= logging.DEBUG:
+            if kwargs.get("verbose"):
                 traceback.print_exc()
             msg = str(e).strip() or type(e).__name__
             raise Fail(f"{type(e).__name__}: {msg}" if not isinstance(e, (ValueError, OSError)) else msg) from e
@@ -55,6 +55,22 @@ def main() -> None:
     """CSM-1B speech generation without PyTorch."""
 
 
+def _check_backend(ctx, param, value: str) -> str:
+    from .backends import available_backends
+
+    known = sorted(available_backends())
+    if value != "auto" and value not in known:
+        raise click.BadParameter(f"unknown backend {value!r}; choose auto or one installed: {', '.join(known) or 'none'}")
+    return value
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def model_options(fn):
     for opt in reversed(
         [
@@ -62,7 +78,7 @@ def model_options(fn):
             click.option("--mimi", type=click.Path(dir_okay=False), help="Mimi checkpoint (original layout)."),
             click.option("--tokenizer", type=click.Path(), help="tokenizer.json or tokenizer.model."),
             click.option("--offline", is_flag=True, help="Never download; use only local files."),
-            click.option("--backend", default="auto", show_default=True, help="auto, cpu or mlx."),
+            click.option("--backend", default="auto", show_default=True, callback=_check_backend, help="auto, cpu or mlx."),
             click.option("--quant", type=click.Choice(QUANTS), help="Weight format for the backend."),
             click.option("--threads", type=click.IntRange(min=1), help="Compute threads (default: all cores)."),
             click.option("-v", "--verbose", count=True, help="Debug logging and full tracebacks."),
@@ -95,36 +111,41 @@ def model_options(fn):
 def say(text, input_file, output, fmt, speaker, context_text, context_audio, context_speaker, context_file,
         temperature, topk, seed, max_audio_ms, no_split, no_watermark, model, mimi, tokenizer, offline,
         backend, quant, threads, verbose, quiet):
-    """Speak TEXT (or - for stdin) into an audio file."""
+    """Speak TEXT (or - for stdin, or -i FILE) into an audio file (or - for stdout)."""
     _setup_logging(verbose, quiet)
     if input_file is not None:
         if text is not None:
             raise click.UsageError("give the text as an argument or with -i, not both")
         text = input_file.read()
     elif text == "-" or text is None:
-        if text is None and sys.stdin.isatty():
+        if text is None and _is_terminal(sys.stdin):
             raise click.UsageError("no text: pass TEXT, - (stdin) or -i FILE")
         text = sys.stdin.read()
+    if not text.strip():
+        raise click.UsageError("the text to say is empty")
     output = output or "out.wav"
     fmt = fmt or _format_from_name(output)
-    if output == "-" and sys.stdout.isatty():
-        raise click.UsageError("refusing to write binary audio to a terminal; use -o FILE or a pipe")
+    _refuse_terminal(output)
 
-    from .audio_io import read_context_audio, write_output
+    from .audio_io import AudioSink, read_context_audio
     from .facade import CSM
 
     context = _context_segments(context_text, context_audio, context_speaker, context_file, read_context_audio)
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
                    offline=offline, watermark=not no_watermark)
+    sink = AudioSink(output, tts.sample_rate, fmt)
     with _progress(quiet) as progress:
-        chunks = []
         for chunk in tts.stream(text, speaker=speaker, context=context, temperature=temperature, topk=topk,
                                 seed=seed, max_audio_ms=max_audio_ms, split_sentences=not no_split):
-            chunks.append(chunk)
+            sink.write(chunk)
             progress(chunk.size / tts.sample_rate)
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    write_output(output, audio, tts.sample_rate, fmt)
-    logger.info("wrote %.2f s of audio to %s", audio.size / tts.sample_rate, output)
+    sink.close()
+    logger.info("wrote %.2f s of audio to %s", sink.samples / tts.sample_rate, output)
+
+
+def _refuse_terminal(output: str) -> None:
+    if output == "-" and _is_terminal(sys.stdout):
+        raise click.UsageError("refusing to write binary audio to a terminal; use -o FILE or a pipe")
 
 
 def _format_from_name(output: str) -> str:
@@ -171,7 +192,7 @@ class _progress:
     """A progress line on stderr, only when stderr is a terminal."""
 
     def __init__(self, quiet: bool):
-        self.enabled = not quiet and sys.stderr.isatty()
+        self.enabled = not quiet and _is_terminal(sys.stderr)
         self.seconds = 0.0
 
     def __enter__(self):
@@ -195,14 +216,11 @@ def codec() -> None:
 
 
 def _load_codec(mimi_path, model, offline):
-    from csm_audio import Mimi
-    from csm_core.weights import load_mimi_checkpoint
-
     from .discovery import resolve_model
+    from .facade import load_codec
 
-    if mimi_path is None:
-        mimi_path = resolve_model(model, offline=offline, need_tokenizer=False).mimi
-    return Mimi.from_weights(load_mimi_checkpoint(mimi_path))
+    files = resolve_model(model, mimi=mimi_path, offline=offline, need_tokenizer=False)
+    return load_codec(files.mimi, files.config)
 
 
 @codec.command("encode")
@@ -215,18 +233,19 @@ def _load_codec(mimi_path, model, offline):
 @click.option("-v", "--verbose", count=True)
 @runtime_errors
 def codec_encode(input_path, output, codebooks, mimi, model, offline, verbose):
-    """Encode an audio file into Mimi codes [K, T] (.npy)."""
+    """Encode an audio file into Mimi codes [K, T] (int16 .npy, 12.5 frames a second)."""
     _setup_logging(verbose, False)
     from .audio_io import read_context_audio
 
     mimi_codec = _load_codec(mimi, model, offline)
-    codes = mimi_codec.encode(read_context_audio(Path(input_path)), num_codebooks=codebooks)
+    codes = mimi_codec.encode(read_context_audio(Path(input_path), mimi_codec.sample_rate), num_codebooks=codebooks)
     np.save(output, codes.astype(np.int16))
+    click.echo(f"{output}: {codes.shape[0]} codebooks x {codes.shape[1]} frames", err=True)
 
 
 @codec.command("decode")
 @click.argument("codes_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True)
+@click.option("-o", "--output", required=True, help="Audio file, or - for stdout.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS))
 @click.option("--mimi", type=click.Path(exists=True))
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
@@ -239,14 +258,15 @@ def codec_decode(codes_path, output, fmt, mimi, model, offline, verbose):
     from .audio_io import write_output
 
     fmt = fmt or _format_from_name(output)
-    if output == "-" and sys.stdout.isatty():
-        raise click.UsageError("refusing to write binary audio to a terminal; use -o FILE or a pipe")
+    _refuse_terminal(output)
     try:
         codes = np.load(codes_path, allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         raise Fail(f"{codes_path}: not a numpy .npy array of codes ({e})") from e
+    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
+        raise Fail(f"{codes_path}: expected integer codes [K, T], got {codes.dtype} {codes.shape}")
     mimi_codec = _load_codec(mimi, model, offline)
-    write_output(output, mimi_codec.decode(codes), mimi_codec.sample_rate, fmt)
+    write_output(output, mimi_codec.decode(codes.astype(np.int64)), mimi_codec.sample_rate, fmt)
 
 
 # ---------------------------------------------------------------- tokenize
@@ -256,8 +276,9 @@ def codec_decode(codes_path, output, fmt, mimi, model, offline, verbose):
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
 @click.option("--speaker", type=click.IntRange(min=0), help="Wrap as a CSM turn: [speaker]text with bos/eos.")
 @click.option("--offline", is_flag=True)
+@click.option("-v", "--verbose", count=True)
 @runtime_errors
-def tokenize(text, tokenizer, model, speaker, offline):
+def tokenize(text, tokenizer, model, speaker, offline, verbose):
     """Print the token ids of TEXT."""
     from csm_tokenizers import encode_turn, load_tokenizer
 
@@ -277,14 +298,16 @@ def watermark() -> None:
 
 @watermark.command("detect")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-v", "--verbose", count=True)
 @runtime_errors
-def watermark_detect(path):
+def watermark_detect(path, verbose):
     """Say whether FILE carries the csm watermark. Exit 0 when found, 3 when not."""
     from csm_audio.io import read_audio
-    from csm_audio.watermark import default_watermarker
+    from csm_audio.resample import to_mono
+    from csm_audio.watermark import PatchworkWatermarker
 
     audio, sr = read_audio(path)
-    result = default_watermarker().detect(audio, sr)
+    result = PatchworkWatermarker().detect(to_mono(audio), sr)
     status = "found" if result.found else "not found"
     payload = f" payload=0x{result.payload:08x}" if result.payload is not None else ""
     reason = f" ({result.reason})" if result.reason else ""
@@ -333,25 +356,32 @@ def info(model):
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("destination", type=click.Path())
 @click.option("--to", "target", type=click.Choice(["gguf", "mlx"]), required=True, help="Output format.")
-@click.option("--quant", help="gguf: f32, bf16, q8_0, q4_0. mlx: f32, bf16, f16, q4, q8.")
-@click.option("--group-size", type=int, default=64, show_default=True, help="mlx quantization group size.")
+@click.option("--quant", type=click.Choice(QUANTS), help="Weight format (default: q8_0 for gguf, bf16 for mlx).")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
+              help="mlx quantization group size.")
+@click.option("-v", "--verbose", count=True)
 @runtime_errors
-def convert(source, destination, target, quant, group_size):
-    """Convert a CSM checkpoint (original, .pt or Hugging Face) for a backend."""
+def convert(source, destination, target, quant, group_size, verbose):
+    """Convert a CSM checkpoint (original, .pt, Hugging Face) for a backend."""
+    _setup_logging(verbose, False)
     from .convert import convert_checkpoint
 
-    convert_checkpoint(source, destination, target, quant=quant, group_size=group_size)
-    click.echo(f"wrote {destination}")
+    out = convert_checkpoint(source, destination, target, quant=quant, group_size=int(group_size))
+    click.echo(f"wrote {out}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("which", type=click.Choice(["cpu", "mimi", "mlx", "tokenizers", "watermark"]))
 @click.pass_context
 def bench(ctx, which):
-    """Run a benchmark from tools/ (random weights of the real shapes); extra args pass through."""
-    from .bench import run_bench
+    """Run a benchmark from the checkout's tools/ (random weights of the real shapes); extra args pass through."""
+    from .bench import BenchError, run_bench
 
-    sys.exit(run_bench(which, ctx.args))
+    try:
+        code = run_bench(which, ctx.args)
+    except BenchError as e:
+        raise Fail(str(e)) from e
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
-"""Find a model's files: a directory, or a Hugging Face repo id in the local hub cache.
+"""Find a model's files: a directory, a weight file, or a Hugging Face repo id in the local hub cache.
 
 Recognised arrangements (spec/csm.md §3):
-- the real ``sesame/csm-1b`` snapshot: original ``model.safetensors``/``ckpt.pt`` beside the
-  ``transformers.safetensors.index.json`` shards (which also carry Mimi as ``codec_model.*``)
-  and ``tokenizer.json``;
+- the real ``sesame/csm-1b`` snapshot: the original ``model.safetensors``/``ckpt.pt`` beside the
+  ``transformers.safetensors.index.json`` shards (which also carry Mimi as ``codec_model.*``) and
+  ``tokenizer.json``. CSM is read from the original file (canonical names, no codec bytes), Mimi
+  from the transformers shards;
 - a ``save_pretrained`` Hugging Face CSM directory (``config.json`` with ``model_type: csm``,
   ``model.safetensors`` or an index, Mimi inside);
 - the original layout (``model.safetensors`` or ``ckpt.pt`` + ``config.json``), with Mimi and the
-  tokenizer given explicitly or found beside it or in the hub cache.
+  tokenizer given explicitly (``mimi=``, ``tokenizer=``), found beside it, or in the hub cache;
+- converted files: a CSM ``.gguf`` (csm-cpu) or an MLX ``.safetensors`` written by csm_mlx.convert.
+
+Nothing is downloaded unless the repo is missing from the cache, offline mode is off
+(``offline=False`` and ``HF_HUB_OFFLINE`` unset) and the optional ``huggingface_hub`` is installed.
+Every failure raises `ModelNotFound` listing each path looked at and how to get the file.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ModelFiles", "ModelNotFound", "hub_cache_dir", "find_snapshot", "resolve_model"]
+__all__ = ["ModelFiles", "ModelNotFound", "DEFAULT_MODEL", "hub_cache_dir", "find_snapshot", "resolve_model"]
 
 DEFAULT_MODEL = "sesame/csm-1b"
-MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
+MIMI_REPOS = ("kyutai/moshiko-pytorch-bf16", "kyutai/mimi")
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_REPOS = ("meta-llama/Llama-3.2-1B", "unsloth/Llama-3.2-1B")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "original/tokenizer.model")
 HF_INDEX = "transformers.safetensors.index.json"
+CSM_FILES = ("model.safetensors", "model.safetensors.index.json", HF_INDEX, "ckpt.pt")
+MLX_FORMAT = "csm-mlx/1"  # csm_mlx.convert.FORMAT, read from the file header without importing mlx
+CODEC_PREFIX = "codec_model."
 
 
 class ModelNotFound(FileNotFoundError):
@@ -33,9 +42,12 @@ class ModelNotFound(FileNotFoundError):
 
 @dataclass
 class ModelFiles:
+    """Where each part of a model lives. layout: "original", "hf", "sesame" (the hub repo with both
+    layouts), "gguf" or "mlx" (converted files that carry their own config)."""
+
     root: Path
-    weights: Path  # a file or an index.json
-    layout: str  # "original" or "hf"
+    weights: Path  # a file or an *.index.json
+    layout: str
     config: Path | None
     mimi: Path | None
     tokenizer: Path | None
@@ -43,7 +55,7 @@ class ModelFiles:
 
 
 def hub_cache_dir() -> Path:
-    """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub (huggingface_hub's rule)."""
+    """HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME or ~/.cache + huggingface/hub (huggingface_hub's rule)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
@@ -55,34 +67,45 @@ def hub_cache_dir() -> Path:
 
 def is_repo_id(name: str) -> bool:
     parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not Path(name).exists() and not name.startswith((".", "/", "~"))
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def _repo_dir(repo_id: str, cache: Path | None = None) -> Path:
+    return (cache or hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
 
 
 def find_snapshot(repo_id: str, cache: Path | None = None) -> Path | None:
-    """The cached snapshot of repo_id: the revision refs/main points at, else the newest one."""
-    cache = cache or hub_cache_dir()
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    """The cached snapshot of repo_id: the revision refs/main names, else the newest one."""
+    repo_dir = _repo_dir(repo_id, cache)
     snaps = repo_dir / "snapshots"
     if not snaps.is_dir():
         return None
     ref = repo_dir / "refs" / "main"
     if ref.is_file():
         rev = ref.read_text().strip()
-        if (snaps / rev).is_dir():
+        if rev and (snaps / rev).is_dir():
             return snaps / rev
     candidates = sorted((p for p in snaps.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 
-def download_snapshot(repo_id: str) -> Path:
+def offline_mode(offline: bool) -> bool:
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def download_snapshot(repo_id: str, looked: list[str]) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise ModelNotFound(
-            f"{repo_id} is not in the local Hugging Face cache ({hub_cache_dir()}) and the hub client is not "
-            "installed: `pip install 'csm-app[hub]'` to download it, or pass --model DIR"
+            _missing_message(repo_id, looked)
+            + "\n(the Hugging Face hub client is not installed, so nothing can be downloaded: "
+            "`pip install 'csm-app[hub]'`)"
         ) from None
-    return Path(snapshot_download(repo_id))
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # noqa: BLE001 - network, auth, gating: all end the same way for the user
+        raise ModelNotFound(f"could not download {repo_id}: {e}\n" + _missing_message(repo_id, looked)) from e
 
 
 def _first(root: Path, names: tuple[str, ...], looked: list[str]) -> Path | None:
@@ -94,28 +117,104 @@ def _first(root: Path, names: tuple[str, ...], looked: list[str]) -> Path | None
     return None
 
 
-def _config_kind(path: Path) -> str | None:
+def _read_json(path: Path | None) -> dict:
+    if path is None:
+        return {}
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if data.get("model_type") == "csm":
-        return "hf"
-    if "backbone_flavor" in data:
-        return "original"
-    return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    """The __metadata__ of a .safetensors header ({} for anything else)."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                return {}
+            header = json.loads(f.read(n))
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _has_codec(path: Path) -> bool:
+    """Whether a CSM checkpoint file or index holds Mimi as codec_model.* (HF layout)."""
+    from csm_core.weights import tensor_names
+
+    try:
+        return any(n.startswith(CODEC_PREFIX) for n in tensor_names(path))
+    except Exception:  # noqa: BLE001 - an unreadable file simply holds no codec for us
+        return False
 
 
 def _cached_file(repos: tuple[str, ...], names: tuple[str, ...], looked: list[str]) -> Path | None:
     for repo in repos:
         snap = find_snapshot(repo)
         if snap is None:
-            looked.append(f"{hub_cache_dir()}/models--{repo.replace('/', '--')} (not cached)")
+            looked.append(f"{_repo_dir(repo)}/snapshots/<rev>/ (not in the cache)")
             continue
         hit = _first(snap, names, looked)
         if hit:
             return hit
     return None
+
+
+def _locate_root(name: str, offline: bool, looked: list[str]) -> tuple[Path, Path | None]:
+    """(directory, weight file if the user named one)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return (path, None) if path.is_dir() else (path.parent, path)
+    if not is_repo_id(name):
+        raise ModelNotFound(
+            f"model {name!r} is neither an existing file or directory nor a Hugging Face repo id (org/name)"
+        )
+    snap = find_snapshot(name)
+    looked.append(f"{_repo_dir(name)}/snapshots/<rev>/" + ("" if snap else " (not in the cache)"))
+    if snap is None:
+        if offline_mode(offline):
+            raise ModelNotFound(_missing_message(name, looked, offline=True))
+        snap = download_snapshot(name, looked)
+    return snap, None
+
+
+def _weights_and_layout(root: Path, file: Path | None, config: dict, looked: list[str]) -> tuple[Path | None, str]:
+    if file is not None:
+        looked.append(str(file))
+        if file.suffix == ".gguf":
+            return file, "gguf"
+        if _safetensors_metadata(file).get("format") == MLX_FORMAT:
+            return file, "mlx"
+        return file, ("hf" if config.get("model_type") == "csm" and "backbone_flavor" not in config else "original")
+    weights = _first(root, CSM_FILES, looked)
+    if weights is None:
+        ggufs = sorted(root.glob("*.gguf"))
+        looked.append(f"{root}/*.gguf")
+        return (ggufs[0], "gguf") if len(ggufs) == 1 else (None, "")
+    if _safetensors_metadata(weights).get("format") == MLX_FORMAT:
+        return weights, "mlx"
+    if weights.name in ("model.safetensors", "ckpt.pt") and (root / HF_INDEX).is_file():
+        return weights, "sesame"  # the hub repo: both layouts side by side
+    if weights.name == HF_INDEX or config.get("model_type") == "csm" and "backbone_flavor" not in config:
+        return weights, "hf"
+    return weights, "original"
+
+
+def _find_mimi(root: Path, weights: Path, layout: str, looked: list[str]) -> Path | None:
+    hit = _first(root, (MIMI_FILE, "mimi.safetensors"), looked)
+    if hit:
+        return hit
+    if layout in ("sesame", "hf"):
+        for cand in (root / HF_INDEX, weights):
+            looked.append(f"{cand} (codec_model.* tensors)")
+            if cand.is_file() and _has_codec(cand):
+                return cand
+    return _cached_file(MIMI_REPOS, (MIMI_FILE, "model.safetensors"), looked)
 
 
 def resolve_model(
@@ -130,73 +229,42 @@ def resolve_model(
     """Locate weights, config, Mimi and tokenizer for `model` (a directory, file or repo id)."""
     looked: list[str] = []
     name = str(model)
-    path = Path(name).expanduser()
-    if path.exists():
-        root = path if path.is_dir() else path.parent
-    elif is_repo_id(name):
-        snap = find_snapshot(name)
-        looked.append(f"{hub_cache_dir()}/models--{name.replace('/', '--')}/snapshots/*")
-        if snap is None:
-            if offline or os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise ModelNotFound(_missing_message(name, looked, offline=True))
-            snap = download_snapshot(name)
-        root = snap
-    else:
-        raise ModelNotFound(f"model {name!r} is neither an existing path nor a Hugging Face repo id (org/name)")
-
+    root, file = _locate_root(name, offline, looked)
     config = _first(root, ("config.json",), looked)
-    kind = _config_kind(config) if config else None
-    if path.is_file():
-        weights, layout = path, ("hf" if kind == "hf" else "original")
-    else:
-        weights = layout = None
-        # The real sesame/csm-1b repo carries both layouts: the transformers shards hold Mimi too.
-        hf_index = _first(root, (HF_INDEX,), looked)
-        if hf_index and (need_codec and mimi is None):
-            weights, layout = hf_index, "hf"
-        elif kind == "hf":
-            weights = _first(root, ("model.safetensors", "model.safetensors.index.json", HF_INDEX), looked)
-            layout = "hf"
-        if weights is None:
-            weights = _first(root, ("model.safetensors", "ckpt.pt"), looked)
-            layout = "original" if weights else None
-            if weights is not None and kind == "hf" and weights.name == "model.safetensors":
-                layout = "hf"
-        if weights is None and hf_index:
-            weights, layout = hf_index, "hf"
+    weights, layout = _weights_and_layout(root, file, _read_json(config), looked)
     if weights is None:
         raise ModelNotFound(_missing_message(name, looked))
 
-    mimi_path: Path | None = Path(mimi).expanduser() if mimi else None
-    if mimi_path is not None and not mimi_path.exists():
-        raise ModelNotFound(f"Mimi checkpoint {mimi_path} does not exist")
-    if mimi_path is None and need_codec and layout != "hf":
-        mimi_path = _first(root, (MIMI_FILE, "mimi.safetensors"), looked) or _cached_file(
-            (MIMI_REPO, "kyutai/mimi"), (MIMI_FILE, "model.safetensors"), looked
-        )
+    mimi_path: Path | None = None
+    if mimi is not None:
+        mimi_path = Path(mimi).expanduser()
+        if not mimi_path.exists():
+            raise ModelNotFound(f"Mimi checkpoint {mimi_path} does not exist")
+    elif need_codec:
+        mimi_path = _find_mimi(root, weights, layout, looked)
         if mimi_path is None:
             raise ModelNotFound(
-                "no Mimi codec weights found. Looked in:\n  "
+                "no Mimi codec weights found. Looked for:\n  "
                 + "\n  ".join(looked)
-                + f"\nGet {MIMI_FILE} from the Hugging Face repo {MIMI_REPO} and pass --mimi PATH "
+                + f"\nGet {MIMI_FILE} from the Hugging Face repo {MIMI_REPOS[0]} and pass --mimi PATH "
                 "(or use the sesame/csm-1b snapshot, whose transformers-*.safetensors shards include Mimi)."
             )
-    if mimi_path is None and layout == "hf":
-        mimi_path = weights  # codec_model.* inside the same checkpoint
 
-    tok_path: Path | None = Path(tokenizer).expanduser() if tokenizer else None
-    if tok_path is not None and not tok_path.exists():
-        raise ModelNotFound(f"tokenizer file {tok_path} does not exist")
-    if tok_path is None and need_tokenizer:
+    tok_path: Path | None = None
+    if tokenizer is not None:
+        tok_path = Path(tokenizer).expanduser()
+        if not tok_path.exists():
+            raise ModelNotFound(f"tokenizer file {tok_path} does not exist")
+    elif need_tokenizer:
         tok_path = _first(root, TOKENIZER_FILES, looked) or _cached_file(TOKENIZER_REPOS, TOKENIZER_FILES, looked)
         if tok_path is None:
             raise ModelNotFound(
-                "no Llama-3 tokenizer found. Looked in:\n  "
+                "no Llama-3 tokenizer found. Looked for:\n  "
                 + "\n  ".join(looked)
                 + "\nGet tokenizer.json from meta-llama/Llama-3.2-1B (gated) or unsloth/Llama-3.2-1B and pass "
-                "--tokenizer PATH (a tiktoken tokenizer.model from meta-llama/llama-models works too)."
+                "--tokenizer PATH (Meta's tiktoken tokenizer.model works too)."
             )
-    return ModelFiles(root, weights, layout or "original", config, mimi_path, tok_path, looked)
+    return ModelFiles(root, weights, layout, config, mimi_path, tok_path, looked)
 
 
 def _missing_message(name: str, looked: list[str], offline: bool = False) -> str:

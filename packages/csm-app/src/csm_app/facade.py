@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -18,7 +20,7 @@ import numpy as np
 from csm_core import Segment
 from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Generation, Generator
 
-from .backends import backend_class, pick_backend
+from .backends import check_quant, open_backend, pick_backend
 from .discovery import DEFAULT_MODEL, ModelFiles, resolve_model
 
 __all__ = ["CSM"]
@@ -43,6 +45,7 @@ class CSM:
         self.codec = codec
         self.watermarker = watermarker
         self.info = info
+        self.sample_rate = int(getattr(codec, "sample_rate", self.sample_rate))
         self._generator = Generator(model, tokenizer, codec)
 
     @classmethod
@@ -58,22 +61,22 @@ class CSM:
         offline: bool = False,
         watermark: bool = True,
     ) -> "CSM":
-        from csm_core.weights import load_csm_checkpoint
+        """Find the model (see `discovery.resolve_model`), then load the tokenizer, the backend
+        (quant "f32" | "bf16" | "q8_0" | "q4_0", None = the backend's default), Mimi and the watermarker."""
         from csm_tokenizers import load_tokenizer
 
+        check_quant(quant)
         files = resolve_model(model, mimi=mimi, tokenizer=tokenizer, offline=offline)
-        name = pick_backend(backend)
+        name = pick_backend(backend, files.layout)
         tok = load_tokenizer(files.tokenizer)
-        config, weights = load_csm_checkpoint(files.weights)
-        frame_model = make_backend(name, config, weights, quant=quant, threads=threads)
-        del weights
+        frame_model = open_backend(name, files, quant=quant, threads=threads)
         codec = load_codec(files.mimi, files.config)
         marker = None
         if watermark:
             from csm_audio.watermark import PatchworkWatermarker
 
             marker = PatchworkWatermarker()
-        logger.info("loaded %s with backend %s", files.weights, name)
+        logger.info("loaded %s (%s layout) on the %s backend", files.weights, files.layout, name)
         return cls(frame_model, tok, codec, marker, info=LoadedParts(files, name))
 
     # ---- generation ----
@@ -151,29 +154,31 @@ def _options(options: dict) -> dict:
     return options
 
 
-def load_codec(path, config_json=None):
-    """Numpy Mimi from a Kyutai/HF file or an HF CSM checkpoint; its config from the CSM
-    config.json's codec_config when there is one, else the released Mimi."""
-    import json
-
+def load_codec(path, model_config=None):
+    """Numpy Mimi from a Kyutai/HF file or an HF CSM checkpoint. Its config: a config.json beside
+    the Mimi file (HF Mimi or a CSM codec_config), else the CSM model's codec_config, else the
+    released Mimi."""
     from csm_audio import Mimi
-    from csm_core import mimi as mimi_preset
-    from csm_core.weights import load_mimi_checkpoint, mimi_config_from_hf
 
-    cfg = mimi_preset()
-    if config_json is not None:
-        codec_cfg = json.loads(config_json.read_text()).get("codec_config")
-        if codec_cfg:
-            cfg = mimi_config_from_hf(codec_cfg)
-    return Mimi(cfg, load_mimi_checkpoint(path, cfg))
+    path = Path(path)
+    beside = (path if path.is_dir() else path.parent) / "config.json"
+    return Mimi.from_checkpoint(path, None if _codec_config(beside) else _codec_config(model_config))
 
 
-def make_backend(name: str, config, weights, *, quant: str | None = None, threads: int | None = None):
-    """Build a backend from canonical weights through its entry point."""
-    cls = backend_class(name)
-    kwargs = {}
-    if quant is not None:
-        kwargs["quant"] = quant
-    if threads is not None:
-        kwargs["threads"] = threads
-    return cls.from_weights(config, weights, **kwargs)
+def _codec_config(config_json):
+    """The MimiConfig a config.json describes (model_type mimi, or a CSM codec_config), else None."""
+    from csm_core.weights import mimi_config_from_hf
+
+    if config_json is None or not Path(config_json).is_file():
+        return None
+    try:
+        data = json.loads(Path(config_json).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("model_type") == "mimi":
+        return mimi_config_from_hf(data, str(config_json))
+    if isinstance(data.get("codec_config"), dict):
+        return mimi_config_from_hf(data["codec_config"], f"{config_json} codec_config")
+    return None

@@ -3,6 +3,7 @@
 from .config import CSMConfig, ConfigError, LlamaConfig, MimiConfig, csm_1b, csm_tiny, mimi, mimi_tiny
 from .protocols import AudioCodec, FrameModel, SamplingParams, TextTokenizer, Watermarker, WatermarkResult
 from .segment import Segment
+from .generation import Generation, GenerationStats, Generator, Request
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,8 @@ __all__ = [
     "Watermarker",
     "WatermarkResult",
     "Segment",
+    "Generator",
+    "Generation",
+    "GenerationStats",
+    "Request",
 ]

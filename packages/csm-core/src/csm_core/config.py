@@ -137,7 +137,7 @@ class CSMConfig:
     audio_vocab_size: int = 2051
     audio_num_codebooks: int = 32
     # Flavors not in FLAVORS (e.g. read from a Hugging Face config) are carried here.
-    custom_flavors: Mapping[str, LlamaConfig] = field(default_factory=dict, compare=False, repr=False)
+    custom_flavors: Mapping[str, LlamaConfig] = field(default_factory=dict, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in (self.backbone_flavor, self.decoder_flavor):

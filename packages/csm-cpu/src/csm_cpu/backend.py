@@ -80,6 +80,23 @@ class CpuBackend:
         config, quant, prepared = read_gguf(path)
         return cls(config, quant=quant, threads=threads, batch_size=batch_size, _prepared=prepared)
 
+    def set_threads(self, threads: int) -> None:
+        """Change the kernel thread count (rebuilds the caches: call reset() again after)."""
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+        self._engine = None
+        self.reset(self._batch)
+
+    def bytes_per_frame(self) -> int:
+        """Weight bytes one batch-1 frame streams: backbone + c0 head, 31 x (decoder, projection, one head)."""
+        w, cfg = self._weights, self.config
+        backbone = sum(v.nbytes for k, v in w.items() if k.startswith("backbone.layers.") and k.endswith(".weight"))
+        decoder = sum(v.nbytes for k, v in w.items() if k.startswith("decoder.layers.") and k.endswith(".weight"))
+        steps = cfg.audio_num_codebooks - 1
+        return (backbone + w["codebook0_head.weight"].nbytes
+                + steps * (decoder + w["projection.weight"].nbytes + w["audio_head.0"].nbytes))
+
     # ---- FrameModel ----
     @property
     def position(self) -> int:

@@ -198,7 +198,7 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
     special: dict[str, int] = {}
     always: list[str] = []
     rank_ids = set(ranks.values())
-    for entry in spec.get("added_tokens", []):
+    for entry in spec.get("added_tokens") or []:
         content, tid = entry.get("content"), entry.get("id")
         if not isinstance(content, str) or not isinstance(tid, int):
             raise TokenizerFileError(f"{path}: malformed added token {entry!r}")
@@ -208,6 +208,8 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
             if vocab.get(content) == tid:
                 continue  # an added token that is also an ordinary token: nothing to add
             raise TokenizerFileError(f"{path}: added token {content!r} reuses id {tid} of another token")
+        if tid in special.values():
+            raise TokenizerFileError(f"{path}: added token {content!r} reuses id {tid} of another added token")
         special[content] = tid
         if not entry.get("special", False):
             always.append(content)

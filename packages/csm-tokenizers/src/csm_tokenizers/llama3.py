@@ -6,7 +6,7 @@ id = merge priority. The 256 special tokens follow at ids 128000..128255 (spec/t
 
 from __future__ import annotations
 
-import binascii
+import base64
 import os
 from functools import partial
 from pathlib import Path
@@ -68,8 +68,8 @@ def looks_like_tiktoken(head: bytes) -> bool:
     if len(parts) != 2 or not parts[1].isdigit() or not parts[0]:
         return False
     try:
-        binascii.a2b_base64(parts[0], strict_mode=True)
-    except (binascii.Error, ValueError):
+        base64.b64decode(parts[0], validate=True)
+    except ValueError:  # binascii.Error is a ValueError
         return False
     return True
 
@@ -107,9 +107,9 @@ def _parse_ranks_fast(data: bytes) -> tuple[dict[bytes, int] | None, int]:
     try:
         if list(map(int, fields[1::2])) != list(range(n)):
             return None, n
-        tokens = map(partial(binascii.a2b_base64, strict_mode=True), fields[0::2])
+        tokens = map(partial(base64.b64decode, validate=True), fields[0::2])
         return dict(zip(tokens, range(n))), n
-    except (ValueError, binascii.Error):
+    except ValueError:
         return None, n
 
 
@@ -119,10 +119,10 @@ def _raise_parse_error(data: bytes, path: Path) -> NoReturn:
     for rank, line in enumerate(lines):
         try:
             token, r = line.split(b" ")
-            binascii.a2b_base64(token, strict_mode=True)
+            base64.b64decode(token, validate=True)
             if int(r) == rank:
                 continue
-        except (ValueError, binascii.Error):
+        except ValueError:
             pass
         if rank == len(lines) - 1 and not data.endswith(b"\n"):
             raise TokenizerFileError(

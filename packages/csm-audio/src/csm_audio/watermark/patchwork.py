@@ -63,7 +63,7 @@ def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: Patchwo
     a, b = spec[:, ka], spec[:, kb]  # [T, P] the two bins of every pair
     pair_mag = np.sqrt(0.5 * (np.abs(a) ** 2 + np.abs(b) ** 2))  # [T, P]
     frame_level = np.sqrt(np.mean(pair_mag**2, axis=1, keepdims=True))  # [T, 1]
-    frame_level = frame_level * (frame_level / (np.sqrt(np.mean(frame_level**2)) + 1e-30)) ** p.frame_power
+    frame_level = frame_level * np.maximum(frame_level / (np.sqrt(np.mean(frame_level**2)) + 1e-30), 1e-12) ** p.frame_power
     orient = np.tile(np.repeat(cell_pattern(layout, payload), p.frames_per_slot, axis=0), (-(-n_frames // p.block_frames), 1))
     orient = orient[:n_frames]  # [T, P]
 

@@ -31,6 +31,7 @@ Layouts:
     detect_csm_layout(names) -> "original" | "hf"
     csm_hf_to_canonical(weights, config) / csm_canonical_to_hf(weights, config, *, tied_copies="both")
     split_codec(weights) -> (csm, codec)          codec_model.* of HF CSM checkpoints
+    strip_wrapper_prefix(weights)                 drops a `module.` / `_orig_mod.` prefix on every key
     detect_mimi_layout(names) -> "kyutai" | "hf" | "hf-nested"
     mimi_hf_to_canonical(weights, mimi_config) / mimi_canonical_to_hf(weights, mimi_config, *, nested=False)
     mimi_config_from_hf(hf_mimi_config_dict) -> MimiConfig
@@ -41,7 +42,7 @@ Mimi shapes:
     is_codebook_buffer(name), mimi_num_parameters(cfg) (79,308,609), mimi_num_codebook_values(cfg) (16,842,784)
 """
 
-from .csm_layout import csm_canonical_to_hf, csm_hf_to_canonical, detect_csm_layout, split_codec
+from .csm_layout import csm_canonical_to_hf, csm_hf_to_canonical, detect_csm_layout, split_codec, strip_wrapper_prefix
 from .dtypes import convert_weights, to_float32
 from .errors import CheckpointError
 from .loader import (
@@ -81,6 +82,7 @@ __all__ = [
     "csm_hf_to_canonical",
     "csm_canonical_to_hf",
     "split_codec",
+    "strip_wrapper_prefix",
     "detect_mimi_layout",
     "mimi_hf_to_canonical",
     "mimi_canonical_to_hf",

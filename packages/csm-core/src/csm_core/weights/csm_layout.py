@@ -23,6 +23,7 @@ __all__ = [
     "csm_hf_to_canonical",
     "csm_canonical_to_hf",
     "split_codec",
+    "strip_wrapper_prefix",
     "HF_AUDIO_EMBED_NAMES",
     "CODEC_PREFIX",
 ]
@@ -73,6 +74,19 @@ def detect_csm_layout(names: Iterable[str], source: str = "checkpoint") -> str:
         f"{source}: not a CSM checkpoint (no 'text_embeddings.weight' / 'backbone.layers.*' of the original release "
         f"nor 'embed_text_tokens.weight' / 'backbone_model.*' of Hugging Face); first names: {sorted(names)[:6]}"
     )
+
+
+# Prefixes training wrappers add to every key: DistributedDataParallel, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefix(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop a `module.` / `_orig_mod.` prefix carried by every key (fine-tuning checkpoints)."""
+    out = dict(weights)
+    for prefix in _WRAPPER_PREFIXES:
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix) :]: v for k, v in out.items()}
+    return out
 
 
 def split_codec(weights: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

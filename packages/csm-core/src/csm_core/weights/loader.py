@@ -21,7 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from ..config import CSMConfig, ConfigError, MimiConfig, csm_1b, mimi
-from .csm_layout import CODEC_PREFIX, csm_hf_to_canonical, detect_csm_layout, split_codec
+from .csm_layout import CODEC_PREFIX, csm_hf_to_canonical, detect_csm_layout, split_codec, strip_wrapper_prefix
 from .dtypes import convert_weights
 from .errors import CheckpointError
 from .mimi_layout import detect_mimi_layout, mimi_config_from_hf, mimi_hf_to_canonical
@@ -145,7 +145,7 @@ def load_csm_checkpoint(
     preset_hint = "" if config is not None or (weights_path.parent / "config.json").is_file() else (
         "\n  (no config.json beside the weights: assumed the CSM-1B preset; pass config= if this is another model)"
     )
-    raw = read_tensors(weights_path)
+    raw = strip_wrapper_prefix(read_tensors(weights_path))
     source = str(weights_path)
     layout = detect_csm_layout(raw, source)
     try:

@@ -84,6 +84,91 @@ CSM_AVX2 static inline float csm_dot_q4_0_avx2(const csm_block_q4_0 *w, const in
     return csm_hsum_avx2(acc);
 }
 
+/* Four rows at once (rows are `stride` bytes apart) against one vector: four memory streams
+ * in flight instead of one, and each activation load serves four rows. out[0..3]. */
+CSM_AVX2 static inline void csm_dot4_f32_avx2(const char *w, int64_t stride, const float *x, int n, float *out) {
+    const float *w0 = (const float *)w, *w1 = (const float *)(w + stride);
+    const float *w2 = (const float *)(w + 2 * stride), *w3 = (const float *)(w + 3 * stride);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, a3);
+    }
+    out[0] = csm_hsum_avx2(a0);
+    out[1] = csm_hsum_avx2(a1);
+    out[2] = csm_hsum_avx2(a2);
+    out[3] = csm_hsum_avx2(a3);
+    for (; i < n; i++) {
+        out[0] += w0[i] * x[i];
+        out[1] += w1[i] * x[i];
+        out[2] += w2[i] * x[i];
+        out[3] += w3[i] * x[i];
+    }
+}
+
+CSM_AVX2 static inline void csm_dot4_bf16_avx2(const char *w, int64_t stride, const float *x, int n, float *out) {
+    const uint16_t *w0 = (const uint16_t *)w, *w1 = (const uint16_t *)(w + stride);
+    const uint16_t *w2 = (const uint16_t *)(w + 2 * stride), *w3 = (const uint16_t *)(w + 3 * stride);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(csm_load_bf16_avx2(w0 + i), xv, a0);
+        a1 = _mm256_fmadd_ps(csm_load_bf16_avx2(w1 + i), xv, a1);
+        a2 = _mm256_fmadd_ps(csm_load_bf16_avx2(w2 + i), xv, a2);
+        a3 = _mm256_fmadd_ps(csm_load_bf16_avx2(w3 + i), xv, a3);
+    }
+    out[0] = csm_hsum_avx2(a0);
+    out[1] = csm_hsum_avx2(a1);
+    out[2] = csm_hsum_avx2(a2);
+    out[3] = csm_hsum_avx2(a3);
+    for (; i < n; i++) {
+        out[0] += csm_bf16_to_fp32(w0[i]) * x[i];
+        out[1] += csm_bf16_to_fp32(w1[i]) * x[i];
+        out[2] += csm_bf16_to_fp32(w2[i]) * x[i];
+        out[3] += csm_bf16_to_fp32(w3[i]) * x[i];
+    }
+}
+
+CSM_AVX2 static inline __m256i csm_unpack_q4_0_avx2(const uint8_t *qs) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+
+CSM_AVX2 static inline void csm_dot4_q8_0_avx2(const char *w, int64_t stride, const int8_t *xq, const float *xd,
+                                                int nb, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        for (int r = 0; r < 4; r++) {
+            const csm_block_q8_0 *blk = (const csm_block_q8_0 *)(w + r * stride) + b;
+            __m256i qw = _mm256_loadu_si256((const __m256i *)blk->qs);
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
+            acc[r] = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(qw, qx), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
+}
+
+CSM_AVX2 static inline void csm_dot4_q4_0_avx2(const char *w, int64_t stride, const int8_t *xq, const float *xd,
+                                                int nb, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        for (int r = 0; r < 4; r++) {
+            const csm_block_q4_0 *blk = (const csm_block_q4_0 *)(w + r * stride) + b;
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
+            acc[r] = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(csm_unpack_q4_0_avx2(blk->qs), qx), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
+}
+
 #else
 #define CSM_HAVE_AVX2 0
 #endif

@@ -94,9 +94,31 @@ static inline float csm_dot(int isa, int fmt, const char *row, int cols, const f
 static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const float *x,
                                 const int8_t *xq, const float *xd, int nvec, float *y,
                                 int64_t ldy, int accumulate) {
-    int cols = W->cols, nb = cols / CSM_QK;
-    for (int r = r0; r < r1; r++) {
-        const char *row = W->data + (int64_t)r * W->row_bytes;
+    int cols = W->cols, nb = cols / CSM_QK, r = r0;
+    int64_t rb = W->row_bytes;
+#if CSM_HAVE_AVX2
+    if (isa == CSM_ISA_AVX2) {
+        float d[4];
+        for (; r + 4 <= r1; r += 4) {
+            const char *row = W->data + (int64_t)r * rb;
+            for (int n = 0; n < nvec; n++) {
+                const float *xn = x + (int64_t)n * cols;
+                const int8_t *qn = xq + (int64_t)n * cols;
+                const float *dn = xd + (int64_t)n * nb;
+                switch (W->fmt) {
+                case CSM_F32: csm_dot4_f32_avx2(row, rb, xn, cols, d); break;
+                case CSM_BF16: csm_dot4_bf16_avx2(row, rb, xn, cols, d); break;
+                case CSM_Q8_0: csm_dot4_q8_0_avx2(row, rb, qn, dn, nb, d); break;
+                default: csm_dot4_q4_0_avx2(row, rb, qn, dn, nb, d); break;
+                }
+                float *out = y + (int64_t)n * ldy + r;
+                for (int k = 0; k < 4; k++) out[k] = accumulate ? out[k] + d[k] : d[k];
+            }
+        }
+    }
+#endif
+    for (; r < r1; r++) {
+        const char *row = W->data + (int64_t)r * rb;
         for (int n = 0; n < nvec; n++) {
             float d = csm_dot(isa, W->fmt, row, cols, x + (int64_t)n * cols, xq + (int64_t)n * cols,
                               xd + (int64_t)n * nb);

@@ -1,0 +1,251 @@
+"""Benchmark the csm-cpu backend on full-size CSM-1B shapes (random weights); one table.
+
+    flock /work/bigmem.lock python tools/bench_cpu.py            # everything (~15-25 min)
+    python tools/bench_cpu.py --formats q8_0 --threads 2 --no-reference --frames 6
+
+Per format (each in its own process, so peak RSS is that format's): load time, peak RSS, median
+ms/frame per thread count, frames/s for batch sizes, the same under a competing busy process.
+Also: the memory bandwidth the f32 kernel reaches (and numpy's sgemv as a peer), each format's
+floor (weight bytes per frame / bandwidth), % of floor, and the Hugging Face transformers
+reference (torch CPU, fp32 and bf16, random init) as peer ratio. Medians of several runs: the
+machine may be shared, so read the peer columns, not only the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FastRandomWeights:
+    """Lazy canonical weights of the exact shapes: values ~N(0, 0.02) cut from one random pool
+    (speed only needs realistic magnitudes), norm scales in [0.9, 1.1]; made one at a time."""
+
+    def __init__(self, config, seed: int = 0):
+        self.shapes = config.weight_shapes()
+        rng = np.random.default_rng(seed)
+        self.pool = (rng.standard_normal(1 << 22, dtype=np.float32) * np.float32(0.02))
+        self.scales = rng.uniform(0.9, 1.1, 1 << 16).astype(np.float32)
+
+    def keys(self):
+        return self.shapes.keys()
+
+    def __getitem__(self, name):
+        shape = self.shapes[name]
+        n = int(np.prod(shape))
+        src = self.scales if name.endswith(".scale") else self.pool
+        off = (hash(name) & 0xFFFF) % src.size
+        return np.resize(np.roll(src, off), n).reshape(shape)
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
+
+
+def prompt(config, B: int, S: int = 16):
+    K = config.audio_num_codebooks
+    tok = np.zeros((B, S, K + 1), np.int64)
+    mask = np.zeros((B, S, K + 1), bool)
+    tok[:, : S // 2, K] = np.arange(S // 2) + 1000
+    mask[:, : S // 2, K] = True
+    tok[:, S // 2 :, :K] = (np.arange(K) * 37 + np.arange(S - S // 2)[:, None] * 11) % 2048
+    mask[:, S // 2 :, :K] = True
+    return tok, mask
+
+
+def time_frames(be, B: int, frames: int) -> list[float]:
+    from csm_core.protocols import SamplingParams
+    from csm_core.testing.csm import frame_row
+
+    params = SamplingParams()
+    be.reset(B, seed=0)
+    codes = be.generate_frame(*prompt(be.config, B), params)
+    codes = be.generate_frame(*frame_row(codes), params)  # warm-up
+    out = []
+    for _ in range(frames):
+        t = time.perf_counter()
+        codes = be.generate_frame(*frame_row(codes), params)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def worker(args) -> dict:
+    from csm_core.config import csm_1b
+    from csm_cpu import cpu_features
+    from csm_cpu.backend import CpuBackend
+
+    config = csm_1b()
+    t = time.perf_counter()
+    be = CpuBackend(config, FastRandomWeights(config), args.worker, threads=max(args.threads))
+    res = {"fmt": args.worker, "load_s": time.perf_counter() - t, "peak_rss_gb": rss_gb(),
+           "bytes_per_frame": be.bytes_per_frame(), "features": cpu_features(), "ms": {}, "fps_batch": {}}
+    for th in args.threads:
+        be.set_threads(th)
+        res["ms"][th] = 1e3 * statistics.median(time_frames(be, 1, args.frames))
+    be.set_threads(max(args.threads))
+    for B in args.batch:
+        if B > 1:
+            res["fps_batch"][B] = B / statistics.median(time_frames(be, B, max(3, args.frames // 2)))
+    if args.competing:
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            res["ms_competing"] = {}
+            for th in args.threads:
+                be.set_threads(th)
+                res["ms_competing"][th] = 1e3 * statistics.median(time_frames(be, 1, args.frames))
+        finally:
+            hog.kill()
+            hog.wait()
+    return res
+
+
+def bandwidth(threads: list[int]) -> dict:
+    """GB/s the f32 matrix-vector kernel streams from a 512 MiB matrix; numpy sgemv as peer."""
+    from threadpoolctl import threadpool_limits
+
+    from csm_cpu import quant
+
+    w = np.full((65536, 2048), 0.01, np.float32)
+    x = np.ones((1, 2048), np.float32)
+    q = quant.quantize(w, "f32")
+    out = {}
+    for th in threads:
+        ts = []
+        for _ in range(7):
+            t = time.perf_counter()
+            quant.matmat(q, x, threads=th)
+            ts.append(time.perf_counter() - t)
+        out[f"kernel_{th}t"] = w.nbytes / statistics.median(ts) / 1e9
+    with threadpool_limits(1):
+        ts = []
+        for _ in range(7):
+            t = time.perf_counter()
+            w @ x[0]
+            ts.append(time.perf_counter() - t)
+    out["numpy_sgemv_1t"] = w.nbytes / statistics.median(ts) / 1e9
+    return out
+
+
+def reference(args) -> dict:
+    """Hugging Face CsmForConditionalGeneration (random init, full size), seconds per frame."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_reference import embed_frames, hf_config
+    from transformers import CsmForConditionalGeneration
+
+    from csm_core.config import csm_1b
+
+    torch.set_num_threads(max(args.threads))
+    config = csm_1b()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.reference_worker]
+    with torch.device("cpu"):
+        model = CsmForConditionalGeneration(hf_config(config, full=False)).eval().to(dtype)
+    tok, mask = prompt(config, 1)
+    res = {"dtype": args.reference_worker}
+    with torch.no_grad():
+        emb = embed_frames(model, tok, mask).to(dtype)
+        att = torch.ones(emb.shape[:2], dtype=torch.long)
+
+        def run(n):
+            t = time.perf_counter()
+            model.generate(inputs_embeds=emb, attention_mask=att, do_sample=True, top_k=50, temperature=0.9,
+                           depth_decoder_do_sample=True, depth_decoder_top_k=50, depth_decoder_temperature=0.9,
+                           max_new_tokens=n, min_new_tokens=n)
+            return time.perf_counter() - t
+
+        run(1)
+        n = max(2, args.frames // 2)
+        per = [(run(1 + n) - run(1)) / n for _ in range(2)]
+    res["ms"] = 1e3 * statistics.median(per)
+    return res
+
+
+def sub(argv: list[str]) -> dict:
+    r = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
+    if r.returncode:
+        print(r.stderr[-3000:], file=sys.stderr)
+        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--formats", default="f32,bf16,q8_0,q4_0")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--batch", default="1,4,8")
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--no-competing", action="store_true")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--reference-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.threads = [int(t) for t in args.threads.split(",")]
+    args.batch = [int(b) for b in args.batch.split(",")]
+    args.competing = not args.no_competing
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    if args.reference_worker:
+        print(json.dumps(reference(args)))
+        return
+
+    common = ["--threads", ",".join(map(str, args.threads)), "--frames", str(args.frames)]
+    print(f"# csm-cpu bench, CSM-1B shapes, random weights; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs", flush=True)
+    bw = bandwidth(args.threads)
+    print("# bandwidth GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in bw.items()), flush=True)
+    ceiling = max(v for k, v in bw.items() if k.startswith("kernel"))
+    results = []
+    for fmt in args.formats.split(","):
+        extra = ["--batch", ",".join(map(str, args.batch))] + ([] if args.competing and fmt == "q8_0" else ["--no-competing"])
+        r = sub(["--worker", fmt, *common, *extra])
+        results.append(r)
+        print("# " + json.dumps(r), flush=True)
+    refs = {}
+    if not args.no_reference:
+        for dt in ("fp32", "bf16"):
+            refs[dt] = sub(["--reference-worker", dt, *common])
+            print("# reference " + json.dumps(refs[dt]), flush=True)
+
+    ref_ms = {k: v.get("ms") for k, v in refs.items() if "ms" in v}
+    print()
+    hdr = (f"{'format':6} {'thr':>3} {'ms/frame':>9} {'frames/s':>8} {'floor ms':>8} {'% floor':>7} "
+           f"{'MB/frame':>8} {'load s':>6} {'RSS GB':>6} " + " ".join(f"{'x HF ' + k:>9}" for k in ref_ms))
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        if "error" in r:
+            print(f"{r.get('fmt', '?'):6} error: {r['error']}")
+            continue
+        floor = r["bytes_per_frame"] / (ceiling * 1e9) * 1e3
+        for th, ms in r["ms"].items():
+            peers = " ".join(f"{v / ms:9.2f}" for v in ref_ms.values())
+            print(f"{r['fmt']:6} {th:>3} {ms:9.1f} {1e3 / ms:8.2f} {floor:8.1f} {100 * floor / ms:6.0f}% "
+                  f"{r['bytes_per_frame'] / 1e6:8.0f} {r['load_s']:6.1f} {r['peak_rss_gb']:6.2f} {peers}")
+    print()
+    for r in results:
+        if r.get("fps_batch"):
+            b1 = 1e3 / r["ms"][str(max(args.threads))] if str(max(args.threads)) in r["ms"] else float("nan")
+            print(f"batch frames/s {r['fmt']}: B=1 {b1:.2f}, " + ", ".join(f"B={b} {v:.2f}" for b, v in r["fps_batch"].items()))
+        if r.get("ms_competing"):
+            print(f"with a competing busy process, {r['fmt']} ms/frame: "
+                  + ", ".join(f"{th} thr {v:.1f} (alone {r['ms'][th]:.1f})" for th, v in r["ms_competing"].items()))
+    for k, v in refs.items():
+        print(f"HF transformers {k}: " + (f"{v['ms']:.1f} ms/frame ({1e3 / v['ms']:.2f} frames/s)" if "ms" in v else v.get("error", "")))
+    print(f"bandwidth ceiling used for floors: {ceiling:.1f} GB/s (f32 kernel, best thread count)")
+
+
+if __name__ == "__main__":
+    main()
