@@ -102,8 +102,8 @@ def prompt(cfg: CSMConfig, length: int, seed: int = 0) -> tuple[np.ndarray, np.n
     return tokens, mask
 
 
-def bench_mlx(model: CSMModel, frames: int, runs: int, prompt_len: int) -> dict:
-    be = MlxBackend(model.config, model=model)
+def bench_mlx(model: CSMModel, frames: int, runs: int, prompt_len: int, compiled: bool) -> dict:
+    be = MlxBackend(model.config, model=model, compile=compiled)
     params = SamplingParams(temperature=0.9, topk=50)
     tokens, mask = prompt(model.config, prompt_len)
     prefill, frame_ms = [], []
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up run)")
     ap.add_argument("--prompt", type=int, default=64, help="prompt length in text frames")
     ap.add_argument("--device", choices=["default", "cpu", "gpu"], default="default")
+    ap.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto",
+                    help="mx.compile the depth decoder (auto: on a GPU only; both: time each)")
     ap.add_argument("--hf", action="store_true", help="also time transformers (torch) on cuda if present, else cpu")
     args = ap.parse_args(argv)
 
@@ -221,20 +223,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"measured read bandwidth: {bw:.1f} GB/s; CSM {args.config}: {cfg.num_parameters() / 1e9:.3f} G params")
     print(f"{args.frames} frames x {args.runs} runs after a {args.prompt}-frame prompt; sampling T=0.9 top-k 50\n")
 
+    on_gpu = mx.default_device().type == mx.gpu
+    modes = {"auto": [on_gpu], "on": [True], "off": [False], "both": [False, True]}[args.compile]
     head = f"{'impl':<14}{'dtype':<10}{'quant':<7}{'prefill s':>10}{'ms/frame':>10}{'frames/s':>10}{'x RT':>7}{'peak GiB':>10}{'GB/frame':>10}{'BW-limit f/s':>14}"
     rows = [head, "-" * len(head)]
     for dt in dtypes:
         for q in quants:
             model = random_model(cfg, dt, q, args.group_size)
             bpf = bytes_per_frame(model)
-            r = bench_mlx(model, args.frames, args.runs, args.prompt)
-            fps = 1e3 / r["frame_ms"]
             name = str(dt).split(".")[-1]
-            rows.append(
-                f"{'mlx':<14}{name:<10}{(str(q) + 'b') if q else '-':<7}{r['prefill_s']:>10.3f}{r['frame_ms']:>10.1f}"
-                f"{fps:>10.2f}{fps / REALTIME_FPS:>7.2f}{r['peak_gib']:>10.2f}{bpf / 1e9:>10.2f}{bw * 1e9 / bpf:>14.1f}"
-            )
-            print(rows[-1], f"  (runs: {', '.join(f'{m:.1f}' for m in r['frame_ms_runs'])} ms)", flush=True)
+            for compiled in modes:
+                r = bench_mlx(model, args.frames, args.runs, args.prompt, compiled)
+                fps = 1e3 / r["frame_ms"]
+                rows.append(
+                    f"{'mlx-compiled' if compiled else 'mlx':<14}{name:<10}{(str(q) + 'b') if q else '-':<7}"
+                    f"{r['prefill_s']:>10.3f}{r['frame_ms']:>10.1f}{fps:>10.2f}{fps / REALTIME_FPS:>7.2f}"
+                    f"{r['peak_gib']:>10.2f}{bpf / 1e9:>10.2f}{bw * 1e9 / bpf:>14.1f}"
+                )
+                print(rows[-1], f"  (runs: {', '.join(f'{m:.1f}' for m in r['frame_ms_runs'])} ms)", flush=True)
             del model
             mx.clear_cache()
             if args.hf and q is None:

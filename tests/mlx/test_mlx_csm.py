@@ -1,6 +1,8 @@
 """CSM in MLX (tiny config, fp32) against an independent float64 numpy forward, plus batching,
 dtypes, quantization and bad input."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -171,3 +173,24 @@ def test_bad_frame_input_is_rejected(tiny, backend):
     with pytest.raises(ValueError, match="out of range"):
         backend.generate_frame(bad[None], mask[None], GREEDY)
     assert backend.position == 0
+
+
+ON_GPU = mx.default_device().type == mx.gpu
+
+
+@pytest.mark.skipif(
+    not ON_GPU and not os.environ.get("CSM_MLX_COMPILE_TESTS"),
+    reason="mx.compile on the CPU backend builds its kernels with the C++ compiler at first use (minutes); "
+    "set CSM_MLX_COMPILE_TESTS=1 to run",
+)
+def test_compiled_frames_equal_eager(tiny):
+    cfg, w, tokens, mask = tiny
+    eager = MlxBackend(cfg, w, compile=False)
+    compiled = MlxBackend(cfg, w, compile=True)
+    np.testing.assert_array_equal(_greedy(compiled, tokens[None], mask[None], 3), _greedy(eager, tokens[None], mask[None], 3))
+    p = SamplingParams(temperature=0.9, topk=50)
+    for be in (eager, compiled):
+        be.reset(1, seed=3)
+    a = eager.generate_frame(tokens[None], mask[None], p)
+    b = compiled.generate_frame(tokens[None], mask[None], p)
+    np.testing.assert_array_equal(a, b)

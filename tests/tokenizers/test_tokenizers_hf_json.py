@@ -135,10 +135,19 @@ def _swap_first_two_ranks(spec):
     merges[0], merges[k] = merges[k], merges[0]
 
 
+def _insert_cut_with_unknown_part(spec):
+    """Add, in rank order, a merge whose result is a token but whose left part is not."""
+    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
+    token, i = next((t, i) for t in vocab for i in range(2, len(t)) if t[:i] not in vocab and t[i:] in vocab)
+    k = next(k for k, m in enumerate(merges) if vocab["".join(m)] > vocab[token])
+    merges.insert(k, [token[:i], token[i:]])
+
+
 BROKEN = {
     "omits some merges": lambda s: s["model"]["merges"].pop(len(s["model"]["merges"]) // 2),
     "not in rank order": _swap_first_two_ranks,
-    "not in the vocabulary": lambda s: s["model"]["merges"].append(["Ġ", "zzzzqq"]),
+    "makes 'Ġzzzzqq', which is not in the vocabulary": lambda s: s["model"]["merges"].append(["Ġ", "zzzzqq"]),
+    "uses '.*', which is not in the vocabulary": _insert_cut_with_unknown_part,
     "duplicate merges": lambda s: s["model"]["merges"].append(list(s["model"]["merges"][-1])),
     "malformed merge": lambda s: s["model"]["merges"].append(["a", "b", "c"]),
     "malformed merge 'Ġ Ġ Ġ'": lambda s: s["model"].__setitem__("merges", ["Ġ Ġ Ġ"]),
@@ -155,7 +164,8 @@ BROKEN = {
 @pytest.mark.parametrize("problem", list(BROKEN))
 def test_refuses_inexact_or_broken_files(trained, tmp_path, problem):
     path = _write(tmp_path, _broken(trained[1], BROKEN[problem]))
-    with pytest.raises(TokenizerFileError, match=problem.replace("(", r"\(").replace("|", r"\|")) as e:
+    pattern = problem.replace("(", r"\(").replace("|", r"\|")
+    with pytest.raises(TokenizerFileError, match=pattern) as e:
         load_hf_tokenizer_json(path)
     assert str(path) in str(e.value)
 

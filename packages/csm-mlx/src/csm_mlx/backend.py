@@ -36,6 +36,7 @@ class MlxBackend:
         quant_bits: int | None = None,
         group_size: int = 64,
         model: CSMModel | None = None,
+        compile: bool | None = None,
     ):
         if (weights is None) == (model is None):
             raise ValueError("give exactly one of weights (a canonical dict) or model (a loaded CSMModel)")
@@ -45,15 +46,20 @@ class MlxBackend:
             if quant_bits is not None:
                 quantize_model(model, quant_bits, group_size)
         self.model = model
+        # mx.compile fuses the 31 decoder steps into one traced graph: it pays on a GPU (fewer, fused
+        # kernels). On the CPU backend every fused kernel is built with the C++ compiler at first use
+        # (minutes), so it is off there by default.
+        self.compiled = (mx.default_device().type == mx.gpu) if compile is None else bool(compile)
+        self._frame_fns: dict[tuple, object] = {}
         self.reset()
 
     @classmethod
-    def load(cls, path: str | Path, *, dtype: str | None = None) -> "MlxBackend":
-        """A converted MLX file/directory (see ``csm_mlx.convert``)."""
+    def load(cls, path: str | Path, *, dtype: str | None = None, compile: bool | None = None) -> "MlxBackend":
+        """A file/directory written by ``csm_mlx.convert``, or any checkpoint csm_core.weights reads."""
         from .convert import load_model
 
         model = load_model(path, dtype=dtype)
-        return cls(model.config, model=model)
+        return cls(model.config, model=model, compile=compile)
 
     # ---- state ----
     def reset(self, batch_size: int = 1, seed: int | None = None) -> None:
@@ -120,9 +126,24 @@ class MlxBackend:
             split = mx.random.split(self._key, K + 1)
             self._key, keys = split[0], split[1:]
         last_h = self._backbone(tokens, mask)
-        codes = self.model.decode_frame(last_h, params, keys)
+        if self.compiled:
+            codes = self._frame_fn(params)(last_h, mx.zeros((K, 2), mx.uint32) if keys is None else keys)
+        else:
+            codes = self.model.decode_frame(last_h, params, keys)
         mx.eval(codes, self._key, [c.state for c in self._cache])
         return np.array(codes, dtype=np.int32)
+
+    def _frame_fn(self, params: SamplingParams):
+        """The compiled rest-of-frame (c0 + depth decoder + sampling) for these sampling params."""
+        fn = self._frame_fns.get(params)
+        if fn is None:
+            model = self.model
+            if params.greedy:
+                fn = mx.compile(lambda last_h, keys: model.decode_frame(last_h, params, None))
+            else:
+                fn = mx.compile(lambda last_h, keys: model.decode_frame(last_h, params, keys))
+            self._frame_fns[params] = fn
+        return fn
 
     # ---- LogitsProbe ----
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

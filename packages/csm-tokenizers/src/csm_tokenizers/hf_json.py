@@ -12,7 +12,9 @@ and refuse a file that breaks one, rather than tokenizing it slightly differentl
 from __future__ import annotations
 
 import json
+import operator
 import os
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -86,51 +88,62 @@ def _merge_pairs(merges: Any, path: Path) -> tuple[list[str], list[str]]:
     raise TokenizerFileError(f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]")
 
 
-def _count_splits(vocab: dict[str, int]) -> int:
-    """Number of (left, right) pairs of vocabulary tokens whose concatenation is a token."""
+def _split_keys(vocab: dict[str, int], shift: int) -> set[int]:
+    """Every way to cut a token in two tokens, as id * shift + length of the left part."""
     known = vocab.__contains__
-    return sum(1 for t in vocab for i in range(1, len(t)) if known(t[:i]) and known(t[i:]))
+    return {
+        tid * shift + i for t, tid in vocab.items() for i in range(1, len(t)) if known(t[:i]) and known(t[i:])
+    }
 
 
 def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path) -> dict[bytes, int]:
-    """Byte-level vocab (str → id) + merges → tiktoken ranks (bytes → rank = id), verified."""
+    """Byte-level vocab (str → id) + merges → tiktoken ranks (bytes → rank = id), verified.
+
+    tiktoken merges ANY two adjacent tokens whose concatenation is a token, lowest id first. So the
+    merges must be exactly the set of all such cuts (no more, no fewer, no repeats), in id order.
+    """
     if not all(type(i) is int for i in vocab.values()) or len(set(vocab.values())) != len(vocab):
         raise TokenizerFileError(f"{path}: model.vocab ids must be distinct integers")
     lefts, rights = _merge_pairs(merges, path)
     try:
         results = [vocab.get(a + b, -1) for a, b in zip(lefts, rights)]
-        parts_known = all(map(vocab.__contains__, lefts)) and all(map(vocab.__contains__, rights))
     except TypeError:  # e.g. [["a", 1]] or [[["a"], ["b"]]]
         bad = next(m for m, a, b in zip(merges, lefts, rights) if not (isinstance(a, str) and isinstance(b, str)))
         raise TokenizerFileError(
             f"{path}: malformed merge {bad!r}; expected 'left right' or [left, right]"
         ) from None
-    if (results and min(results) < 0) or not parts_known:
-        k, missing = next(
-            (k, t) for k, (a, b) in enumerate(zip(lefts, rights)) for t in (a, b, a + b) if t not in vocab
-        )
-        raise TokenizerFileError(
-            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) uses {missing!r}, which is not in the "
-            "vocabulary"
-        )
+
+    def merge_error(k: int, problem: str) -> TokenizerFileError:
+        return TokenizerFileError(f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) {problem}")
+
+    if results and min(results) < 0:
+        k = results.index(-1)
+        raise merge_error(k, f"makes {lefts[k] + rights[k]!r}, which is not in the vocabulary")
     if results != sorted(results):
         k = next(k for k in range(1, len(results)) if results[k] < results[k - 1])
-        raise TokenizerFileError(
-            f"{path}: merge #{k} ({lefts[k]!r}, {rights[k]!r}) makes token id {results[k]} after a merge "
-            f"that made id {results[k - 1]}; merges are not in rank order, so tiktoken ranks cannot "
-            "reproduce this BPE"
+        raise merge_error(
+            k, f"makes token id {results[k]} after a merge that made id {results[k - 1]}; merges are not in "
+            "rank order, so tiktoken ranks cannot reproduce this BPE"
         )
-    # A merge is identified by (result id, length of its left part).
-    n_duplicates = len(results) - len(set(zip(results, map(len, lefts))))
-    if n_duplicates:
-        raise TokenizerFileError(f"{path}: {n_duplicates} duplicate merges")
-    # tiktoken merges ANY adjacent pair whose concatenation is a token; the file must list all of
-    # them. Every listed merge is such a split (checked above), so equal counts mean equal sets.
-    n_splits = _count_splits(vocab)
-    if n_splits != len(lefts):
+    # A merge is identified by (result id, length of its left part); packed into one int.
+    shift = max(map(len, vocab)) + 1
+    listed = list(map(operator.add, map(operator.mul, results, repeat(shift)), map(len, lefts)))
+    listed_set = set(listed)
+    if len(listed_set) != len(listed):
+        raise TokenizerFileError(f"{path}: {len(listed) - len(listed_set)} duplicate merges")
+    valid = _split_keys(vocab, shift)
+    if listed_set != valid:
+        extra = listed_set - valid
+        if extra:
+            k = next(k for k, key in enumerate(listed) if key in extra)
+            missing = next(t for t in (lefts[k], rights[k]) if t not in vocab)
+            raise merge_error(k, f"uses {missing!r}, which is not in the vocabulary")
+        tid, i = divmod(min(valid - listed_set), shift)
+        token = next(t for t, j in vocab.items() if j == tid)
         raise TokenizerFileError(
-            f"{path}: {len(lefts):,} merges but {n_splits:,} splits of tokens into two tokens; a BPE that "
-            "omits some merges cannot be run exactly by tiktoken ranks"
+            f"{path}: {len(valid - listed_set):,} splits of tokens into two tokens are not merges "
+            f"(e.g. {token[:i]!r} + {token[i:]!r}); a BPE that omits some merges cannot be run exactly "
+            "by tiktoken ranks"
         )
     tokens = list(vocab)
     ranks = dict(zip(_vocab_bytes(tokens, path), map(vocab.__getitem__, tokens)))

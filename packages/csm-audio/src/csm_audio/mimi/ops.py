@@ -9,43 +9,92 @@ step through chunks with a small state, which is what makes streaming decode exa
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["elu", "gelu", "layer_norm", "Conv1d", "ConvTranspose1d", "conv_out_length"]
+__all__ = ["elu", "gelu", "layer_norm", "matmul", "Conv1d", "ConvTranspose1d", "conv_out_length"]
 
-# Abramowitz & Stegun 7.1.26: |erf error| <= 1.5e-7, below float32 resolution of GELU's output.
-_AS_P = 0.3275911
-_AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 .. a1
+# Abramowitz & Stegun 7.1.26: erfc(z) = t·(a1 + a2 t + ... + a5 t⁴)·exp(−z²), t = 1/(1 + p z),
+# |error| <= 1.5e-7, below float32 resolution of GELU's output. Here z = |x|/√2, so p is divided
+# by √2, and the coefficients are halved to give ½·erfc = Φ(−|x|) directly.
+_GELU_P = np.float32(0.3275911 / math.sqrt(2.0))
+_GELU_A = tuple(np.float32(a / 2) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+
+
+def _threads() -> int:
+    """Threads for large elementwise passes: OMP/OPENBLAS_NUM_THREADS if set, else the CPU count."""
+    for var in ("CSM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
+            return min(int(os.environ[var]), 16)
+    return min(os.cpu_count() or 1, 16)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_PARALLEL_MIN = 1 << 18  # elements: below this, splitting costs more than it saves
+
+
+def _rows_parallel(fn, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """fn(x_chunk, out_chunk) over row chunks on a thread pool (numpy ufuncs release the GIL)."""
+    global _POOL
+    n = _threads()
+    if n == 1 or x.size < _PARALLEL_MIN or x.shape[0] < 2 * n:
+        fn(x, out)
+        return out
+    if _POOL is None or _POOL._max_workers != n:
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="csm-audio")
+    edges = np.linspace(0, x.shape[0], n + 1).astype(int)
+    list(_POOL.map(lambda i: fn(x[edges[i] : edges[i + 1]], out[edges[i] : edges[i + 1]]), range(n)))
+    return out
+
+
+def _elu_into(x: np.ndarray, y: np.ndarray) -> None:
+    np.minimum(x, np.float32(0.0), out=y)
+    np.exp(y, out=y)
+    y -= np.float32(1.0)
+    np.maximum(y, x, out=y)
 
 
 def elu(x: np.ndarray) -> np.ndarray:
     """ELU(alpha=1) = max(x, exp(min(x, 0)) − 1), since e^x − 1 >= x.
 
     exp − 1 instead of expm1: numpy's float32 exp is SIMD and ~4x faster; the absolute error
-    (~6e-8) is far below the parity tolerance.
+    (~6e-8) is far below the parity tolerance. Large inputs are split over threads.
     """
-    y = np.minimum(x, np.float32(0.0))
-    np.exp(y, out=y)
-    y -= np.float32(1.0)
-    np.maximum(y, x, out=y)
-    return y
+    return _rows_parallel(_elu_into, x, np.empty_like(x))
+
+
+_GELU_BLOCK = 1 << 15  # elements per pass block: three float32 buffers stay in L2
+
+
+def _gelu_into(x: np.ndarray, out: np.ndarray) -> None:
+    """GELU(x) = relu(x) − |x|·Φ(−|x|), with Φ(−|x|) = ½·erfc(|x|/√2) from A&S 7.1.26."""
+    flat_x, flat_o = x.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_x.size, _GELU_BLOCK):
+        xb, ob = flat_x[i : i + _GELU_BLOCK], flat_o[i : i + _GELU_BLOCK]
+        a = np.abs(xb)
+        t = a * _GELU_P
+        t += np.float32(1.0)
+        np.reciprocal(t, out=t)  # t = 1 / (1 + p·|x|/√2)
+        h = t * _GELU_A[0]
+        for c in _GELU_A[1:]:  # Horner; coefficients carry the ½ of ½·erfc
+            h += c
+            h *= t
+        e = np.square(xb)
+        e *= np.float32(-0.5)
+        np.exp(e, out=e)  # exp(−x²/2)
+        h *= e
+        h *= a  # |x|·Φ(−|x|)
+        np.maximum(xb, np.float32(0.0), out=ob)
+        ob -= h
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """GELU in the exact erf form x·Φ(x) (not the tanh approximation)."""
-    z = np.abs(x) * np.float32(1.0 / math.sqrt(2.0))
-    t = 1.0 / (1.0 + np.float32(_AS_P) * z)
-    poly = np.full_like(t, _AS_A[0])
-    for a in _AS_A[1:]:
-        poly *= t
-        poly += np.float32(a)
-    poly *= t
-    # half_tail = ½·erfc(|x|/√2) = Φ(−|x|)
-    half_tail = poly * np.exp(-z * z) * np.float32(0.5)
-    phi = np.where(x < 0, half_tail, 1.0 - half_tail)
-    return (x * phi).astype(np.float32, copy=False)
+    """GELU in the exact erf form x·Φ(x) (not the tanh approximation), |error| <= 1e-7·|x|."""
+    x = np.ascontiguousarray(x, np.float32)
+    return _rows_parallel(_gelu_into, x, np.empty_like(x))
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -57,6 +106,24 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     xc *= weight
     xc += bias
     return xc
+
+
+_FEW_ROWS = 4  # at most this many rows: a weight-streaming product beats BLAS gemm
+_SLICE = 64  # weight rows per slice (64 x 8192 floats = 2 MB at most, cache-resident)
+
+
+def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x [M, K] @ w [K, N]. For a few rows (streaming one frame) gemm would pack the whole weight
+    for a couple of rows; instead stream it once in cache-sized row slices with vector products."""
+    m = x.shape[0]
+    if m > _FEW_ROWS or w.nbytes < (1 << 20):
+        return x @ w
+    y = np.zeros((m, w.shape[1]), np.float32)
+    for k in range(0, w.shape[0], _SLICE):
+        ws = w[k : k + _SLICE]
+        for r in range(m):
+            y[r] += x[r, k : k + _SLICE] @ ws
+    return y
 
 
 def conv_out_length(length: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -119,15 +186,17 @@ class Conv1d:
         xp = np.ascontiguousarray(xp, dtype=np.float32)
         if n_out == 0:
             return np.zeros((0, self.cout), np.float32)
-        if self.im2col:
+        if nb == 1 and s == 1:  # pointwise conv: the input is already the matrix
+            y = matmul(xp[:n_out], self.w_flat)
+        elif self.im2col:
             # row t = xp[t·s : t·s + nb·s] flattened: overlapping rows, copied once
             cols = as_strided(xp, (n_out, nb * s * cin), (s * cin * 4, 4))
-            y = np.ascontiguousarray(cols) @ self.w_flat
+            y = matmul(np.ascontiguousarray(cols), self.w_flat)
         else:
             blocks = xp.reshape(-1, s * cin)  # [n_out − 1 + nb, s·Cin]
-            y = blocks[:n_out] @ self.w_blocks[0]
+            y = matmul(blocks[:n_out], self.w_blocks[0])
             for p in range(1, nb):
-                y += blocks[p : p + n_out] @ self.w_blocks[p]
+                y += matmul(blocks[p : p + n_out], self.w_blocks[p])
         if self.bias is not None:
             y += self.bias
         return y
@@ -173,11 +242,13 @@ class ConvTranspose1d:
         if self.depthwise:
             y = x[:, None, :] * self.w[None, :, :]  # [T, k', C]
         else:
-            y = x @ self.w  # [T, k'·Cout]
+            y = matmul(x, self.w)  # [T, k'·Cout]
         y = y.reshape(n, nb, s, c)
         # out block t = Σ_p y[t − p, p]; blocks past T (p ≥ 1 of the last rows) are the new state
-        full = np.zeros((n + nb - 1, s, c), np.float32)
-        for p in range(nb):
+        full = np.empty((n + nb - 1, s, c), np.float32)
+        full[:n] = y[:, 0]
+        full[n:] = 0.0
+        for p in range(1, nb):
             full[p : p + n] += y[:, p]
         full[: nb - 1] += state.reshape(nb - 1, s, c)
         out = full[:n].reshape(n * s, c)

@@ -17,7 +17,7 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
-from .ops import gelu, layer_norm
+from .ops import gelu, layer_norm, matmul
 
 __all__ = ["Transformer", "TransformerState"]
 
@@ -26,7 +26,7 @@ _QUERY_BLOCK = 256  # queries per attention block: bounds the score buffer on lo
 
 @dataclass
 class TransformerState:
-    """Streaming state: steps seen so far and per-layer keys/values [m, H, head_dim], m < context."""
+    """Streaming state: steps seen so far and per-layer keys/values [H, m, head_dim], m < context."""
 
     offset: int = 0
     keys: list[np.ndarray] = field(default_factory=list)
@@ -86,7 +86,7 @@ class Transformer:
             a, k_keep, v_keep = self._attention(layer, h, cos, sin, past_k, past_v)
             x += layer.ls1 * a
             h = layer_norm(x, *layer.norm2, layer.eps)
-            x += layer.ls2 * (gelu(h @ layer.w1) @ layer.w2)
+            x += layer.ls2 * matmul(gelu(matmul(h, layer.w1)), layer.w2)
             new.keys.append(k_keep)
             new.values.append(v_keep)
         return x, new
@@ -94,30 +94,30 @@ class Transformer:
     def _attention(self, layer: _Layer, h, cos, sin, past_k, past_v):
         n, d = h.shape
         H, hd = layer.heads, layer.head_dim
-        qkv = h @ layer.w_in  # [n, 3d]
-        q = _rope(qkv[:, :d].reshape(n, H, hd), cos, sin)
-        k = _rope(qkv[:, d : 2 * d].reshape(n, H, hd), cos, sin)
-        v = qkv[:, 2 * d :].reshape(n, H, hd)
-        if past_k is not None and past_k.shape[0]:
-            k = np.concatenate([past_k, k])
-            v = np.concatenate([past_v, v])
-        m = k.shape[0] - n  # cached steps before this chunk
-        kh = np.ascontiguousarray(k.transpose(1, 2, 0))  # [H, hd, m+n]
-        vh = np.ascontiguousarray(v.transpose(1, 0, 2))  # [H, m+n, hd]
-        qh = q.transpose(1, 0, 2) * self.scale  # [H, n, hd]
+        qkv = matmul(h, layer.w_in)  # [n, 3d]
+        q = _rope(qkv[:, :d].reshape(n, H, hd), cos, sin).transpose(1, 0, 2)  # [H, n, hd]
+        k = _rope(qkv[:, d : 2 * d].reshape(n, H, hd), cos, sin).transpose(1, 0, 2)
+        v = qkv[:, 2 * d :].reshape(n, H, hd).transpose(1, 0, 2)
+        if past_k is not None and past_k.shape[1]:
+            k = np.concatenate([past_k, k], axis=1)  # [H, m+n, hd], cached steps first
+            v = np.concatenate([past_v, v], axis=1)
+        else:
+            k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)
+        m = k.shape[1] - n  # cached steps before this chunk
+        q = q * self.scale
         out = np.empty((n, H, hd), np.float32)
         for a in range(0, n, _QUERY_BLOCK):
             b = min(a + _QUERY_BLOCK, n)
             lo = max(0, a + m - self.context + 1)  # oldest key the first query of the block sees
-            scores = qh[:, a:b] @ kh[:, :, lo : b + m]  # [H, b−a, keys]
+            scores = q[:, a:b] @ k[:, lo : b + m].transpose(0, 2, 1)  # [H, b−a, keys]
             delta = (np.arange(a, b)[:, None] + m) - np.arange(lo, b + m)[None, :]
             scores[:, (delta < 0) | (delta >= self.context)] = -np.inf
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
-            out[a:b] = (scores @ vh[:, lo : b + m]).transpose(1, 0, 2)
-        keep = max(0, k.shape[0] - (self.context - 1))
-        return out.reshape(n, d) @ layer.w_out, k[keep:].copy(), v[keep:].copy()
+            out[a:b] = (scores @ v[:, lo : b + m]).transpose(1, 0, 2)
+        keep = max(0, k.shape[1] - (self.context - 1))
+        return matmul(out.reshape(n, d), layer.w_out), k[:, keep:].copy(), v[:, keep:].copy()
 
 
 def _rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:

@@ -36,18 +36,12 @@ class PatchworkParams:
     frames_per_slot: int = 2
     slots_per_block: int = 24
     sync_fraction: float = 0.25
-    # Strength: per-cell relative cap and the overall watermark-to-signal target.
-    delta_max: float = 0.35
+    # Strength: the mark is flat (the same magnitude in every cell of the clip), capped at
+    # delta_max of each pair's own magnitude; its level is set by the watermark-to-signal target.
+    delta_max: float = 0.5
     target_snr_db: float = 25.5
-    # Mark magnitude in a cell ∝ frame_level^(1 - shape) · |pair|^shape: 0 is flat within a
-    # frame (cheap per detected unit), 1 is a constant relative change (survives added noise).
-    shape: float = 0.0
-    floor_percentile: float = 10.0
-    floor_scale: float = 1.0
-    frame_power: float = 0.0
-    weight_power: float = 1.0
     # Detection: sample-offset search step and the sync z-score threshold.
-    offset_step: int = 64
+    offset_step: int = 128
     sync_threshold: float = 5.0
     max_decodes: int = 6
     pair_gap: int = 1
