@@ -95,7 +95,7 @@ def worker(args) -> dict:
         res["ms"][th] = 1e3 * statistics.median(time_frames(be, 1, args.frames))
     be.set_threads(max(args.threads))
     for B in args.batch:
-        if B > 1:
+        if B > 1 and (args.worker == "q8_0" or len(args.batch) == 1):
             res["fps_batch"][B] = B / statistics.median(time_frames(be, B, max(3, args.frames // 2)))
     if args.competing:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])

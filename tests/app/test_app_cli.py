@@ -151,6 +151,14 @@ def test_say_text_twice_or_empty_is_a_usage_error(cli, tmp_path):
     assert empty.exit_code == 2 and "empty" in empty.output
 
 
+def test_say_without_text_on_a_terminal_is_a_usage_error(cli, monkeypatch):
+    import csm_app.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_is_terminal", lambda stream: stream is sys.stdin)
+    result = cli("say")
+    assert result.exit_code == 2 and "no text: pass TEXT, - (stdin) or -i FILE" in result.output
+
+
 def test_say_refuses_binary_audio_to_a_terminal(cli, monkeypatch):
     import csm_app.cli as cli_module
 
@@ -219,7 +227,6 @@ def test_subprocess_exit_codes_and_tracebacks(tmp_path):
     assert runtime.stderr.startswith(b"Error: no CSM weights found") and b"Traceback" not in runtime.stderr
     verbose = run_csm("say", "hi", "-v", env=env)
     assert verbose.returncode == 1 and b"Traceback (most recent call last)" in verbose.stderr
-    assert run_csm("--version").returncode == 0
 
 
 def test_subprocess_say_pipes_wav_to_stdout(tiny_model, tmp_path):
@@ -312,6 +319,8 @@ def test_tokenize(cli, tiny_model):
 
 
 def test_info(cli, hub_cache, tiny_model):
+    version = cli("--version")
+    assert version.exit_code == 0 and "0.1.0" in version.output
     result = cli("info")
     assert result.exit_code == 0, result.output
     assert "csm-app" in result.output and "backends" in result.output and "cpu" in result.output
@@ -345,12 +354,25 @@ def test_convert_to_mlx_and_say_with_it(cli, tiny_model, tmp_path):
     assert on_cpu.exit_code == 1 and "runs on the mlx backend only" in on_cpu.output
 
 
-def test_convert_to_gguf(cli, tiny_model, tmp_path):
-    pytest.importorskip("csm_cpu.gguf_io", reason="csm_cpu has no GGUF writer yet")
+@pytest.fixture
+def gguf_model(cli, tiny_model, tmp_path):
+    gguf_io = pytest.importorskip("csm_cpu.gguf_io", reason="csm_cpu has no GGUF writer yet")
+    from csm_core import csm_tiny
+
     out = tmp_path / "tiny-q8_0.gguf"
     conv = cli("convert", str(tiny_model), str(out), "--to", "gguf", "--quant", "q8_0")
     assert conv.exit_code == 0, conv.output
-    said = cli("say", TEXT, *GREEDY, "--model", str(out), "--mimi", str(tiny_model / "mimi.safetensors"),
+    config, quant, _ = gguf_io.read_gguf(out)
+    assert (config, quant) == (csm_tiny(), "q8_0")
+    return out
+
+
+def test_convert_to_gguf(gguf_model):
+    assert gguf_model.stat().st_size > 0
+
+
+def test_say_with_a_gguf_model(cli, gguf_model, tiny_model):
+    said = cli("say", TEXT, *GREEDY, "--model", str(gguf_model), "--mimi", str(tiny_model / "mimi.safetensors"),
                "--tokenizer", str(tiny_model / "tokenizer.model"), "-o", "-", "--format", "pcm")
     assert said.exit_code == 0, said.output
     assert len(said.stdout_bytes) == 2 * 10 * 1920

@@ -22,6 +22,7 @@ def test_generate_is_float32_24khz_and_matches_the_reference(tts, tiny_model):
 
     audio = tts.generate(TEXT, temperature=0, max_audio_ms=800)
     assert tts.sample_rate == 24_000
+    assert tts.info.backend_name == "cpu" and tts.model.threads == 1 and tts.model.quant == "f32"
     assert audio.dtype == np.float32 and audio.shape == (10 * 1920,)
     config, weights = load_csm_checkpoint(tiny_model)
     ref = Generator(CSMReference(config, weights), tts.tokenizer, tts.codec).generate(TEXT, temperature=0, max_audio_ms=800)

@@ -64,3 +64,23 @@ def test_empty_chunk_keeps_state(model, codes_30s, whole_30s):
 def test_whole_clip_decode_does_not_depend_on_clip_length(model, codes_30s, whole_30s):
     # causal: the first 100 frames decode the same whether or not more follow
     np.testing.assert_allclose(model.decode(codes_30s[:, :100]), whole_30s[: 100 * 1920], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("length", [1, 1000, 24_000, 24_960, 3 * 1920 + 7, 252_000])
+def test_streaming_encode_equals_whole_clip(model, length):
+    from csm_core.testing.mimi import mimi_test_audio
+
+    audio = mimi_test_audio(length, seed=4)
+    whole = model.encode(audio, num_codebooks=8)
+    enc = model.streaming_encoder(num_codebooks=8)
+    rng = np.random.default_rng(length)
+    parts, i = [], 0
+    while i < length:  # chunks of any size, not aligned to frames
+        n = int(rng.integers(1, 5000))
+        parts.append(enc.encode(audio[i : i + n]))
+        i += n
+    parts.append(enc.flush())
+    assert all(p.shape[0] == 8 for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+    # flush resets: the encoder can start a new stream
+    np.testing.assert_array_equal(np.concatenate([enc.encode(audio[:5000]), enc.flush()], 1), model.encode(audio[:5000], 8))

@@ -194,3 +194,16 @@ def test_compiled_frames_equal_eager(tiny):
     a = eager.generate_frame(tokens[None], mask[None], p)
     b = compiled.generate_frame(tokens[None], mask[None], p)
     np.testing.assert_array_equal(a, b)
+
+
+def test_protocols_and_platform_choice(backend):
+    from csm_core.protocols import FrameModel, LogitsProbe
+
+    import csm_mlx
+
+    assert isinstance(backend, FrameModel) and isinstance(backend, LogitsProbe)
+    assert backend.name == "mlx" and csm_mlx.MlxBackend is MlxBackend
+    import platform
+    import sys
+
+    assert csm_mlx.is_preferred() == (sys.platform == "darwin" and platform.machine() == "arm64")

@@ -14,10 +14,7 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-from collections.abc import Mapping
 from importlib.metadata import entry_points
-
-import numpy as np
 
 __all__ = [
     "QUANTS",
@@ -83,30 +80,12 @@ def check_quant(quant: str | None) -> None:
         raise BackendError(f"unknown quant {quant!r}; expected one of {', '.join(QUANTS)}")
 
 
-class _WritableTensors(Mapping):
-    """Hands out writable copies of read-only (memory-mapped) tensors, one at a time as they are
-    fetched. Stand-in: csm_cpu's engine cannot take read-only buffers yet (reported to its owner)."""
-
-    def __init__(self, weights: Mapping):
-        self._weights = weights
-
-    def __getitem__(self, name):
-        t = self._weights[name]
-        return t if getattr(t, "flags", None) is None or t.flags.writeable else np.array(t)
-
-    def __iter__(self):
-        return iter(self._weights)
-
-    def __len__(self):
-        return len(self._weights)
-
-
 def make_backend(name: str, config, weights, *, quant: str | None = None, threads: int | None = None, group_size: int = 64):
     """A FrameModel from canonical weights on backend `name`."""
     check_quant(quant)
     cls = backend_class(name)
     if name == "cpu":
-        return cls(config, _WritableTensors(weights), quant or "f32", threads=threads)
+        return cls(config, weights, quant or "f32", threads=threads)
     if name == "mlx":
         if threads is not None:
             logger.info("the mlx backend picks its own threads; --threads is ignored")

@@ -81,6 +81,8 @@ class CSM:
 
     # ---- generation ----
     def generate_codes(self, text: str, speaker: int = 0, context: Sequence[Segment] = (), **options) -> Generation:
+        """The whole `Generation`: codes int64 [32, T], audio (not watermarked), per-sentence
+        segments to reuse as context, stats. Options as `generate`."""
         return self._generator.generate(text, speaker=speaker, context=context, **_options(options))
 
     def generate(

@@ -1,13 +1,18 @@
 """The CSM forward pass on the C kernels: backbone steps, the depth-decoder loop and sampling.
 
-All state lives in C structs (weights as csm_mat views, buffers, KV caches) so that one frame
-runs without the GIL: one OpenMP parallel region per transformer call (the backbone over the
-new positions; then each decoder step including its input projection, head and sampling),
-with row chunks of every product handed out dynamically inside the region.
+All state lives in C structs (weights as csm_mat views, buffers, KV caches) so a whole frame
+runs without the GIL. Threads: ONE OpenMP parallel region per transformer call (the backbone
+over the new positions; each decoder step with its input projection and output head), row
+chunks of every product handed out dynamically, and five barriers per layer:
+
+  norm+quantize (every thread, private copy) -> Q,K,V chunks (+RoPE, +KV-cache write) | attention
+  | quantize (private) -> O chunks (+residual) | norm+quantize (private) -> gate/up chunks (+SwiGLU,
+  +quantize) | down chunks (+residual) |
 
 Layouts (N = vectors in flight = batch rows x positions of one call):
-  x [N, D] residual stream (fp32); q [N, H*hd]; k, v [N, kvd]; g, u [N, F]
-  activations quantized once per product for the block formats: aq int8 [N, cols], ad [N, cols/32]
+  x [N, D] residual stream (fp32); q [N, H*hd]; k, v [N, kvd]; att [N, H*hd]; g, u [N, F]
+  per-thread pxn [N, wide] fp32, paq int8 [N, wide], pad [N, wide/32]: normed / quantized inputs
+  aq int8 [N, F], ad [N, F/32]: the quantized SwiGLU output (written chunk by chunk)
   KV cache kc, vc [B, L, maxpos, kvd] fp32; valid [B, maxpos] (0 = padding, never attended)
 """
 
@@ -16,10 +21,10 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
-from libc.math cimport sqrt
+from libc.math cimport sqrt, exp
 
 from csm_cpu._cdefs cimport *
-from csm_cpu._ops cimport rmsnorm, rope_interleaved, swiglu, attend, sample_logits, splitmix64
+from csm_cpu._ops cimport rmsnorm, attend, sample_logits, splitmix64
 
 import numpy as np
 
@@ -37,7 +42,7 @@ cdef struct Job:
 
 
 cdef struct Group:
-    # Products that share one input, run as one chunk space (fused QKV, fused gate/up).
+    # Products that share one input, run as one chunk space.
     Job job[MAX_JOBS]
     int njobs
     int nchunks
@@ -47,26 +52,29 @@ cdef struct Layer:
     csm_mat wq, wk, wv, wo, w1, w2, w3
     const float *sa_norm
     const float *mlp_norm
-    Group qkv, o, gu, down
+    Group qkv, o, down
+    int gu_ch, gu_chunks   # gate/up: rows per chunk (a multiple of 32) and chunk count
 
 
 cdef struct Stack:
-    int L, D, H, KVH, hd, F, maxpos, nmax, B
+    int L, D, H, KVH, hd, F, maxpos, nmax, B, wide
     float eps
     Layer *layers
     const float *norm
     const float *cos       # [maxpos, hd/2]
     const float *sin
     float *x               # [nmax, D]
-    float *xn              # [nmax, D]
     float *q               # [nmax, H*hd]
     float *k               # [nmax, kvd]
     float *v
     float *att             # [nmax, H*hd]
     float *g               # [nmax, F]
     float *u               # [nmax, F]
-    int8_t *aq             # [nmax, max cols]
-    float *ad              # [nmax, max cols / 32]
+    int8_t *aq             # [nmax, F]
+    float *ad              # [nmax, F/32]
+    float *pxn             # [threads, nmax, wide]
+    int8_t *paq            # [threads, nmax, wide]
+    float *pad             # [threads, nmax, wide/32]
     float *kc              # [B, L, maxpos, kvd]
     float *vc
     uint8_t *valid         # [B, maxpos]
@@ -75,12 +83,23 @@ cdef struct Stack:
     float *scores          # [threads, maxpos]
 
 
-cdef inline int chunk_rows(const csm_mat *W) noexcept nogil:
-    """Rows per work item: about 32 KiB of weights, at least 4 rows."""
+cdef struct Extra:
+    # Optional work inside a decoder step's region: input projection and output head.
+    const Group *pre       # ebuf [n, pre_cols] -> x
+    const float *pre_in
+    int pre_cols
+    const Group *post      # norm(x[sel[b]]) -> logits
+    const int *sel
+    int nsel
+    const float *post_norm
+
+
+cdef inline int chunk_rows(const csm_mat *W, int multiple) noexcept nogil:
+    """Rows per work item: about 32 KiB of weights, a multiple of `multiple` (>= 4, even so
+    RoPE pairs and 4-row kernels never straddle two chunks)."""
     cdef int64_t r = 32768 // W.row_bytes
-    if r < 4:
-        r = 4
-    return <int>r
+    r = (r + multiple - 1) // multiple * multiple
+    return <int>(r if r > 0 else multiple)
 
 
 cdef void group_add(Group *g, const csm_mat *W, float *y, int64_t ldy, int acc) noexcept nogil:
@@ -89,112 +108,167 @@ cdef void group_add(Group *g, const csm_mat *W, float *y, int64_t ldy, int acc) 
     j.y = y
     j.ldy = ldy
     j.acc = acc
-    j.ch = chunk_rows(W)
+    j.ch = chunk_rows(W, 4)
     j.count = (W.rows + j.ch - 1) // j.ch
     j.first = g.nchunks
     g.nchunks += j.count
     g.njobs += 1
 
 
-cdef inline void group_chunk(int isa, const Group *g, int c, const float *x, const int8_t *xq,
-                             const float *xd, int n) noexcept nogil:
+cdef inline int group_chunk(int isa, const Group *g, int c, const float *x, const int8_t *xq,
+                            const float *xd, int n, int *r0, int *r1) noexcept nogil:
+    """Run chunk c of the group; returns its job index and row range."""
     cdef int i = 0
     while c >= g.job[i].first + g.job[i].count:
         i += 1
     cdef const Job *j = &g.job[i]
-    cdef int r0 = (c - j.first) * j.ch
-    cdef int r1 = r0 + j.ch
-    if r1 > j.W.rows:
-        r1 = j.W.rows
-    csm_mat_rows(isa, j.W, r0, r1, x, xq, xd, n, j.y, j.ldy, j.acc)
-
-
-cdef inline void quantize_if(int need, const float *x, int cols, int8_t *q, float *d) noexcept nogil:
-    if need:
-        csm_quantize_act(x, cols, q, d)
+    r0[0] = (c - j.first) * j.ch
+    r1[0] = r0[0] + j.ch
+    if r1[0] > j.W.rows:
+        r1[0] = j.W.rows
+    csm_mat_rows(isa, j.W, r0[0], r1[0], x, xq, xd, n, j.y, j.ldy, j.acc)
+    return i
 
 
 cdef inline int is_block(const csm_mat *W) noexcept nogil:
     return W.fmt == CSM_Q8_0 or W.fmt == CSM_Q4_0
 
 
-cdef void stack_layers(Stack *s, int n, int isa, int nt) noexcept nogil:
-    """Run every layer of s over vectors x[0:n] (positions pos, batch rows bidx) in one region."""
-    cdef int l, i, c, b, p, h, kvh, grp = s.H // s.KVH
-    cdef int qd = s.H * s.hd, kvd = s.KVH * s.hd, D = s.D, F = s.F, half = s.hd // 2
+cdef inline int group_is_block(const Group *g) noexcept nogil:
+    cdef int i
+    for i in range(g.njobs):
+        if is_block(g.job[i].W):
+            return 1
+    return 0
+
+
+cdef inline void rope_rows(float *v, int r0, int r1, int hd, const float *cos, const float *sin) noexcept nogil:
+    """Interleaved RoPE on rows [r0, r1) of one vector (r0 even): pair (r, r+1) uses angle (r % hd)/2."""
+    cdef int r, j
+    cdef float a, b
+    for r in range(r0, r1, 2):
+        j = (r % hd) // 2
+        a = v[r]
+        b = v[r + 1]
+        v[r] = a * cos[j] - b * sin[j]
+        v[r + 1] = b * cos[j] + a * sin[j]
+
+
+cdef inline void prepare_input(const float *x, int n, int cols, const float *scale, float eps,
+                               int quantize, float *xn, int8_t *aq, float *ad) noexcept nogil:
+    """This thread's copy of the product input: optional RMSNorm, optional int8 quantization."""
+    cdef int i
+    for i in range(n):
+        if scale != NULL:
+            rmsnorm(x + i * cols, scale, xn + i * cols, cols, eps)
+        elif xn != x:
+            memcpy(xn + i * cols, x + i * cols, cols * sizeof(float))
+        if quantize:
+            csm_quantize_act(xn + i * cols, cols, aq + i * cols, ad + i * (cols // CSM_QK))
+
+
+cdef void qkv_post(Stack *s, int l, int job, int r0, int r1, int n) noexcept nogil:
+    """After rows [r0, r1) of Q, K or V: RoPE (Q, K) and the K/V cache write, per vector."""
+    cdef int i, p, b, half = s.hd // 2, kvd = s.KVH * s.hd, qd = s.H * s.hd
+    cdef int64_t off
+    for i in range(n):
+        p = s.pos[i]
+        b = s.bidx[i]
+        off = ((<int64_t>b * s.L + l) * s.maxpos + p) * kvd
+        if job == 0:
+            rope_rows(s.q + i * qd, r0, r1, s.hd, s.cos + p * half, s.sin + p * half)
+        elif job == 1:
+            rope_rows(s.k + i * kvd, r0, r1, s.hd, s.cos + p * half, s.sin + p * half)
+            memcpy(s.kc + off + r0, s.k + i * kvd + r0, (r1 - r0) * sizeof(float))
+        else:
+            memcpy(s.vc + off + r0, s.v + i * kvd + r0, (r1 - r0) * sizeof(float))
+
+
+cdef void gate_up_chunk(int isa, Stack *s, Layer *ly, int c, int n, const float *xn, const int8_t *xq,
+                        const float *xd, int quantize) noexcept nogil:
+    """Rows [r0, r1) of gate and up together, then h = silu(g) * u there (and its int8 blocks)."""
+    cdef int r0 = c * ly.gu_ch, r1 = r0 + ly.gu_ch, i, r, F = s.F
+    cdef float gv
+    if r1 > F:
+        r1 = F
+    csm_mat_rows(isa, &ly.w1, r0, r1, xn, xq, xd, n, s.g, F, 0)
+    csm_mat_rows(isa, &ly.w3, r0, r1, xn, xq, xd, n, s.u, F, 0)
+    for i in range(n):
+        for r in range(r0, r1):
+            gv = s.g[i * F + r]
+            s.g[i * F + r] = gv / (1.0 + exp(-gv)) * s.u[i * F + r]
+        if quantize:
+            csm_quantize_act(s.g + i * F + r0, r1 - r0, s.aq + i * F + r0, s.ad + (i * F + r0) // CSM_QK)
+
+
+cdef void stack_run(Stack *s, int n, int isa, int nt, const Extra *ex) noexcept nogil:
+    """Every layer of s over vectors x[0:n] (positions pos, batch rows bidx) in one region;
+    with ex: the input projection first and the output head last, in the same region."""
+    cdef int l = 0, i = 0, j = 0, c = 0, b = 0, h = 0, kvh = 0, job = 0, r0 = 0, r1 = 0, tid = 0
+    cdef int grp = s.H // s.KVH, qd = s.H * s.hd, kvd = s.KVH * s.hd, D = s.D
     cdef float scale = 1.0 / sqrt(<double>s.hd)
-    cdef Layer *ly
-    cdef int64_t cache_off
-    cdef int need_q
+    cdef Layer *ly = NULL
+    cdef int64_t off = 0, tstride = <int64_t>s.nmax * s.wide
+    cdef float *xn = NULL
+    cdef int8_t *aq = NULL
+    cdef float *ad = NULL
     with parallel(num_threads=nt):
+        tid = threadid()
+        xn = s.pxn + tid * tstride
+        aq = s.paq + tid * tstride
+        ad = s.pad + tid * (tstride // CSM_QK)
+        if ex != NULL and ex.pre != NULL:
+            prepare_input(ex.pre_in, n, ex.pre_cols, NULL, 0, group_is_block(ex.pre), xn, aq, ad)
+            for c in prange(ex.pre.nchunks, schedule="dynamic"):
+                group_chunk(isa, ex.pre, c, xn, aq, ad, n, &r0, &r1)
+            csm_barrier()
         for l in range(s.L):
             ly = &s.layers[l]
-            need_q = is_block(&ly.wq) or is_block(&ly.wk) or is_block(&ly.wv)
-            for i in prange(n, schedule="static"):
-                rmsnorm(s.x + i * D, ly.sa_norm, s.xn + i * D, D, s.eps)
-                quantize_if(need_q, s.xn + i * D, D, s.aq + i * D, s.ad + i * (D // CSM_QK))
-            csm_barrier()
+            prepare_input(s.x, n, D, ly.sa_norm, s.eps, group_is_block(&ly.qkv), xn, aq, ad)
             for c in prange(ly.qkv.nchunks, schedule="dynamic"):
-                group_chunk(isa, &ly.qkv, c, s.xn, s.aq, s.ad, n)
-            csm_barrier()
-            for i in prange(n, schedule="static"):
-                p = s.pos[i]
-                b = s.bidx[i]
-                rope_interleaved(s.q + i * qd, s.H, s.hd, s.cos + p * half, s.sin + p * half)
-                rope_interleaved(s.k + i * kvd, s.KVH, s.hd, s.cos + p * half, s.sin + p * half)
-                cache_off = ((<int64_t>b * s.L + l) * s.maxpos + p) * kvd
-                memcpy(s.kc + cache_off, s.k + i * kvd, kvd * sizeof(float))
-                memcpy(s.vc + cache_off, s.v + i * kvd, kvd * sizeof(float))
+                job = group_chunk(isa, &ly.qkv, c, xn, aq, ad, n, &r0, &r1)
+                qkv_post(s, l, job, r0, r1, n)
             csm_barrier()
             for c in prange(n * s.H, schedule="dynamic"):
                 i = c // s.H
                 h = c % s.H
                 kvh = h // grp
                 b = s.bidx[i]
-                cache_off = (<int64_t>b * s.L + l) * s.maxpos * kvd + kvh * s.hd
-                attend(isa, s.q + i * qd + h * s.hd, s.kc + cache_off, s.vc + cache_off,
-                       s.valid + b * s.maxpos, s.pos[i] + 1, s.hd, kvd, scale,
-                       s.scores + threadid() * s.maxpos, s.att + i * qd + h * s.hd)
+                off = (<int64_t>b * s.L + l) * s.maxpos * kvd + kvh * s.hd
+                attend(isa, s.q + i * qd + h * s.hd, s.kc + off, s.vc + off, s.valid + b * s.maxpos,
+                       s.pos[i] + 1, s.hd, kvd, scale, s.scores + threadid() * s.maxpos,
+                       s.att + i * qd + h * s.hd)
             csm_barrier()
-            need_q = is_block(&ly.wo)
-            if need_q:
-                for i in prange(n, schedule="static"):
-                    csm_quantize_act(s.att + i * qd, qd, s.aq + i * qd, s.ad + i * (qd // CSM_QK))
-                csm_barrier()
+            if group_is_block(&ly.o):
+                prepare_input(s.att, n, qd, NULL, 0, 1, s.att, aq, ad)
             for c in prange(ly.o.nchunks, schedule="dynamic"):
-                group_chunk(isa, &ly.o, c, s.att, s.aq, s.ad, n)
+                group_chunk(isa, &ly.o, c, s.att, aq, ad, n, &r0, &r1)
             csm_barrier()
-            need_q = is_block(&ly.w1) or is_block(&ly.w3)
-            for i in prange(n, schedule="static"):
-                rmsnorm(s.x + i * D, ly.mlp_norm, s.xn + i * D, D, s.eps)
-                quantize_if(need_q, s.xn + i * D, D, s.aq + i * D, s.ad + i * (D // CSM_QK))
-            csm_barrier()
-            for c in prange(ly.gu.nchunks, schedule="dynamic"):
-                group_chunk(isa, &ly.gu, c, s.xn, s.aq, s.ad, n)
-            csm_barrier()
-            need_q = is_block(&ly.w2)
-            for i in prange(n, schedule="static"):
-                swiglu(s.g + i * F, s.u + i * F, F)
-                quantize_if(need_q, s.g + i * F, F, s.aq + i * F, s.ad + i * (F // CSM_QK))
+            prepare_input(s.x, n, D, ly.mlp_norm, s.eps, is_block(&ly.w1) or is_block(&ly.w3), xn, aq, ad)
+            for c in prange(ly.gu_chunks, schedule="dynamic"):
+                gate_up_chunk(isa, s, ly, c, n, xn, aq, ad, group_is_block(&ly.down))
             csm_barrier()
             for c in prange(ly.down.nchunks, schedule="dynamic"):
-                group_chunk(isa, &ly.down, c, s.g, s.aq, s.ad, n)
+                group_chunk(isa, &ly.down, c, s.g, s.aq, s.ad, n, &r0, &r1)
             csm_barrier()  # the next layer reads x
+        if ex != NULL and ex.post != NULL:
+            for j in range(ex.nsel):
+                rmsnorm(s.x + ex.sel[j] * D, ex.post_norm, xn + j * D, D, s.eps)
+            prepare_input(xn, ex.nsel, D, NULL, 0, group_is_block(ex.post), xn, aq, ad)
+            for c in prange(ex.post.nchunks, schedule="dynamic"):
+                group_chunk(isa, ex.post, c, xn, aq, ad, ex.nsel, &r0, &r1)
 
 
 cdef void run_group(int isa, int nt, const Group *g, const float *x, int n, int cols,
                     int8_t *xq, float *xd) noexcept nogil:
     """One product group over n input vectors x [n, cols], in its own parallel region."""
-    cdef int i, c, need_q = 0
-    for i in range(g.njobs):
-        need_q = need_q or is_block(g.job[i].W)
+    cdef int i = 0, c = 0, r0 = 0, r1 = 0
+    if group_is_block(g):
+        for i in range(n):
+            csm_quantize_act(x + i * cols, cols, xq + i * cols, xd + i * (cols // CSM_QK))
     with parallel(num_threads=nt):
-        if need_q:
-            for i in prange(n, schedule="static"):
-                csm_quantize_act(x + i * cols, cols, xq + i * cols, xd + i * (cols // CSM_QK))
-            csm_barrier()
         for c in prange(g.nchunks, schedule="dynamic"):
-            group_chunk(isa, g, c, x, xq, xd, n)
+            group_chunk(isa, g, c, x, xq, xd, n, &r0, &r1)
 
 
 cdef csm_mat as_mat(object t) except *:
@@ -210,8 +284,9 @@ cdef csm_mat as_mat(object t) except *:
 
 
 cdef float *fptr(object a) except NULL:
-    cdef float[::1] v = a.reshape(-1)
-    return &v[0]
+    """Data pointer of a float32 array (weights may be read-only maps: never written)."""
+    cdef const float[::1] v = a.reshape(-1)
+    return <float *>&v[0]
 
 
 cdef class Engine:
@@ -226,7 +301,7 @@ cdef class Engine:
     cdef list refs
     cdef float *hlast      # [B, Db] backbone output at the last position (post-norm)
     cdef float *ebuf       # [2B, Db] decoder inputs before the projection
-    cdef float *hn         # [B, Dd] decoder output (post-norm)
+    cdef int *sel          # [B] which decoder vector feeds the head
     cdef float *logits     # [B, V]
     cdef float *escratch   # [threads, Db] embedding rows being summed
     cdef float *sscratch   # [V] sampling scratch
@@ -257,8 +332,9 @@ cdef class Engine:
         self.V = dims["audio_vocab"]
         self.K = dims["num_codebooks"]
         self.bb_chunk = max(1, 64 // batch)
-        self._init_stack(&self.bb, "backbone", dims["backbone"], w, batch, batch * self.bb_chunk)
-        self._init_stack(&self.dec, "decoder", dims["decoder"], w, batch, 2 * batch)
+        self._init_stack(&self.bb, "backbone", dims["backbone"], w, batch, batch * self.bb_chunk, 0)
+        self._init_stack(&self.dec, "decoder", dims["decoder"], w, batch, 2 * batch,
+                         dims["backbone"]["embed_dim"])
         self.Db = self.bb.D
         self.Dd = self.dec.D
         self.text_emb = as_mat(w["text_embeddings.weight"])
@@ -271,7 +347,10 @@ cdef class Engine:
             raise MemoryError()
         self.hlast = self._buf((batch, self.Db))
         self.ebuf = self._buf((2 * batch, self.Db))
-        self.hn = self._buf((batch, self.Dd))
+        sel = np.zeros((batch,), np.intc)
+        self.refs.append(sel)
+        cdef int[::1] selv = sel
+        self.sel = &selv[0]
         self.logits = self._buf((batch, self.V))
         self.escratch = self._buf((threads, self.Db))
         self.sscratch = self._buf((self.V,))
@@ -298,11 +377,12 @@ cdef class Engine:
         self.refs.append(a)
         return fptr(a)
 
-    cdef _init_stack(self, Stack *s, str prefix, dict d, dict w, int batch, int nmax):
+    cdef _init_stack(self, Stack *s, str prefix, dict d, dict w, int batch, int nmax, int in_cols):
         s.L, s.D, s.H, s.KVH = d["num_layers"], d["embed_dim"], d["num_heads"], d["num_kv_heads"]
         s.hd, s.F, s.maxpos, s.eps = s.D // s.H, d["intermediate_dim"], d["max_seq_len"], d["norm_eps"]
         s.nmax, s.B = nmax, batch
-        cdef int qd = s.H * s.hd, kvd = s.KVH * s.hd, wide = max(s.D, qd, s.F)
+        cdef int qd = s.H * s.hd, kvd = s.KVH * s.hd, wide = max(s.D, qd, s.F, in_cols)
+        s.wide = wide
         s.layers = <Layer *>calloc(s.L, sizeof(Layer))
         if s.layers == NULL:
             raise MemoryError()
@@ -310,23 +390,26 @@ cdef class Engine:
         s.cos = fptr(w[f"{prefix}.rope_cos"])
         s.sin = fptr(w[f"{prefix}.rope_sin"])
         s.x = self._buf((nmax, s.D))
-        s.xn = self._buf((nmax, s.D))
+        s.pxn = self._buf((self.nt, nmax, wide))
+        s.pad = self._buf((self.nt, nmax, wide // CSM_QK + 1))
         s.q = self._buf((nmax, qd))
         s.k = self._buf((nmax, kvd))
         s.v = self._buf((nmax, kvd))
         s.att = self._buf((nmax, qd))
         s.g = self._buf((nmax, s.F))
         s.u = self._buf((nmax, s.F))
-        s.ad = self._buf((nmax, wide // CSM_QK + 1))
+        s.ad = self._buf((nmax, s.F // CSM_QK + 1))
         s.kc = self._buf((batch, s.L, s.maxpos, kvd))
         s.vc = self._buf((batch, s.L, s.maxpos, kvd))
         s.scores = self._buf((self.nt, s.maxpos))
-        aq = np.zeros((nmax * wide + 1,), np.int8)
+        aq = np.zeros((nmax * s.F + 1,), np.int8)
+        paq = np.zeros((self.nt * nmax * wide + 1,), np.int8)
         valid = np.zeros((batch * s.maxpos,), np.uint8)
         pos = np.zeros((nmax,), np.intc)
         bidx = np.zeros((nmax,), np.intc)
-        self.refs += [aq, valid, pos, bidx]
-        cdef int8_t[::1] aqv = aq
+        self.refs += [aq, paq, valid, pos, bidx]
+        cdef int8_t[::1] aqv = aq, paqv = paq
+        s.paq = &paqv[0]
         cdef uint8_t[::1] vv = valid
         cdef int[::1] pv = pos, bv = bidx
         s.aq, s.valid, s.pos, s.bidx = &aqv[0], &vv[0], &pv[0], &bv[0]
@@ -348,8 +431,8 @@ cdef class Engine:
             group_add(&ly.qkv, &ly.wk, s.k, kvd, 0)
             group_add(&ly.qkv, &ly.wv, s.v, kvd, 0)
             group_add(&ly.o, &ly.wo, s.x, s.D, 1)
-            group_add(&ly.gu, &ly.w1, s.g, s.F, 0)
-            group_add(&ly.gu, &ly.w3, s.u, s.F, 0)
+            ly.gu_ch = chunk_rows(&ly.w1, CSM_QK)
+            ly.gu_chunks = (s.F + ly.gu_ch - 1) // ly.gu_ch
             group_add(&ly.down, &ly.w2, s.x, s.D, 1)
 
     def reset(self, seed):
@@ -386,7 +469,7 @@ cdef class Engine:
                         self.bb.bidx[n] = b
                         n += 1
                 self._embed(tokens, mask, s0, s1)
-                stack_layers(&self.bb, n, self.isa, self.nt)
+                stack_run(&self.bb, n, self.isa, self.nt, NULL)
                 s0 = s1
             # the last chunk covers positions [s0 - T, S): row b's last vector is b*T + T-1
             t = S - ((S - 1) // self.bb_chunk) * self.bb_chunk
@@ -458,7 +541,8 @@ cdef class Engine:
 
     cdef void _decode(self, float temperature, int topk, int limit, int *codes,
                       const int *forced, float *probe) noexcept nogil:
-        cdef int B = self.B, K = self.K, Db = self.Db, Dd = self.Dd, i, b, n, j
+        cdef int B = self.B, K = self.K, Db = self.Db, i, b, n
+        cdef Extra ex
         cdef const csm_mat *e = &self.audio_emb
         cdef int64_t row
         run_group(self.isa, self.nt, &self.g_c0, self.hlast, B, Db, self.gq, self.gd)
@@ -477,10 +561,14 @@ cdef class Engine:
                 self.dec.pos[n] = i
                 self.dec.bidx[n] = b
                 n += 1
-            run_group(self.isa, self.nt, &self.g_proj, self.ebuf, n, Db, self.gq, self.gd)
-            stack_layers(&self.dec, n, self.isa, self.nt)
             for b in range(B):
-                j = 2 * b + 1 if i == 1 else b
-                rmsnorm(self.dec.x + j * Dd, self.dec.norm, self.hn + b * Dd, Dd, self.dec.eps)
-            run_group(self.isa, self.nt, &self.g_heads[i - 1], self.hn, B, Dd, self.gq, self.gd)
+                self.sel[b] = 2 * b + 1 if i == 1 else b
+            ex.pre = &self.g_proj
+            ex.pre_in = self.ebuf
+            ex.pre_cols = Db
+            ex.post = &self.g_heads[i - 1]
+            ex.sel = self.sel
+            ex.nsel = B
+            ex.post_norm = self.dec.norm
+            stack_run(&self.dec, n, self.isa, self.nt, &ex)
             self._pick(i, temperature, topk, limit, codes, forced, probe)

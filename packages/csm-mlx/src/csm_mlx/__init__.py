@@ -6,7 +6,22 @@ import importlib.util
 import platform
 import sys
 
-__all__ = ["is_preferred", "is_available"]
+__all__ = ["is_preferred", "is_available", "MlxBackend", "MlxMimi", "convert", "load_model"]
+
+_LAZY = {
+    "MlxBackend": ("backend", "MlxBackend"),
+    "MlxMimi": ("mimi", "MlxMimi"),
+    "convert": ("convert", "convert"),
+    "load_model": ("convert", "load_model"),
+}
+
+
+def __getattr__(name: str):
+    # Lazy: `import csm_mlx` (e.g. for is_preferred) must not import mlx itself.
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_available() -> bool:

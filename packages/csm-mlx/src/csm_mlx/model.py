@@ -69,8 +69,11 @@ class CSMModel(nn.Module):
         """Strictly load a canonical weight dict (numpy or mx arrays), cast to ``dtype``."""
         check_canonical(self.config, weights)
         dt = resolve_dtype(dtype)
-        self.load_weights([(k, to_mx(v, dt)) for k, v in weights.items()], strict=True)
-        mx.eval(self.parameters())
+        arrays = []
+        for k, v in weights.items():
+            arrays.append((k, to_mx(v, dt)))
+            mx.eval(arrays[-1][1])  # one tensor at a time: the float32 staging copy is freed at once
+        self.load_weights(arrays, strict=True)
         return self
 
     @property

@@ -20,7 +20,7 @@ from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
 from .transformer import Transformer
 
-__all__ = ["Mimi", "MimiStreamingDecoder"]
+__all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
 
 
 class Mimi:
@@ -92,6 +92,9 @@ class Mimi:
     def streaming_decoder(self) -> "MimiStreamingDecoder":
         return MimiStreamingDecoder(self)
 
+    def streaming_encoder(self, num_codebooks: int | None = None) -> "MimiStreamingEncoder":
+        return MimiStreamingEncoder(self, num_codebooks)
+
     # ---- input checks at the boundary ----
     def _check_num_codebooks(self, k: int | None) -> int:
         k = self.num_codebooks if k is None else k
@@ -161,3 +164,51 @@ class MimiStreamingDecoder:
         x, self._tr = m.decoder_transformer.step(x, self._tr)
         y, self._seanet = m.decoder.step(x, self._seanet)  # [n·1920, 1]
         return np.ascontiguousarray(y[:, 0])
+
+
+class MimiStreamingEncoder:
+    """Encode audio as it arrives: encode(chunk) returns the codes [K, n] of every frame completed so
+    far (any chunk length; samples are buffered to whole 1920-sample frames), and flush() those of a
+    final partial frame, padded exactly as a whole-clip encode pads it. The concatenation equals
+    Mimi.encode of the whole stream."""
+
+    def __init__(self, model: Mimi, num_codebooks: int | None = None):
+        self.model = model
+        self.num_codebooks = model._check_num_codebooks(num_codebooks)
+        self.reset()
+
+    def reset(self) -> None:
+        m = self.model
+        self._buffer = np.zeros(0, np.float32)
+        self._total = 0  # samples received
+        self._seanet = m.encoder.init_state()
+        self._tr = m.encoder_transformer.init_state()
+        self._down = m.downsample.init_state()
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        m = self.model
+        a = m._check_audio(audio) if np.size(audio) else np.zeros(0, np.float32)
+        self._buffer = np.concatenate([self._buffer, a])
+        self._total += a.size
+        n = self._buffer.size // m.frame_size * m.frame_size
+        if n == 0:
+            return np.zeros((self.num_codebooks, 0), np.int64)
+        chunk, self._buffer = self._buffer[:n], self._buffer[n:]
+        x, self._seanet = m.encoder.step(chunk[:, None], self._seanet)
+        x, self._tr = m.encoder_transformer.step(x, self._tr)
+        z, self._down = m.downsample.step(x, self._down)
+        return m.quantizer.encode(z, self.num_codebooks)
+
+    def flush(self) -> np.ndarray:
+        """Codes of the final partial frame ([K, 0] if the stream ended on a frame boundary); resets."""
+        m = self.model
+        if self._buffer.size == 0:
+            self.reset()
+            return np.zeros((self.num_codebooks, 0), np.int64)
+        x = m.encoder.finish(self._buffer[:, None], self._seanet, self._total)
+        x, _ = m.encoder_transformer.step(x, self._tr)
+        total_steps = -(-self._total // m.config.hop_length)
+        z = m.downsample.finish(x, self._down, total_steps)
+        codes = m.quantizer.encode(z, self.num_codebooks)
+        self.reset()
+        return codes

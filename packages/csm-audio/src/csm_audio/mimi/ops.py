@@ -168,17 +168,41 @@ class Conv1d:
             xp[self.pad + x.shape[0] + extra :] = 0.0  # taps past k only meet zero weights
         return self._windows(xp, n_out)
 
-    def init_state(self) -> np.ndarray:
-        """Streaming state: the last k − s inputs [k−s, Cin] (zeros before the first chunk)."""
+    def init_state(self) -> np.ndarray | None:
+        """Streaming state: the last k − s inputs [k−s, Cin]: zeros before the first chunk, or None
+        for replicate padding (filled with the first sample when it arrives)."""
+        if self.pad_mode == "replicate" and self.pad:
+            return None
         return np.zeros((self.pad, self.cin), np.float32)
 
-    def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Streaming: x [n·s, Cin] -> ([n, Cout], new state). Equals forward() on the whole stream."""
         if self.n_blocks * self.s != self.k:
             raise NotImplementedError("streaming needs a kernel that is a multiple of the stride")
+        if x.shape[0] % self.s:
+            raise ValueError(f"a streamed chunk must be a multiple of the stride {self.s}, got {x.shape[0]} steps")
+        if state is None:
+            if x.shape[0] == 0:
+                return np.zeros((0, self.cout), np.float32), state
+            state = np.repeat(x[:1], self.pad, axis=0)
         xp = np.concatenate([state, x]) if self.pad else x
         y = self._windows(xp, x.shape[0] // self.s)
         return y, xp[xp.shape[0] - self.pad :].copy()
+
+    def finish(self, x: np.ndarray, state: np.ndarray | None, total: int) -> np.ndarray:
+        """The last outputs of a stream of `total` inputs, x being its final (any-length) part:
+        right-padded per layer exactly as forward() pads the whole stream."""
+        if state is None:  # replicate mode and nothing seen before: the whole stream is x
+            return self.forward(x)
+        n_out, extra = conv_out_length(total, self.k, self.s)
+        done = (total - x.shape[0]) // self.s
+        xp = np.concatenate([state, x])
+        tail = extra + self.n_blocks * self.s - self.k
+        if self.pad_mode == "replicate":
+            xp = np.concatenate([xp, np.repeat(xp[-1:], tail, axis=0)])
+        else:
+            xp = np.concatenate([xp, np.zeros((tail, self.cin), np.float32)])
+        return self._windows(xp, n_out - done)
 
     def _windows(self, xp: np.ndarray, n_out: int) -> np.ndarray:
         """xp [(n_out − 1 + n_blocks)·s, Cin] contiguous -> y [n_out, Cout]."""

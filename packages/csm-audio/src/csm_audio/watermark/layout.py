@@ -44,6 +44,7 @@ class PatchworkParams:
     offset_step: int = 128
     sync_threshold: float = 5.0
     max_decodes: int = 6
+    pair_norm: float = 0.0
     pair_gap: int = 1
     bins_a: tuple[int, ...] = field(init=False)
     bins_b: tuple[int, ...] = field(init=False)

@@ -121,6 +121,8 @@ def cell_values(x: np.ndarray, offset: int, p: PatchworkParams) -> tuple[np.ndar
     floor = np.maximum(np.percentile(energy, 10, axis=0), 1e-6 * float(np.mean(energy)) + 1e-20)
     weight = energy / (energy + floor)
     v = weight * (ma - mb) / np.maximum(ma + mb, 1e-30)  # [T, P]
+    if p.pair_norm:
+        v = v / np.maximum(np.mean(v**2, axis=0), 1e-6) ** (0.5 * p.pair_norm)
     n_t, f = v.shape[0], p.block_frames
     v = np.concatenate([v, np.zeros((-n_t % f, v.shape[1]))])
     return v.reshape(-1, f, v.shape[1]).sum(axis=0), n_t
@@ -147,17 +149,19 @@ def decode_cells(cells: np.ndarray, layout: CellLayout) -> tuple[int | None, np.
 
 
 def search(x: np.ndarray, layout: CellLayout, p: PatchworkParams) -> list[Candidate]:
-    """All sync hypotheses with z >= threshold, best first (at most p.max_decodes)."""
+    """Sync hypotheses with z >= threshold, best first (at most p.max_decodes; the single best
+    one when none reaches it)."""
     x = x.astype(np.float32)  # single precision halves the FFT time; plenty for magnitudes
-    found: list[Candidate] = []
-    best = Candidate(-np.inf, 0, 0, np.zeros(0))
-    for offset in range(0, p.hop, p.offset_step):
-        folded, _ = cell_values(x, offset, p)
-        z, cells = sync_scores(folded, layout, p)
-        for phase in np.flatnonzero(z >= p.sync_threshold):
-            found.append(Candidate(float(z[phase]), offset, int(phase), cells[phase]))
-        k = int(np.argmax(z))
-        if z[k] > best.z:
-            best = Candidate(float(z[k]), offset, k, cells[k])
-    found.sort(key=lambda c: -c.z)
-    return found[: p.max_decodes] or [best]
+    n_off, f = p.n_offsets, p.block_frames
+    z = np.empty((n_off, f))
+    cells = np.empty((n_off, f, p.slots_per_block, p.n_pairs))
+    for i in range(n_off):
+        folded, _ = cell_values(x, i * p.offset_step, p)
+        z[i], cells[i] = sync_scores(folded, layout, p)
+    order = np.argsort(-z, axis=None)
+    picked = [o for o in order[: p.max_decodes] if z.flat[o] >= p.sync_threshold] or [order[0]]
+    out = []
+    for flat in picked:
+        i, phase = divmod(int(flat), f)
+        out.append(Candidate(float(z[i, phase]), i * p.offset_step, phase, cells[i, phase]))
+    return out

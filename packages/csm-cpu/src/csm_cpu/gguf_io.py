@@ -1,0 +1,127 @@
+"""Quantized CSM as one GGUF file: GGML block tensors + the config, loaded by memory map.
+
+Tensor names are the canonical ones; `audio_head` is stored as its K-1 matrices `audio_head.i`
+[V, Dd] (rows = output codes), already in the layout the kernels read, so loading copies nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from csm_core.config import FLAVORS, CSMConfig, LlamaConfig
+
+from .quant import QTensor
+from .weights import WeightError, add_rope_tables, engine_dims, prepare_weights
+
+__all__ = ["write_gguf", "read_gguf", "GGUF_ARCH"]
+
+GGUF_ARCH = "csm"
+_KEY_CONFIG = "csm.config"
+_KEY_QUANT = "csm.quant"
+
+
+def _ggml_types():
+    from gguf import GGMLQuantizationType as T
+
+    return {"f32": T.F32, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}
+
+
+def _config_json(config: CSMConfig) -> str:
+    return json.dumps({**config.to_dict(), "backbone": asdict(config.backbone), "decoder": asdict(config.decoder)})
+
+
+def _config_from_json(text: str, source: str) -> CSMConfig:
+    data = json.loads(text)
+    custom = {}
+    for key, flavor in (("backbone", data["backbone_flavor"]), ("decoder", data["decoder_flavor"])):
+        cfg = LlamaConfig(**data[key])
+        if FLAVORS.get(flavor) != cfg:
+            custom[flavor] = cfg
+    return CSMConfig(
+        backbone_flavor=data["backbone_flavor"],
+        decoder_flavor=data["decoder_flavor"],
+        text_vocab_size=data["text_vocab_size"],
+        audio_vocab_size=data["audio_vocab_size"],
+        audio_num_codebooks=data["audio_num_codebooks"],
+        custom_flavors=custom,
+    )
+
+
+def write_gguf(path: str | Path, config: CSMConfig, weights: Mapping[str, np.ndarray], quant: str,
+               *, threads: int = 1, prepared: dict | None = None) -> Path:
+    """Quantize canonical weights (tensor by tensor) and write them with the config to path."""
+    import gguf
+
+    path = Path(path)
+    if prepared is None:
+        prepared = prepare_weights(config, weights, quant, threads=threads)
+    types = _ggml_types()
+    writer = gguf.GGUFWriter(str(path), GGUF_ARCH)
+    writer.add_string(_KEY_CONFIG, _config_json(config))
+    writer.add_string(_KEY_QUANT, quant)
+    for name, t in prepared.items():
+        if name.endswith((".rope_cos", ".rope_sin")):
+            continue  # derived from the config at load
+        if isinstance(t, QTensor):
+            data = t.data.view(np.float32) if t.fmt == "f32" else t.data
+            writer.add_tensor(name, data, raw_dtype=None if t.fmt == "f32" else types[t.fmt])
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(t, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def read_gguf(path: str | Path) -> tuple[CSMConfig, str, dict]:
+    """(config, quant name, engine weights) with every matrix a view into the memory map."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: GGUF file not found")
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as e:  # noqa: BLE001 - the gguf package raises several types for bad files
+        raise WeightError(f"{path}: not a readable GGUF file ({e})") from None
+    fields = {k: reader.get_field(k) for k in (_KEY_CONFIG, _KEY_QUANT)}
+    if any(f is None for f in fields.values()):
+        raise WeightError(f"{path}: not a CSM GGUF (missing {[k for k, f in fields.items() if f is None]})")
+    config = _config_from_json(fields[_KEY_CONFIG].contents(), str(path))
+    quant = fields[_KEY_QUANT].contents()
+    fmt_of = {v: k for k, v in _ggml_types().items()}
+    expected = _expected_shapes(config)
+    out: dict = {}
+    for t in reader.tensors:
+        if t.name not in expected:
+            raise WeightError(f"{path}: unexpected tensor {t.name!r}")
+        shape = expected[t.name]
+        fmt = fmt_of.get(t.tensor_type)
+        if fmt is None:
+            raise WeightError(f"{path}: tensor {t.name!r} has unsupported type {t.tensor_type.name}")
+        logical = tuple(int(d) for d in reversed(t.shape))
+        if logical != shape:
+            raise WeightError(f"{path}: tensor {t.name!r} has shape {logical}, expected {shape}")
+        if len(shape) == 1:
+            out[t.name] = np.asarray(t.data, np.float32).reshape(shape)
+        else:
+            out[t.name] = QTensor.from_bytes(fmt, shape[0], shape[1], t.data, name=t.name)
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        raise WeightError(f"{path}: missing tensors {missing[:5]}")
+    add_rope_tables(config, out)
+    return config, quant, out
+
+
+def _expected_shapes(config: CSMConfig) -> dict[str, tuple[int, ...]]:
+    shapes = dict(config.weight_shapes())
+    K1, Dd, V = shapes.pop("audio_head")
+    for i in range(K1):
+        shapes[f"audio_head.{i}"] = (V, Dd)
+    return shapes

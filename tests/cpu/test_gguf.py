@@ -1,0 +1,45 @@
+"""A quantized CSM written to GGUF and memory-mapped back gives the same model."""
+
+import numpy as np
+import pytest
+
+from csm_core.config import csm_tiny
+from csm_core.testing.csm import make_prompt, random_csm_weights
+
+from csm_cpu.backend import CpuBackend
+from csm_cpu.gguf_io import read_gguf, write_gguf
+from csm_cpu.quant import QTensor
+from csm_cpu.weights import WeightError
+
+
+@pytest.mark.parametrize("quant", ["f32", "bf16", "q8_0", "q4_0"])
+def test_roundtrip_same_logits(tmp_path, quant):
+    config = csm_tiny()
+    weights = random_csm_weights(config, 3)
+    path = write_gguf(tmp_path / f"tiny-{quant}.gguf", config, weights, quant)
+    cfg2, quant2, mapped = read_gguf(path)
+    assert cfg2 == config and quant2 == quant
+    m = mapped["backbone.layers.0.attn.q_proj.weight"]
+    assert isinstance(m, QTensor) and isinstance(m.data.base, np.memmap) or not m.data.flags.owndata
+    tokens, mask = make_prompt(config, np.random.default_rng(0))
+    codes = np.random.default_rng(1).integers(0, 2048, (1, 32)).astype(np.int32)
+    a = CpuBackend(config, weights, quant, threads=1).teacher_forced_logits(tokens, mask, codes)
+    b = CpuBackend.from_gguf(path, threads=1).teacher_forced_logits(tokens, mask, codes)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_not_a_csm_file(tmp_path):
+    import gguf
+
+    p = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_tensor("x", np.zeros((2, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(WeightError, match="not a CSM GGUF"):
+        read_gguf(p)
+    with pytest.raises(FileNotFoundError):
+        read_gguf(tmp_path / "missing.gguf")
