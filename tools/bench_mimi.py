@@ -22,12 +22,24 @@ def _set_threads(n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="thread count, or a comma list (one run each)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--frames", type=int, default=40, help="streaming frames timed (after 5 warm-up frames)")
     ap.add_argument("--no-reference", action="store_true", help="skip moshi / transformers")
     args = ap.parse_args()
+    counts = [int(t) for t in str(args.threads).split(",")]
+    if len(counts) > 1:  # BLAS thread pools are fixed at import: one process per count
+        import subprocess
+
+        for t in counts:
+            argv = [a for a in sys.argv[1:] if not a.startswith("--threads")]
+            if "--threads" in sys.argv:
+                i = sys.argv.index("--threads")
+                argv = sys.argv[1:i] + sys.argv[i + 2 :]
+            subprocess.run([sys.executable, __file__, "--threads", str(t), *argv], check=True)
+        return
+    args.threads = counts[0]
     _set_threads(args.threads)  # before numpy / torch load their BLAS
 
     import time

@@ -43,7 +43,7 @@ def snr_db(x, y):
 def test_embed_keeps_shape_dtype_and_meets_snr(clips, marked):
     for x, (y, _) in zip(clips, marked):
         assert y.shape == x.shape and y.dtype == x.dtype
-        assert 25.0 <= snr_db(x, y) <= 26.5
+        assert 25.0 <= snr_db(x, y) <= 26.0
         assert np.max(np.abs(y)) <= 1.0
 
 
@@ -68,9 +68,13 @@ def test_payload_survives(marked, condition):
 
 
 def test_payload_survives_white_noise_at_20db(marked):
-    for i, (y, payload) in enumerate(marked[1:]):  # the longer clips; the sweep measures the rate
-        r = detect(attacks.add_noise(y, 20.0, seed=i), SR)
-        assert r.found and r.payload == payload, r
+    # target: >= 90% of clips; here 3 clips x 4 noise draws (the sweep measures 20 clips)
+    ok = [
+        detect(attacks.add_noise(y, 20.0, seed=s), SR).payload == payload
+        for y, payload in marked
+        for s in range(4)
+    ]
+    assert sum(ok) >= 11, ok
 
 
 def test_crops_at_every_offset_within_a_hop(clips, marked):
@@ -78,6 +82,21 @@ def test_crops_at_every_offset_within_a_hop(clips, marked):
     for start in (1, 100, 257, 511, 24000 + 333):
         r = detect(y[start : start + 3 * SR], SR)
         assert r.found and r.payload == payload, (start, r)
+
+
+def test_streamed_chunks_keep_one_grid(clips):
+    x = clips[2].astype(np.float64)
+    wm = PatchworkWatermarker(payload=31)
+    for chunk in (1920, 7 * 1920 + 5):  # one Mimi frame (80 ms); an odd size
+        y = np.concatenate([wm.embed(x[i : i + chunk], SR, start_sample=i) for i in range(0, len(x), chunk)])
+        assert snr_db(x, y) >= 25.0
+        r = wm.detect(y, SR)
+        assert r.found and r.payload == 31 and r.score > 0.8 * detect(wm.embed(x, SR), SR).score
+    # without positions every chunk restarts the grid and the mark is lost
+    y = np.concatenate([wm.embed(x[i : i + 1920], SR) for i in range(0, len(x), 1920)])
+    assert not wm.detect(y, SR).found
+    with pytest.raises(ValueError, match="start_sample"):
+        embed(x, SR, start_sample=-1)
 
 
 def test_no_clipping_on_a_loud_clip():
@@ -133,6 +152,7 @@ def test_short_silent_and_bad_input():
     y = embed(short, SR)  # embedding a short clip works; it is just not detectable on its own
     assert y.shape == short.shape
     assert np.array_equal(embed(np.zeros(SR, np.float32), SR), np.zeros(SR, np.float32))
+    assert embed(np.zeros(0, np.float32), SR).shape == (0,)
     bad = np.full(SR, 0.1, np.float32)
     bad[100] = np.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -86,3 +86,17 @@ def test_bad_inputs_raise_clear_errors():
         quant.quantize(np.zeros((2, 33), np.float32), "q8_0")
     with pytest.raises(ValueError, match="do not fit"):
         quant.matmat(quant.quantize(np.zeros((2, 32), np.float32), "f32"), np.zeros((1, 31)))
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+def test_row_interleaved_repack_gives_identical_products(fmt):
+    import csm_cpu
+
+    if csm_cpu.cpu_features()["active"] != "avx2":
+        pytest.skip("the repacked layout is read by the avx2 path only")
+    rng = np.random.default_rng(4)
+    for rows in (1, 4, 7, 66):
+        w = rng.standard_normal((rows, 96)).astype(np.float32)
+        x = rng.standard_normal((3, 96)).astype(np.float32)
+        q = quant.quantize(w, fmt)
+        np.testing.assert_array_equal(quant.matmat(q.repack4(), x, threads=2), quant.matmat(q, x))

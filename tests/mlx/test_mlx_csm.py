@@ -207,3 +207,14 @@ def test_protocols_and_platform_choice(backend):
     import sys
 
     assert csm_mlx.is_preferred() == (sys.platform == "darwin" and platform.machine() == "arm64")
+
+
+def test_bf16_numpy_weights_load_bit_exact(tiny):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    cfg, w, tokens, mask = tiny
+    w16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in w.items()}  # as a bf16 checkpoint reads
+    codes = np.zeros((1, cfg.audio_num_codebooks), np.int64)
+    a = MlxBackend(cfg, w16, dtype="bfloat16").teacher_forced_logits(tokens[None], mask[None], codes)
+    b = MlxBackend(cfg, w, dtype="bfloat16").teacher_forced_logits(tokens[None], mask[None], codes)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])

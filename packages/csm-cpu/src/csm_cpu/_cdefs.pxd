@@ -18,6 +18,7 @@ cdef extern from "csm_kernels.h" nogil:
         int cols
         const char *data
         int64_t row_bytes
+        int interleaved
 
     int csm_detect_isa()
     int csm_compiled_isas()
@@ -32,6 +33,7 @@ cdef extern from "csm_kernels.h" nogil:
     void csm_quantize_row_q4_0(const float *x, void *y, int n)
     void csm_quantize_row_bf16(const float *x, uint16_t *y, int n)
     void csm_dequant_row(int fmt, const char *row, float *out, int cols)
+    void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes)
 
 cdef extern from "csm_threads.h" nogil:
     int csm_openmp_enabled()

@@ -21,7 +21,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
-from libc.math cimport sqrt, exp
+from libc.math cimport sqrt, expf
 
 from csm_cpu._cdefs cimport *
 from csm_cpu._ops cimport rmsnorm, attend, sample_logits, splitmix64
@@ -196,7 +196,7 @@ cdef void gate_up_chunk(int isa, Stack *s, Layer *ly, int c, int n, const float 
     for i in range(n):
         for r in range(r0, r1):
             gv = s.g[i * F + r]
-            s.g[i * F + r] = gv / (1.0 + exp(-gv)) * s.u[i * F + r]
+            s.g[i * F + r] = gv / (1.0 + expf(-gv)) * s.u[i * F + r]
         if quantize:
             csm_quantize_act(s.g + i * F + r0, r1 - r0, s.aq + i * F + r0, s.ad + (i * F + r0) // CSM_QK)
 
@@ -279,6 +279,7 @@ cdef csm_mat as_mat(object t) except *:
     m.rows = t.rows
     m.cols = t.cols
     m.row_bytes = d.shape[1]
+    m.interleaved = t.interleaved
     m.data = <const char *>&d[0, 0] if d.shape[0] > 0 else NULL
     return m
 

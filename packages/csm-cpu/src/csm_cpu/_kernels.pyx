@@ -78,6 +78,18 @@ def dequantize_rows(const uint8_t[:, ::1] data, int fmt, int cols, float[:, ::1]
             csm_dequant_row(fmt, <const char *>&data[r, 0], &out[r, 0], cols)
 
 
+def repack4(const uint8_t[:, ::1] data, int fmt, uint8_t[:, ::1] out) -> None:
+    """Row-interleaved copy of a Q8_0/Q4_0 matrix for the AVX2 4-row kernels."""
+    if fmt != CSM_Q8_0 and fmt != CSM_Q4_0:
+        raise ValueError("repack4: only block formats are interleaved")
+    if out.shape[0] != data.shape[0] or out.shape[1] != data.shape[1]:
+        raise ValueError("repack4: output shape differs")
+    if data.shape[0] == 0:
+        return
+    with nogil:
+        csm_repack4(fmt, <const char *>&data[0, 0], <char *>&out[0, 0], <int>data.shape[0], data.shape[1])
+
+
 def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] d) -> None:
     """x [N, C] -> int8 q [N, C] and per-32 scales d [N, C/32] (the int8 paths' activations)."""
     cdef Py_ssize_t n
@@ -87,7 +99,7 @@ def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] 
 
 
 def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x, float[:, ::1] y,
-           int threads=1, int chunk=16) -> None:
+           int threads=1, int chunk=16, int interleaved=0) -> None:
     """y [N, R] = x [N, C] @ W.T for W [R, C] stored in format fmt (rows of data).
 
     Block formats quantize each activation row to int8 first (one scale per 32), as the model does.
@@ -104,7 +116,7 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
         raise ValueError(f"matmat: rows hold {data.shape[1]} bytes, format {fmt} needs {csm_row_bytes(fmt, cols)}")
     if N == 0 or R == 0:
         return
-    W.fmt, W.rows, W.cols = fmt, <int>R, cols
+    W.fmt, W.rows, W.cols, W.interleaved = fmt, <int>R, cols, interleaved
     W.data = <const char *>&data[0, 0]
     W.row_bytes = data.shape[1]
     if fmt == CSM_Q8_0 or fmt == CSM_Q4_0:

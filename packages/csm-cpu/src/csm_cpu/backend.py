@@ -12,8 +12,8 @@ from csm_core.config import CSMConfig
 from csm_core.protocols import SamplingParams
 
 from . import _engine
-from .features import active_isa
-from .quant import check_format
+from .features import ISA_BY_NAME, active_isa
+from .quant import QTensor, check_format
 from .weights import engine_dims, prepare_weights
 
 __all__ = ["CpuBackend", "default_threads"]
@@ -34,6 +34,14 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def _repack_in_place(weights: dict) -> None:
+    """Row-interleave the block-format matrices the products stream (not the embedding tables,
+    which are looked up row by row), one at a time so memory grows by one tensor at most."""
+    for name, t in weights.items():
+        if isinstance(t, QTensor) and not name.endswith("_embeddings.weight"):
+            weights[name] = t.repack4()
 
 
 class CpuBackend:
@@ -66,6 +74,8 @@ class CpuBackend:
             _prepared = prepare_weights(config, weights, quant, threads=self.threads)
         else:
             self.quant = quant
+        if active_isa() == ISA_BY_NAME["avx2"]:
+            _repack_in_place(_prepared)
         self._weights = _prepared
         self._dims = engine_dims(config)
         self._engine: _engine.Engine | None = None

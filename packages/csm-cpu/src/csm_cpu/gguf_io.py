@@ -68,6 +68,8 @@ def write_gguf(path: str | Path, config: CSMConfig, weights: Mapping[str, np.nda
         if name.endswith((".rope_cos", ".rope_sin")):
             continue  # derived from the config at load
         if isinstance(t, QTensor):
+            if t.interleaved:
+                raise ValueError(f"{name}: repacked for the kernels; write the GGML layout (prepare_weights)")
             data = t.data.view(np.float32) if t.fmt == "f32" else t.data
             writer.add_tensor(name, data, raw_dtype=None if t.fmt == "f32" else types[t.fmt])
         else:

@@ -32,6 +32,7 @@ class QTensor:
     rows: int
     cols: int
     data: np.ndarray
+    interleaved: bool = False  # block rows repacked in groups of 4 (see repack4); kernels only
 
     @property
     def code(self) -> int:
@@ -41,8 +42,18 @@ class QTensor:
     def nbytes(self) -> int:
         return int(self.data.nbytes)
 
+    def repack4(self) -> "QTensor":
+        """Row-interleaved copy for the AVX2 4-row kernels (block formats; others unchanged)."""
+        if self.fmt not in ("q8_0", "q4_0") or self.interleaved:
+            return self
+        out = np.empty_like(self.data)
+        _kernels.repack4(self.data, self.code, out)
+        return QTensor(self.fmt, self.rows, self.cols, out, True)
+
     def dequantize(self) -> np.ndarray:
-        """fp32 [rows, cols]."""
+        """fp32 [rows, cols] (storage layout, not interleaved)."""
+        if self.interleaved:
+            raise ValueError("dequantize() needs the GGML layout, not a repacked copy")
         out = np.empty((self.rows, self.cols), np.float32)
         _kernels.dequantize_rows(self.data, self.code, self.cols, out)
         return out
@@ -103,6 +114,8 @@ def matmat(w: QTensor, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != w.cols:
         raise ValueError(f"activations of shape {x.shape} do not fit a [{w.rows}, {w.cols}] matrix")
+    if w.interleaved and features.active_isa() != features.ISA_BY_NAME["avx2"]:
+        raise ValueError("a repacked matrix runs only on the avx2 path")
     y = np.empty((x.shape[0], w.rows), np.float32)
-    _kernels.matmat(w.data, w.code, w.cols, x, y, threads)
+    _kernels.matmat(w.data, w.code, w.cols, x, y, threads, 16, int(w.interleaved))
     return y

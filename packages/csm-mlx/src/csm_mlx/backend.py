@@ -40,6 +40,8 @@ class MlxBackend:
     ):
         if (weights is None) == (model is None):
             raise ValueError("give exactly one of weights (a canonical dict) or model (a loaded CSMModel)")
+        if model is not None and model.config != config:
+            raise ValueError(f"model was built for {model.config}, not {config}")
         self.config = config
         if model is None:
             model = CSMModel(config).load_canonical(weights, resolve_dtype(dtype))
@@ -50,7 +52,7 @@ class MlxBackend:
         # kernels). On the CPU backend every fused kernel is built with the C++ compiler at first use
         # (minutes), so it is off there by default.
         self.compiled = (mx.default_device().type == mx.gpu) if compile is None else bool(compile)
-        self._frame_fns: dict[tuple, object] = {}
+        self._frame_fns: dict[SamplingParams, object] = {}
         self.reset()
 
     @classmethod

@@ -22,6 +22,8 @@ from .transformer import Transformer
 
 __all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
 
+_DECODE_CHUNK = 250  # frames (20 s) per internal decode call
+
 
 class Mimi:
     """Numpy Mimi; implements csm_core.protocols.AudioCodec.
@@ -79,7 +81,10 @@ class Mimi:
     # ---- decode ----
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """codes [K, T] (1 <= K <= 32) -> float32 audio [T·1920]."""
-        return self.streaming_decoder().decode(codes)
+        codes = self._check_codes(codes)
+        dec = self.streaming_decoder()  # exact in any chunking; chunks bound memory on long clips
+        parts = [dec.decode(codes[:, a : a + _DECODE_CHUNK]) for a in range(0, codes.shape[1], _DECODE_CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def decode_stages(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         """Intermediate decoder outputs (channel-first): latent [d, T], transformer [d, 2T], audio [L]."""

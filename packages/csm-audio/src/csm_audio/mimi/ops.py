@@ -32,7 +32,7 @@ def _threads() -> int:
     return min(os.cpu_count() or 1, 16)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 _PARALLEL_MIN = 1 << 18  # elements: below this, splitting costs more than it saves
 
 
@@ -43,10 +43,10 @@ def _rows_parallel(fn, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     if n == 1 or x.size < _PARALLEL_MIN or x.shape[0] < 2 * n:
         fn(x, out)
         return out
-    if _POOL is None or _POOL._max_workers != n:
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="csm-audio")
+    if _POOL is None or _POOL[0] != n:
+        _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="csm-audio"))
     edges = np.linspace(0, x.shape[0], n + 1).astype(int)
-    list(_POOL.map(lambda i: fn(x[edges[i] : edges[i + 1]], out[edges[i] : edges[i + 1]]), range(n)))
+    list(_POOL[1].map(lambda i: fn(x[edges[i] : edges[i + 1]], out[edges[i] : edges[i + 1]]), range(n)))
     return out
 
 

@@ -43,19 +43,29 @@ def embed(
     key: bytes | str | list[int] = DEFAULT_KEY,
     payload: int = DEFAULT_PAYLOAD,
     params: PatchworkParams = DEFAULT_PARAMS,
+    start_sample: int = 0,
 ) -> np.ndarray:
     """Return audio (same length, rate and float dtype; float32 for integer input) carrying a
     32-bit payload under key. Other rates are marked at 24 kHz and the mark is resampled back;
-    the host itself is never resampled. The mark never pushes a sample past max(1, peak)."""
+    the host itself is never resampled. The mark never pushes a sample past max(1, peak).
+
+    start_sample: position of audio[0] within a longer stream (at sample_rate). Marking a stream
+    chunk by chunk with each chunk's position keeps one block grid, so the joined stream is
+    detected like a whole-clip mark (chunk edges cost a little strength; chunks of a few
+    hundred ms or more are best)."""
     x = _check_audio(audio, sample_rate, "watermark embed")
+    if not (isinstance(start_sample, (int, np.integer)) and start_sample >= 0):
+        raise ValueError(f"watermark embed: start_sample must be an integer >= 0, got {start_sample!r}")
     layout = cell_layout(key_bytes(key), params)
     x24 = _resample(x, sample_rate, params.sample_rate)
-    w = watermark_signal(x24, layout, int(payload), params)
+    start24 = int(round(int(start_sample) * params.sample_rate / sample_rate))
+    w = watermark_signal(x24, layout, int(payload), params, start24)
     w = _resample(w, params.sample_rate, sample_rate)[: len(x)]
     w = np.pad(w, (0, len(x) - len(w)))
     limit = max(1.0, float(np.max(np.abs(x), initial=0.0)))
     y = np.clip(x + w, -limit, limit)  # only the mark is limited: |x| <= limit already
-    out_dtype = audio.dtype if np.issubdtype(np.asarray(audio).dtype, np.floating) else np.float32
+    in_dtype = np.asarray(audio).dtype
+    out_dtype = in_dtype if np.issubdtype(in_dtype, np.floating) else np.float32
     return y.astype(out_dtype)
 
 
@@ -85,7 +95,7 @@ def detect(
     for cand in candidates:
         if cand.z < params.sync_threshold:
             break
-        payload, _ = decode_cells(cand.cells, layout)
+        payload = decode_cells(cand.cells, layout)
         if payload is not None:
             details.update(offset=cand.offset, phase=cand.phase)
             return WatermarkResult(True, payload, cand.z, reason="", details=details)
@@ -107,8 +117,9 @@ class PatchworkWatermarker:
         self.payload = default_payload(self.key) if payload is None else int(payload)
         self.params = params
 
-    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        return embed(audio, sample_rate, self.key, self.payload, self.params)
+    def embed(self, audio: np.ndarray, sample_rate: int, start_sample: int = 0) -> np.ndarray:
+        """Mark audio; start_sample places a streamed chunk in its stream (see embed)."""
+        return embed(audio, sample_rate, self.key, self.payload, self.params, start_sample)
 
     def detect(self, audio: np.ndarray, sample_rate: int) -> WatermarkResult:
         return detect(audio, sample_rate, self.key, self.params)

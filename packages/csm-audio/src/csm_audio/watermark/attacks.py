@@ -10,10 +10,12 @@ import soundfile as sf
 import soxr
 
 
-def codec_roundtrip(x: np.ndarray, sr: int, fmt: str, subtype: str | None = None) -> np.ndarray:
-    """Write with soundfile (its defaults unless subtype is given) and read back."""
+def codec_roundtrip(x: np.ndarray, sr: int, fmt: str, subtype: str | None = None,
+                    compression_level: float | None = None) -> np.ndarray:
+    """Write with soundfile (its defaults unless subtype / compression_level are given) and
+    read back."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(x, -1, 1), sr, format=fmt, subtype=subtype)
+    sf.write(buf, np.clip(x, -1, 1), sr, format=fmt, subtype=subtype, compression_level=compression_level)
     buf.seek(0)
     y, _ = sf.read(buf, dtype="float64")
     return y
@@ -52,4 +54,15 @@ def standard_attacks(sr: int) -> dict[str, callable]:
         "Opus": lambda x, s: codec_roundtrip(x, sr, "OGG", "OPUS"),
         "crop 3 s": lambda x, s: crop(np.asarray(x, np.float64), sr, 3.0, s),
         "AWGN 20 dB": lambda x, s: add_noise(x, 20.0, s),
+    }
+
+
+def stress_attacks(sr: int) -> dict[str, callable]:
+    """Harder conditions than the targets, reported for information."""
+    return {
+        "MP3 compression 0.9": lambda x, s: codec_roundtrip(x, sr, "MP3", compression_level=0.9),
+        "Vorbis compression 0.9": lambda x, s: codec_roundtrip(x, sr, "OGG", "VORBIS", compression_level=0.9),
+        "crop 3 s + MP3": lambda x, s: codec_roundtrip(crop(np.asarray(x, np.float64), sr, 3.0, s), sr, "MP3"),
+        "AWGN 10 dB": lambda x, s: add_noise(x, 10.0, s),
+        "resample 24k>8k>24k": lambda x, s: resample_roundtrip(x, sr, 8000),
     }

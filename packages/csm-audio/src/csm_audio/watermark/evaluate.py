@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import attacks, testsignals
-from .api import DEFAULT_KEY, DEFAULT_PARAMS, detect, embed
+from .api import DEFAULT_KEY, detect, embed
 
 # Condition → required exact-decode rate (spec/watermark.md §4 pass targets).
 TARGETS = {
@@ -44,7 +44,7 @@ def payload_sweep(clips: list[np.ndarray], sample_rate: int = 24000, key: bytes 
                   seed: int = 0, conditions: list[str] | None = None) -> PayloadSweep:
     """Embed a seeded random payload into every clip, attack, detect; record exact decodes."""
     rng = np.random.default_rng(seed)
-    table = attacks.standard_attacks(sample_rate)
+    table = {**attacks.standard_attacks(sample_rate), **attacks.stress_attacks(sample_rate)}
     names = conditions or list(TARGETS)
     out = PayloadSweep({n: [] for n in names}, {n: [] for n in names})
     for i, x in enumerate(clips):

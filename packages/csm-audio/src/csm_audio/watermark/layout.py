@@ -2,7 +2,7 @@
 
 Time-frequency grid at 24 kHz: STFT 1024 / hop 512 frames; a *slot* is 2 consecutive frames;
 a *block* is 24 slots (48 frames, 1.024 s) and repeats for the whole clip. Frequency: adjacent
-bin pairs (k, k+1) for even-aligned k in 0.3–6 kHz (122 pairs). A *cell* is (slot, pair); in a
+bin pairs (k, k+1) for even k in 0.3–6 kHz (121 pairs). A *cell* is (slot, pair); in a
 cell one bin is scaled by (1 + d) and its neighbour by (1 - d), with the orientation set by the
 key (and, for data cells, by one coded bit). Adjacent bins share the spectral tilt, so their
 magnitude difference is a low-variance carrier.
@@ -28,6 +28,9 @@ CSM_PUBLIC_KEY = bytes([212, 211, 146, 56, 201])
 
 @dataclass(frozen=True)
 class PatchworkParams:
+    """Every constant of the mark. The defaults are the tuned design; changing any of them makes
+    a different (incompatible) mark. Fields after the detection block are derived."""
+
     sample_rate: int = 24000
     n_fft: int = 1024
     hop: int = 512
@@ -38,26 +41,22 @@ class PatchworkParams:
     sync_fraction: float = 0.25
     # Strength: the mark is flat (the same magnitude in every cell of the clip), capped at
     # delta_max of each pair's own magnitude; its level is set by the watermark-to-signal target.
-    delta_max: float = 0.5
-    target_snr_db: float = 25.5
-    # Detection: sample-offset search step and the sync z-score threshold.
+    delta_max: float = 0.6
+    target_snr_db: float = 25.2
+    # Detection: sample-offset search step, the sync z-score threshold, and how many of the
+    # best hypotheses above it are Viterbi-decoded.
     offset_step: int = 128
     sync_threshold: float = 5.0
     max_decodes: int = 6
-    pair_norm: float = 0.0
-    pair_gap: int = 1
-    bins_a: tuple[int, ...] = field(init=False)
-    bins_b: tuple[int, ...] = field(init=False)
+    bins_a: tuple[int, ...] = field(init=False)  # lower bin of each pair
+    bins_b: tuple[int, ...] = field(init=False)  # upper bin (bins_a + 1)
 
     def __post_init__(self) -> None:
-        # Bins in groups of 2·gap: pairs (k, k + gap) for the first gap bins of each group.
-        g = self.pair_gap
         k_lo = int(np.ceil(self.f_lo * self.n_fft / self.sample_rate))
         k_hi = int(np.floor(self.f_hi * self.n_fft / self.sample_rate))
-        k_lo += -k_lo % (2 * g)  # groups start on multiples of 2·gap so the layout is stable
-        a = [base + i for base in range(k_lo, k_hi - 2 * g + 2, 2 * g) for i in range(g)]
-        object.__setattr__(self, "bins_a", tuple(a))
-        object.__setattr__(self, "bins_b", tuple(k + g for k in a))
+        a = tuple(range(k_lo + k_lo % 2, k_hi, 2))  # pairs start on even bins
+        object.__setattr__(self, "bins_a", a)
+        object.__setattr__(self, "bins_b", tuple(k + 1 for k in a))
 
     @property
     def n_pairs(self) -> int:

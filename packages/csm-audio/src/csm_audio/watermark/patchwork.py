@@ -8,10 +8,11 @@ Weak cells (quiet frames, spectral valleys) thus carry strong relative changes, 
 least energy per unit of detection statistic; silence carries none. (Measured: flat beat marks
 that follow the frame level, especially under added noise.)
 
-Detection, for each sample offset on a 128-sample grid (a quarter hop): Hann STFT → per cell the normalised
-pair difference (|a| - |b|) / (|a| + |b|), weighted by E / (E + noise floor) so silence and
-noise-dominated cells count little → folded modulo the block → for every frame phase, the
-sync z-score z = Σ sign·Y / sqrt(Σ Y²) over the pilot cells. The best hypotheses with
+Detection, for each sample offset on a 128-sample grid (a quarter hop): Hann STFT → per cell
+the normalised pair difference (|a| - |b|) / (|a| + |b|), weighted by E / (E + noise floor) so
+silence and noise-dominated cells count little, each pair scaled to unit RMS over the clip →
+folded modulo the block → for every frame phase, the sync z-score z = Σ sign·Y / sqrt(Σ Y²)
+over the pilot cells. The best hypotheses with
 z >= threshold are Viterbi-decoded and accepted only if the CRC checks.
 
 False-positive bound: for audio independent of the key, the pilot signs are independent fair
@@ -53,19 +54,25 @@ def cell_pattern(layout: CellLayout, payload: int) -> np.ndarray:
     return layout.sign * np.where(layout.is_sync, 1.0, coded[np.maximum(layout.bit, 0)])
 
 
-def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: PatchworkParams) -> np.ndarray:
-    """The additive mark w for float64 audio x at p.sample_rate, scaled to p.target_snr_db."""
+def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: PatchworkParams,
+                     start_sample: int = 0) -> np.ndarray:
+    """The additive mark w for float64 audio x at p.sample_rate, scaled to p.target_snr_db.
+
+    Frames are centred on multiples of hop counted from start_sample samples before x[0], so a
+    stream marked chunk by chunk (passing each chunk's position) keeps one grid and block phase.
+    """
     n, hop, n_fft = len(x), p.hop, p.n_fft
-    n_frames = -(-n // hop) + 1  # frame t is centred on sample hop·t
+    r = start_sample % hop  # local frame t is centred on sample hop·t - r
+    n_frames = -(-(n + r) // hop) + 1
     padded = np.zeros((n_frames + 1) * hop)
-    padded[hop : hop + n] = x
+    padded[hop + r : hop + r + n] = x
     win = _sqrt_hann(n_fft)
     spec = np.fft.rfft(_frames(padded, 0, n_fft, hop)[:n_frames] * win, axis=1)  # [T, n_fft/2+1]
     ka, kb = np.asarray(p.bins_a), np.asarray(p.bins_b)
     a, b = spec[:, ka], spec[:, kb]  # [T, P] the two bins of every pair
     pair_mag = np.sqrt(0.5 * (np.abs(a) ** 2 + np.abs(b) ** 2))  # [T, P]
-    orient = np.tile(np.repeat(cell_pattern(layout, payload), p.frames_per_slot, axis=0), (-(-n_frames // p.block_frames), 1))
-    orient = orient[:n_frames]  # [T, P]
+    per_frame = np.repeat(cell_pattern(layout, payload), p.frames_per_slot, axis=0)  # [F, P]
+    orient = per_frame[(start_sample // hop + np.arange(n_frames)) % p.block_frames]  # [T, P]
 
     signal_energy = float(np.sum(np.abs(spec) ** 2))
     if signal_energy == 0.0:
@@ -94,7 +101,7 @@ def watermark_signal(x: np.ndarray, layout: CellLayout, payload: int, p: Patchwo
     out = np.zeros((n_frames + 1) * hop)
     for j in range(n_fft // hop):  # overlap-add in hop-sized chunks
         out[j * hop : j * hop + n_frames * hop] += frames[:, j * hop : (j + 1) * hop].reshape(-1)
-    w = out[hop : hop + n]
+    w = out[hop + r : hop + r + n]
     # The iSTFT drops the inconsistent part of the modification; rescale to the exact target.
     w_energy = float(np.sum(w**2))
     if w_energy > 0:
@@ -110,8 +117,9 @@ class Candidate:
     cells: np.ndarray  # [S, P] folded cell values Y
 
 
-def cell_values(x: np.ndarray, offset: int, p: PatchworkParams) -> tuple[np.ndarray, int]:
-    """Weighted normalised pair differences folded modulo the block, [F, P], and frame count."""
+def cell_values(x: np.ndarray, offset: int, p: PatchworkParams) -> np.ndarray:
+    """Weighted normalised pair differences of the frames starting at offset + hop·t, folded
+    modulo the block (detector frame t → row t mod F), [F, P]."""
     win = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(p.n_fft) / p.n_fft)).astype(x.dtype)
     frames = _frames(x, offset, p.n_fft, p.hop)
     spec = np.fft.rfft(frames * win, axis=1)
@@ -121,11 +129,12 @@ def cell_values(x: np.ndarray, offset: int, p: PatchworkParams) -> tuple[np.ndar
     floor = np.maximum(np.percentile(energy, 10, axis=0), 1e-6 * float(np.mean(energy)) + 1e-20)
     weight = energy / (energy + floor)
     v = weight * (ma - mb) / np.maximum(ma + mb, 1e-30)  # [T, P]
-    if p.pair_norm:
-        v = v / np.maximum(np.mean(v**2, axis=0), 1e-6) ** (0.5 * p.pair_norm)
+    # Pairs differ in host "noise" (harmonic structure makes some differences swing widely):
+    # scale each pair to unit RMS over the clip so no pair dominates the sums.
+    v = v / np.sqrt(np.maximum(np.mean(v**2, axis=0), 1e-12))
     n_t, f = v.shape[0], p.block_frames
     v = np.concatenate([v, np.zeros((-n_t % f, v.shape[1]))])
-    return v.reshape(-1, f, v.shape[1]).sum(axis=0), n_t
+    return v.reshape(-1, f, v.shape[1]).sum(axis=0)
 
 
 def sync_scores(folded: np.ndarray, layout: CellLayout, p: PatchworkParams) -> tuple[np.ndarray, np.ndarray]:
@@ -141,11 +150,11 @@ def sync_scores(folded: np.ndarray, layout: CellLayout, p: PatchworkParams) -> t
     return num / np.maximum(den, 1e-30), cells
 
 
-def decode_cells(cells: np.ndarray, layout: CellLayout) -> tuple[int | None, np.ndarray]:
-    """Soft-decode one hypothesis' cell values [S, P] → (payload or None, soft bits [162])."""
+def decode_cells(cells: np.ndarray, layout: CellLayout) -> int | None:
+    """Soft-decode one hypothesis' cell values [S, P] → the payload, or None if the CRC fails."""
     data = ~layout.is_sync
     soft = np.bincount(layout.bit[data], weights=(layout.sign * cells)[data], minlength=CODED_BITS)
-    return info_bits_to_payload(viterbi_decode(soft)), soft
+    return info_bits_to_payload(viterbi_decode(soft))
 
 
 def search(x: np.ndarray, layout: CellLayout, p: PatchworkParams) -> list[Candidate]:
@@ -156,8 +165,7 @@ def search(x: np.ndarray, layout: CellLayout, p: PatchworkParams) -> list[Candid
     z = np.empty((n_off, f))
     cells = np.empty((n_off, f, p.slots_per_block, p.n_pairs))
     for i in range(n_off):
-        folded, _ = cell_values(x, i * p.offset_step, p)
-        z[i], cells[i] = sync_scores(folded, layout, p)
+        z[i], cells[i] = sync_scores(cell_values(x, i * p.offset_step, p), layout, p)
     order = np.argsort(-z, axis=None)
     picked = [o for o in order[: p.max_decodes] if z.flat[o] >= p.sync_threshold] or [order[0]]
     out = []

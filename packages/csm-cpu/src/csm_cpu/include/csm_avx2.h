@@ -169,6 +169,37 @@ CSM_AVX2 static inline void csm_dot4_q4_0_avx2(const char *w, int64_t stride, co
     for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
 }
 
+/* The same over row-interleaved storage (csm_repack4): block b of rows r..r+3 lies at
+ * w[4b .. 4b+3], so four rows stream as ONE sequential read (the hardware prefetcher follows
+ * one stream far better than four short ones; measured +25% on 2048-wide Q8_0 rows). */
+CSM_AVX2 static inline void csm_dot4il_q8_0_avx2(const csm_block_q8_0 *w, const int8_t *xq, const float *xd,
+                                                  int nb, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        for (int r = 0; r < 4; r++) {
+            const csm_block_q8_0 *blk = w + 4 * b + r;
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
+            acc[r] = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(_mm256_loadu_si256((const __m256i *)blk->qs), qx), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
+}
+
+CSM_AVX2 static inline void csm_dot4il_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq, const float *xd,
+                                                  int nb, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        for (int r = 0; r < 4; r++) {
+            const csm_block_q4_0 *blk = w + 4 * b + r;
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
+            acc[r] = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(csm_unpack_q4_0_avx2(blk->qs), qx), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
+}
+
 #else
 #define CSM_HAVE_AVX2 0
 #endif

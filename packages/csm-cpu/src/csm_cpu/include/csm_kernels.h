@@ -10,11 +10,13 @@
 #include "csm_avx2.h"
 #include "csm_neon.h"
 
-/* One weight matrix [rows, cols] in one format; rows are row_bytes apart. */
+/* One weight matrix [rows, cols] in one format; rows are row_bytes apart. interleaved: block
+ * formats repacked by csm_repack4 (groups of 4 rows keep their byte range; tail rows as is). */
 typedef struct {
     int fmt, rows, cols;
     const char *data;
     int64_t row_bytes;
+    int interleaved;
 } csm_mat;
 
 /* Best kernel path this CPU supports. */
@@ -108,8 +110,14 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                 switch (W->fmt) {
                 case CSM_F32: csm_dot4_f32_avx2(row, rb, xn, cols, d); break;
                 case CSM_BF16: csm_dot4_bf16_avx2(row, rb, xn, cols, d); break;
-                case CSM_Q8_0: csm_dot4_q8_0_avx2(row, rb, qn, dn, nb, d); break;
-                default: csm_dot4_q4_0_avx2(row, rb, qn, dn, nb, d); break;
+                case CSM_Q8_0:
+                    if (W->interleaved) csm_dot4il_q8_0_avx2((const csm_block_q8_0 *)row, qn, dn, nb, d);
+                    else csm_dot4_q8_0_avx2(row, rb, qn, dn, nb, d);
+                    break;
+                default:
+                    if (W->interleaved) csm_dot4il_q4_0_avx2((const csm_block_q4_0 *)row, qn, dn, nb, d);
+                    else csm_dot4_q4_0_avx2(row, rb, qn, dn, nb, d);
+                    break;
                 }
                 float *out = y + (int64_t)n * ldy + r;
                 for (int k = 0; k < 4; k++) out[k] = accumulate ? out[k] + d[k] : d[k];
@@ -126,6 +134,22 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
             *out = accumulate ? *out + d : d;
         }
     }
+}
+
+/* Row-interleave a block-format matrix for the AVX2 4-row kernels: within each group of 4 rows,
+ * block b of row j moves to position 4b+j. Rows past the last full group are copied as is. */
+static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes) {
+    int64_t bs = fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0) : (int64_t)sizeof(csm_block_q4_0);
+    int64_t nb = row_bytes / bs;
+    int groups = rows / 4;
+    for (int g = 0; g < groups; g++) {
+        const char *s = src + (int64_t)g * 4 * row_bytes;
+        char *d = dst + (int64_t)g * 4 * row_bytes;
+        for (int64_t b = 0; b < nb; b++)
+            for (int j = 0; j < 4; j++) memcpy(d + (4 * b + j) * bs, s + j * row_bytes + b * bs, (size_t)bs);
+    }
+    memcpy(dst + (int64_t)groups * 4 * row_bytes, src + (int64_t)groups * 4 * row_bytes,
+           (size_t)((rows - groups * 4) * row_bytes));
 }
 
 /* Quantize an activation vector (n a multiple of 32) to int8 with one fp32 scale per block. */
