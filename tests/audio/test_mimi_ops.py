@@ -83,3 +83,12 @@ def test_convtranspose_matches_definition_and_streams(cin, cout, k, s, depthwise
         y, state = conv.step(x[a:c], state)
         parts.append(y)
     np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 5])
+def test_matmul_few_rows_path(rows):
+    from csm_audio.mimi.ops import matmul
+
+    x = rng.normal(0, 1, (rows, 300)).astype(np.float32)
+    w = rng.normal(0, 1, (300, 1000)).astype(np.float32)  # > 1 MB: the weight-streaming path
+    np.testing.assert_allclose(matmul(x, w), x.astype(np.float64) @ w, rtol=1e-4, atol=1e-3)

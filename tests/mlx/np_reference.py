@@ -1,5 +1,5 @@
-"""A small float64 numpy CSM forward and random weights: a stand-in oracle until csm_core.reference /
-csm_core.testing.csm land (then the tests use those, and the oracle fixture).
+"""A small float64 numpy CSM forward: a second, independent oracle next to the transformers fixture,
+usable on any prompt (padding, batches) and free of float32 rounding.
 
 Written from spec/csm.md §1–2 independently of csm_mlx (interleaved RoPE by explicit pairs, GQA by
 repeat-interleave, explicit boolean masks).
@@ -9,20 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from csm_core.config import CSMConfig, LlamaConfig
-
-
-def random_csm_weights(config: CSMConfig, seed: int) -> dict[str, np.ndarray]:
-    """N(0, 0.02) weights, norm scales 1 ± 0.1, head rows for codes 2048.. zeroed."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in config.weight_shapes().items():
-        if name.endswith(".scale"):
-            out[name] = (1 + rng.uniform(-0.1, 0.1, shape)).astype(np.float32)
-        else:
-            out[name] = rng.normal(0, 0.02, shape).astype(np.float32)
-    out["codebook0_head.weight"][2048:] = 0
-    out["audio_head"][..., 2048:] = 0
-    return out
 
 
 def _rms(x, scale, eps):

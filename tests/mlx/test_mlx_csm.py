@@ -10,6 +10,7 @@ mx = pytest.importorskip("mlx.core")
 
 from csm_core.config import csm_1b, csm_tiny  # noqa: E402
 from csm_core.protocols import SamplingParams  # noqa: E402
+from csm_core.testing.csm import random_csm_weights  # noqa: E402
 from csm_mlx.backend import MlxBackend  # noqa: E402
 from csm_mlx.llama import rope_periods  # noqa: E402
 from csm_mlx.model import WeightsError  # noqa: E402
@@ -22,7 +23,7 @@ GREEDY = SamplingParams(temperature=0)
 @pytest.fixture(scope="module")
 def tiny():
     cfg = csm_tiny()
-    w = R.random_csm_weights(cfg, 0)
+    w = random_csm_weights(cfg, 0)
     tokens, mask = R.tiny_prompt(cfg, seed=1)
     return cfg, w, tokens, mask
 

@@ -220,12 +220,16 @@ cdef void stack_run(Stack *s, int n, int isa, int nt, const Extra *ex) noexcept 
         if ex != NULL and ex.pre != NULL:
             prepare_input(ex.pre_in, n, ex.pre_cols, NULL, 0, group_is_block(ex.pre), xn, aq, ad)
             for c in prange(ex.pre.nchunks, schedule="dynamic"):
+                r0 = 0  # assigned here so each thread has its own (Cython privatises)
+                r1 = 0
                 group_chunk(isa, ex.pre, c, xn, aq, ad, n, &r0, &r1)
             csm_barrier()
         for l in range(s.L):
             ly = &s.layers[l]
             prepare_input(s.x, n, D, ly.sa_norm, s.eps, group_is_block(&ly.qkv), xn, aq, ad)
             for c in prange(ly.qkv.nchunks, schedule="dynamic"):
+                r0 = 0  # assigned here so each thread has its own (Cython privatises)
+                r1 = 0
                 job = group_chunk(isa, &ly.qkv, c, xn, aq, ad, n, &r0, &r1)
                 qkv_post(s, l, job, r0, r1, n)
             csm_barrier()
@@ -242,6 +246,8 @@ cdef void stack_run(Stack *s, int n, int isa, int nt, const Extra *ex) noexcept 
             if group_is_block(&ly.o):
                 prepare_input(s.att, n, qd, NULL, 0, 1, s.att, aq, ad)
             for c in prange(ly.o.nchunks, schedule="dynamic"):
+                r0 = 0  # assigned here so each thread has its own (Cython privatises)
+                r1 = 0
                 group_chunk(isa, &ly.o, c, s.att, aq, ad, n, &r0, &r1)
             csm_barrier()
             prepare_input(s.x, n, D, ly.mlp_norm, s.eps, is_block(&ly.w1) or is_block(&ly.w3), xn, aq, ad)
@@ -249,6 +255,8 @@ cdef void stack_run(Stack *s, int n, int isa, int nt, const Extra *ex) noexcept 
                 gate_up_chunk(isa, s, ly, c, n, xn, aq, ad, group_is_block(&ly.down))
             csm_barrier()
             for c in prange(ly.down.nchunks, schedule="dynamic"):
+                r0 = 0  # assigned here so each thread has its own (Cython privatises)
+                r1 = 0
                 group_chunk(isa, &ly.down, c, s.g, s.aq, s.ad, n, &r0, &r1)
             csm_barrier()  # the next layer reads x
         if ex != NULL and ex.post != NULL:
@@ -256,6 +264,8 @@ cdef void stack_run(Stack *s, int n, int isa, int nt, const Extra *ex) noexcept 
                 rmsnorm(s.x + ex.sel[j] * D, ex.post_norm, xn + j * D, D, s.eps)
             prepare_input(xn, ex.nsel, D, NULL, 0, group_is_block(ex.post), xn, aq, ad)
             for c in prange(ex.post.nchunks, schedule="dynamic"):
+                r0 = 0  # assigned here so each thread has its own (Cython privatises)
+                r1 = 0
                 group_chunk(isa, ex.post, c, xn, aq, ad, ex.nsel, &r0, &r1)
 
 
@@ -268,6 +278,8 @@ cdef void run_group(int isa, int nt, const Group *g, const float *x, int n, int 
             csm_quantize_act(x + i * cols, cols, xq + i * cols, xd + i * (cols // CSM_QK))
     with parallel(num_threads=nt):
         for c in prange(g.nchunks, schedule="dynamic"):
+            r0 = 0  # assigned here so each thread has its own (Cython privatises)
+            r1 = 0
             group_chunk(isa, g, c, x, xq, xd, n, &r0, &r1)
 
 

@@ -36,17 +36,21 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 _PARALLEL_MIN = 1 << 18  # elements: below this, splitting costs more than it saves
 
 
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL[0] != n:
+        _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="csm-audio"))
+    return _POOL[1]
+
+
 def _rows_parallel(fn, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """fn(x_chunk, out_chunk) over row chunks on a thread pool (numpy ufuncs release the GIL)."""
-    global _POOL
     n = _threads()
     if n == 1 or x.size < _PARALLEL_MIN or x.shape[0] < 2 * n:
         fn(x, out)
         return out
-    if _POOL is None or _POOL[0] != n:
-        _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="csm-audio"))
     edges = np.linspace(0, x.shape[0], n + 1).astype(int)
-    list(_POOL[1].map(lambda i: fn(x[edges[i] : edges[i + 1]], out[edges[i] : edges[i + 1]]), range(n)))
+    list(_pool(n).map(lambda i: fn(x[edges[i] : edges[i + 1]], out[edges[i] : edges[i + 1]]), range(n)))
     return out
 
 
@@ -112,17 +116,21 @@ _FEW_ROWS = 4  # at most this many rows: a weight-streaming product beats BLAS g
 _SLICE = 64  # weight rows per slice (64 x 8192 floats = 2 MB at most, cache-resident)
 
 
+def _stream_rows(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    """y += x @ w for a few rows, reading w once in cache-sized row slices."""
+    for k in range(0, w.shape[0], _SLICE):
+        ws = w[k : k + _SLICE]
+        for r in range(x.shape[0]):
+            y[r] += x[r, k : k + _SLICE] @ ws
+
+
 def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x [M, K] @ w [K, N]. For a few rows (streaming one frame) gemm would pack the whole weight
     for a couple of rows; instead stream it once in cache-sized row slices with vector products."""
-    m = x.shape[0]
-    if m > _FEW_ROWS or w.nbytes < (1 << 20):
+    if x.shape[0] > _FEW_ROWS or w.nbytes < (1 << 20):
         return x @ w
-    y = np.zeros((m, w.shape[1]), np.float32)
-    for k in range(0, w.shape[0], _SLICE):
-        ws = w[k : k + _SLICE]
-        for r in range(m):
-            y[r] += x[r, k : k + _SLICE] @ ws
+    y = np.zeros((x.shape[0], w.shape[1]), np.float32)
+    _stream_rows(x, w, y)
     return y
 
 
