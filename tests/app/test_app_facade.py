@@ -55,15 +55,13 @@ def test_context_segment_changes_the_output(tts):
     assert not np.array_equal(plain, with_ctx)
 
 
-def test_watermarked_stream_is_released_in_whole_blocks(tiny_model):
+def test_watermarked_stream_is_marked_chunk_by_chunk(tiny_model):
     from csm_app import CSM
 
     marked = CSM.load(tiny_model, threads=1)
-    block = marked.watermarker.params.block_frames * marked.watermarker.params.hop  # 1.024 s
-    chunks = list(marked.stream(TEXT, temperature=0, max_audio_ms=4000, split_sentences=False))
+    chunks = list(marked.stream(TEXT, temperature=0, max_audio_ms=4000, split_sentences=False, chunk_frames=5))
     sizes = [c.size for c in chunks]
-    assert sum(sizes) == 50 * 1920
-    assert all(s == block for s in sizes[:-1]) and 0 < sizes[-1] <= block
+    assert sizes == [5 * 1920] * 10  # no extra latency: every chunk comes as soon as it is decoded
     result = marked.watermarker.detect(np.concatenate(chunks), marked.sample_rate)
     assert result.found and result.payload == 0xD4D39238
     audio = marked.generate(TEXT, temperature=0, max_audio_ms=4000, split_sentences=False)

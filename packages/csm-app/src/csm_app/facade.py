@@ -119,33 +119,20 @@ class CSM:
         chunk_frames: int = 5,
         **options,
     ) -> Iterator[np.ndarray]:
-        """Audio chunks (float32, 24 kHz) as frames are produced.
-
-        With the watermark on, audio is released in whole watermark blocks (1.024 s), each marked
-        on the block grid of the whole utterance, so the joined stream carries one continuous
-        mark; that adds up to one block of latency. Without it, chunks of `chunk_frames` frames
-        come as soon as they are decoded."""
+        """Audio chunks (float32, 24 kHz) as frames are produced; each chunk is watermarked
+        at its position in the utterance, so the joined stream carries one continuous mark."""
         chunks = self._generator.stream_audio(
             text, speaker=speaker, context=context, chunk_frames=chunk_frames, **_options(options)
         )
-        if self.watermarker is None:
-            yield from chunks
-            return
-        block = self.watermarker.params.block_frames * self.watermarker.params.hop
-        pending = np.zeros(0, np.float32)
+        position = 0
         for chunk in chunks:
-            pending = np.concatenate([pending, chunk])
-            whole = (pending.size // block) * block
-            if whole:
-                yield self._mark(pending[:whole])
-                pending = pending[whole:]
-        if pending.size:
-            yield self._mark(pending)
+            yield self._mark(chunk, position)
+            position += chunk.size
 
-    def _mark(self, audio: np.ndarray) -> np.ndarray:
+    def _mark(self, audio: np.ndarray, start_sample: int = 0) -> np.ndarray:
         if self.watermarker is None or audio.size == 0:
             return audio
-        return self.watermarker.embed(audio, self.sample_rate)
+        return self.watermarker.embed(audio, self.sample_rate, start_sample=start_sample)
 
 
 def _options(options: dict) -> dict:
