@@ -124,6 +124,8 @@ def test_bad_audio_is_named(model):
         model.encode(a)
     with pytest.raises(ValueError, match="1-D"):
         model.encode(np.zeros((2, 2000), np.float32))
+    with pytest.raises(ValueError, match="integer PCM"):
+        model.encode(np.zeros(2000, np.int16))
     with pytest.raises(ValueError, match="num_codebooks"):
         model.encode(np.zeros(2000, np.float32), num_codebooks=33)
     with pytest.raises(ValueError, match="num_codebooks"):

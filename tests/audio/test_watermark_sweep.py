@@ -32,7 +32,3 @@ def test_no_false_positives_in_1000_unmarked_clips():
     assert neg.n_clips == 1000 and neg.false_positives == 0, neg
     assert false_positive_bound(DEFAULT_PARAMS) <= 1e-6
 
-
-def test_speed_on_one_core():
-    rt_embed, rt_detect = evaluate.speed(testsignals.voiced_speech(7, 10.0))
-    assert rt_embed >= 20 and rt_detect >= 20, (rt_embed, rt_detect)

@@ -16,10 +16,9 @@ Layouts (N = vectors in flight = batch rows x positions of one call):
   KV cache kc, vc [B, L, maxpos, kvd] fp32; valid [B, maxpos] (0 = padding, never attended)
 """
 
-cimport cython
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t, uint64_t, int32_t
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdint cimport int8_t, uint8_t, int64_t, uint64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport sqrt, expf
 

@@ -5,7 +5,7 @@ its numpy twin (csm_cpu.twins) and used for quantizing weights at load time.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, free
 
 from csm_cpu._cdefs cimport *
@@ -142,7 +142,6 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
 
 # ---- small ops (twins in csm_cpu.twins) ----
 from csm_cpu._ops cimport rmsnorm as _rmsnorm, rope_interleaved, swiglu as _swiglu, attend, sample_logits
-from libc.stdint cimport uint64_t
 
 
 def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:

@@ -7,10 +7,16 @@ Activations are time-major [T, C] float32 throughout (see ops.py).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # optional: without it BLAS keeps its thread count
+    ThreadpoolController = None
 
 from csm_core.config import MimiConfig
 
@@ -23,6 +29,20 @@ from .transformer import Transformer
 __all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
 
 _DECODE_CHUNK = 250  # frames (20 s) per internal decode call
+_FEW_FRAMES = 4  # streaming calls this small run BLAS on one thread
+_BLAS: Any = None
+
+
+def _one_blas_thread():
+    """BLAS on one thread for a few-frame streaming call: its products are weight-streaming
+    vector products that gain nothing from a second thread, while a spinning BLAS pool made a
+    frame 4-10x slower whenever the machine was busy (measured, 2 cores)."""
+    global _BLAS
+    if ThreadpoolController is None:
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class Mimi:
@@ -115,8 +135,9 @@ class Mimi:
             raise ValueError(f"audio must be 1-D mono samples at {self.sample_rate} Hz, got shape {a.shape}")
         if a.size == 0:
             raise ValueError("audio is empty (0 samples); nothing to encode")
-        if a.dtype.kind not in "fiu":
-            raise ValueError(f"audio must hold numbers, got dtype {a.dtype}")
+        if a.dtype.kind != "f":
+            hint = " (integer PCM? divide by 32768 first)" if a.dtype.kind in "iu" else ""
+            raise ValueError(f"audio must be float samples in [-1, 1], got dtype {a.dtype}{hint}")
         a = a.astype(np.float32)
         bad = ~np.isfinite(a)
         if bad.any():
@@ -164,10 +185,11 @@ class MimiStreamingDecoder:
         codes = m._check_codes(codes)
         if codes.shape[1] == 0:
             return np.zeros(0, np.float32)
-        z = m.quantizer.decode(codes)  # [n, d] at 12.5 Hz
-        x, self._up = m.upsample.step(z, self._up)  # [2n, d]
-        x, self._tr = m.decoder_transformer.step(x, self._tr)
-        y, self._seanet = m.decoder.step(x, self._seanet)  # [n·1920, 1]
+        with _one_blas_thread() if codes.shape[1] <= _FEW_FRAMES else contextlib.nullcontext():
+            z = m.quantizer.decode(codes)  # [n, d] at 12.5 Hz
+            x, self._up = m.upsample.step(z, self._up)  # [2n, d]
+            x, self._tr = m.decoder_transformer.step(x, self._tr)
+            y, self._seanet = m.decoder.step(x, self._seanet)  # [n·1920, 1]
         return np.ascontiguousarray(y[:, 0])
 
 

@@ -21,15 +21,19 @@ __all__ = ["elu", "gelu", "layer_norm", "matmul", "Conv1d", "ConvTranspose1d", "
 # |error| <= 1.5e-7, below float32 resolution of GELU's output. Here z = |x|/√2, so p is divided
 # by √2, and the coefficients are halved to give ½·erfc = Φ(−|x|) directly.
 _GELU_P = np.float32(0.3275911 / math.sqrt(2.0))
-_GELU_A = tuple(np.float32(a / 2) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+_GELU_A = tuple(  # a5 .. a1, Horner order
+    np.float32(a / 2) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+)
 
 
 def _threads() -> int:
-    """Threads for large elementwise passes: OMP/OPENBLAS_NUM_THREADS if set, else the CPU count."""
-    for var in ("CSM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
-            return min(int(os.environ[var]), 16)
-    return min(os.cpu_count() or 1, 16)
+    """Threads for large elementwise passes: $CSM_NUM_THREADS, default 1.
+
+    Off by default: OpenBLAS's own threads keep spinning after each product, and a second pool
+    next to them was measured 2-7x slower on a loaded 2-core machine (tools/bench_mimi.py).
+    """
+    v = os.environ.get("CSM_NUM_THREADS", "")
+    return min(int(v), 16) if v.isdigit() and int(v) > 0 else 1
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
@@ -113,15 +117,16 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
 
 
 _FEW_ROWS = 4  # at most this many rows: a weight-streaming product beats BLAS gemm
-_SLICE = 64  # weight rows per slice (64 x 8192 floats = 2 MB at most, cache-resident)
+_SLICE_BYTES = 2 << 20  # weight bytes per slice: cache-resident while every row uses it
 
 
 def _stream_rows(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
     """y += x @ w for a few rows, reading w once in cache-sized row slices."""
-    for k in range(0, w.shape[0], _SLICE):
-        ws = w[k : k + _SLICE]
+    rows = max(16, _SLICE_BYTES // (4 * w.shape[1]))
+    for k in range(0, w.shape[0], rows):
+        ws = w[k : k + rows]
         for r in range(x.shape[0]):
-            y[r] += x[r, k : k + _SLICE] @ ws
+            y[r] += x[r, k : k + rows] @ ws
 
 
 def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -164,8 +169,9 @@ class Conv1d:
         self.w_blocks = np.ascontiguousarray(w.reshape(n_p, stride * cin, cout))
         self.w_flat = np.ascontiguousarray(w.reshape(n_p * stride * cin, cout))
         self.bias = None if bias is None else np.asarray(bias, np.float32)
-        # Small rows (first conv: Cin=1) are faster as one copied im2col GEMM than as shifted GEMMs.
-        self.im2col = stride * cin < 128
+        # Very narrow rows (first conv: Cin=1) are faster as one copied im2col GEMM; from 64 channels
+        # on, the copy costs more than the extra accumulation of shifted GEMMs (measured).
+        self.im2col = stride * cin < 16
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Whole clip: x [L, Cin] -> [ceil(L/s), Cout], padded left and right per layer."""
