@@ -38,4 +38,8 @@ cdef extern from "csm_kernels.h" nogil:
 cdef extern from "csm_threads.h" nogil:
     int csm_openmp_enabled()
     int csm_omp_max_threads()
-    void csm_barrier()
+    int csm_team_size()
+    ctypedef struct csm_sync:
+        int count
+        int gen
+    void csm_sync_wait(csm_sync *b, int nth)

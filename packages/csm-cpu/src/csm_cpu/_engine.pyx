@@ -1,9 +1,11 @@
 """The CSM forward pass on the C kernels: backbone steps, the depth-decoder loop and sampling.
 
 All state lives in C structs (weights as csm_mat views, buffers, KV caches) so a whole frame
-runs without the GIL. Threads: ONE OpenMP parallel region per transformer call (the backbone
-over the new positions; each decoder step with its input projection and output head), row
-chunks of every product handed out dynamically, and five barriers per layer:
+runs without the GIL. Threads: ONE OpenMP parallel region per backbone call and ONE for a
+whole frame's decode (codebook-0 head + 31 decoder steps, each with its input projection and
+output head; thread 0 samples between barriers). Every product is split statically into
+equal row chunks per thread (bandwidth bound, evenly sized). Five barriers per layer (our
+spin-then-yield csm_sync, far cheaper than a passive OpenMP barrier):
 
   norm+quantize (every thread, private copy) -> Q,K,V chunks (+RoPE, +KV-cache write) | attention
   | quantize (private) -> O chunks (+residual) | norm+quantize (private) -> gate/up chunks (+SwiGLU,
@@ -200,86 +202,82 @@ cdef void gate_up_chunk(int isa, Stack *s, Layer *ly, int c, int n, const float 
             csm_quantize_act(s.g + i * F + r0, r1 - r0, s.aq + i * F + r0, s.ad + (i * F + r0) // CSM_QK)
 
 
-cdef void stack_run(Stack *s, int n, int isa, int nt, const Extra *ex) noexcept nogil:
-    """Every layer of s over vectors x[0:n] (positions pos, batch rows bidx) in one region;
-    with ex: the input projection first and the output head last, in the same region."""
-    cdef int l = 0, i = 0, j = 0, c = 0, b = 0, h = 0, kvh = 0, job = 0, r0 = 0, r1 = 0, tid = 0
+cdef inline void split(int total, int tid, int nth, int *a, int *b) noexcept nogil:
+    """This thread's share [a, b) of `total` work items (static: the products are bandwidth
+    bound and evenly sized, so an even split balances and needs no shared counter)."""
+    a[0] = <int>((<int64_t>total * tid) // nth)
+    b[0] = <int>((<int64_t>total * (tid + 1)) // nth)
+
+
+cdef void group_part(int isa, const Group *g, int tid, int nth, const float *x, const int8_t *xq,
+                     const float *xd, int n) noexcept nogil:
+    """This thread's chunks of a product group."""
+    cdef int c, c0 = 0, c1 = 0, r0 = 0, r1 = 0
+    split(g.nchunks, tid, nth, &c0, &c1)
+    for c in range(c0, c1):
+        group_chunk(isa, g, c, x, xq, xd, n, &r0, &r1)
+
+
+cdef void stack_layers(Stack *s, int n, int isa, int tid, int nth, csm_sync *bar, const Extra *ex) noexcept nogil:
+    """Every layer of s over vectors x[0:n] (positions pos, batch rows bidx), run by EVERY
+    thread of the enclosing parallel region (tid of nth) with barriers between dependent
+    phases; with ex: the input projection first and the output head last. Ends without a
+    barrier after the last phase (the caller syncs before reading its output)."""
+    cdef int l, i, j, c, c0 = 0, c1 = 0, b, h, kvh, job, r0 = 0, r1 = 0
     cdef int grp = s.H // s.KVH, qd = s.H * s.hd, kvd = s.KVH * s.hd, D = s.D
     cdef float scale = 1.0 / sqrt(<double>s.hd)
-    cdef Layer *ly = NULL
-    cdef int64_t off = 0, tstride = <int64_t>s.nmax * s.wide
-    cdef float *xn = NULL
-    cdef int8_t *aq = NULL
-    cdef float *ad = NULL
+    cdef Layer *ly
+    cdef int64_t off, tstride = <int64_t>s.nmax * s.wide
+    cdef float *xn = s.pxn + tid * tstride
+    cdef int8_t *aq = s.paq + tid * tstride
+    cdef float *ad = s.pad + tid * (tstride // CSM_QK)
+    if ex != NULL and ex.pre != NULL:
+        prepare_input(ex.pre_in, n, ex.pre_cols, NULL, 0, group_is_block(ex.pre), xn, aq, ad)
+        group_part(isa, ex.pre, tid, nth, xn, aq, ad, n)
+        csm_sync_wait(bar, nth)
+    for l in range(s.L):
+        ly = &s.layers[l]
+        prepare_input(s.x, n, D, ly.sa_norm, s.eps, group_is_block(&ly.qkv), xn, aq, ad)
+        split(ly.qkv.nchunks, tid, nth, &c0, &c1)
+        for c in range(c0, c1):
+            job = group_chunk(isa, &ly.qkv, c, xn, aq, ad, n, &r0, &r1)
+            qkv_post(s, l, job, r0, r1, n)
+        csm_sync_wait(bar, nth)
+        split(n * s.H, tid, nth, &c0, &c1)
+        for c in range(c0, c1):
+            i = c // s.H
+            h = c % s.H
+            kvh = h // grp
+            b = s.bidx[i]
+            off = (<int64_t>b * s.L + l) * s.maxpos * kvd + kvh * s.hd
+            attend(isa, s.q + i * qd + h * s.hd, s.kc + off, s.vc + off, s.valid + b * s.maxpos,
+                   s.pos[i] + 1, s.hd, kvd, scale, s.scores + tid * s.maxpos,
+                   s.att + i * qd + h * s.hd)
+        csm_sync_wait(bar, nth)
+        if group_is_block(&ly.o):
+            prepare_input(s.att, n, qd, NULL, 0, 1, s.att, aq, ad)
+        group_part(isa, &ly.o, tid, nth, s.att, aq, ad, n)
+        csm_sync_wait(bar, nth)
+        prepare_input(s.x, n, D, ly.mlp_norm, s.eps, is_block(&ly.w1) or is_block(&ly.w3), xn, aq, ad)
+        split(ly.gu_chunks, tid, nth, &c0, &c1)
+        for c in range(c0, c1):
+            gate_up_chunk(isa, s, ly, c, n, xn, aq, ad, group_is_block(&ly.down))
+        csm_sync_wait(bar, nth)
+        group_part(isa, &ly.down, tid, nth, s.g, s.aq, s.ad, n)
+        csm_sync_wait(bar, nth)  # the next layer reads x
+    if ex != NULL and ex.post != NULL:
+        for j in range(ex.nsel):
+            rmsnorm(s.x + ex.sel[j] * D, ex.post_norm, xn + j * D, D, s.eps)
+        prepare_input(xn, ex.nsel, D, NULL, 0, group_is_block(ex.post), xn, aq, ad)
+        group_part(isa, ex.post, tid, nth, xn, aq, ad, ex.nsel)
+
+
+cdef void stack_run(Stack *s, int n, int isa, int nt, csm_sync *bar) noexcept nogil:
+    """Every layer of s over vectors x[0:n] in one parallel region."""
+    cdef int tid = 0
     with parallel(num_threads=nt):
         tid = threadid()
-        xn = s.pxn + tid * tstride
-        aq = s.paq + tid * tstride
-        ad = s.pad + tid * (tstride // CSM_QK)
-        if ex != NULL and ex.pre != NULL:
-            prepare_input(ex.pre_in, n, ex.pre_cols, NULL, 0, group_is_block(ex.pre), xn, aq, ad)
-            for c in prange(ex.pre.nchunks, schedule="dynamic"):
-                r0 = 0  # assigned here so each thread has its own (Cython privatises)
-                r1 = 0
-                group_chunk(isa, ex.pre, c, xn, aq, ad, n, &r0, &r1)
-            csm_barrier()
-        for l in range(s.L):
-            ly = &s.layers[l]
-            prepare_input(s.x, n, D, ly.sa_norm, s.eps, group_is_block(&ly.qkv), xn, aq, ad)
-            for c in prange(ly.qkv.nchunks, schedule="dynamic"):
-                r0 = 0  # assigned here so each thread has its own (Cython privatises)
-                r1 = 0
-                job = group_chunk(isa, &ly.qkv, c, xn, aq, ad, n, &r0, &r1)
-                qkv_post(s, l, job, r0, r1, n)
-            csm_barrier()
-            for c in prange(n * s.H, schedule="dynamic"):
-                i = c // s.H
-                h = c % s.H
-                kvh = h // grp
-                b = s.bidx[i]
-                off = (<int64_t>b * s.L + l) * s.maxpos * kvd + kvh * s.hd
-                attend(isa, s.q + i * qd + h * s.hd, s.kc + off, s.vc + off, s.valid + b * s.maxpos,
-                       s.pos[i] + 1, s.hd, kvd, scale, s.scores + threadid() * s.maxpos,
-                       s.att + i * qd + h * s.hd)
-            csm_barrier()
-            if group_is_block(&ly.o):
-                prepare_input(s.att, n, qd, NULL, 0, 1, s.att, aq, ad)
-            for c in prange(ly.o.nchunks, schedule="dynamic"):
-                r0 = 0  # assigned here so each thread has its own (Cython privatises)
-                r1 = 0
-                group_chunk(isa, &ly.o, c, s.att, aq, ad, n, &r0, &r1)
-            csm_barrier()
-            prepare_input(s.x, n, D, ly.mlp_norm, s.eps, is_block(&ly.w1) or is_block(&ly.w3), xn, aq, ad)
-            for c in prange(ly.gu_chunks, schedule="dynamic"):
-                gate_up_chunk(isa, s, ly, c, n, xn, aq, ad, group_is_block(&ly.down))
-            csm_barrier()
-            for c in prange(ly.down.nchunks, schedule="dynamic"):
-                r0 = 0  # assigned here so each thread has its own (Cython privatises)
-                r1 = 0
-                group_chunk(isa, &ly.down, c, s.g, s.aq, s.ad, n, &r0, &r1)
-            csm_barrier()  # the next layer reads x
-        if ex != NULL and ex.post != NULL:
-            for j in range(ex.nsel):
-                rmsnorm(s.x + ex.sel[j] * D, ex.post_norm, xn + j * D, D, s.eps)
-            prepare_input(xn, ex.nsel, D, NULL, 0, group_is_block(ex.post), xn, aq, ad)
-            for c in prange(ex.post.nchunks, schedule="dynamic"):
-                r0 = 0  # assigned here so each thread has its own (Cython privatises)
-                r1 = 0
-                group_chunk(isa, ex.post, c, xn, aq, ad, ex.nsel, &r0, &r1)
-
-
-cdef void run_group(int isa, int nt, const Group *g, const float *x, int n, int cols,
-                    int8_t *xq, float *xd) noexcept nogil:
-    """One product group over n input vectors x [n, cols], in its own parallel region."""
-    cdef int i = 0, c = 0, r0 = 0, r1 = 0
-    if group_is_block(g):
-        for i in range(n):
-            csm_quantize_act(x + i * cols, cols, xq + i * cols, xd + i * (cols // CSM_QK))
-    with parallel(num_threads=nt):
-        for c in prange(g.nchunks, schedule="dynamic"):
-            r0 = 0  # assigned here so each thread has its own (Cython privatises)
-            r1 = 0
-            group_chunk(isa, g, c, x, xq, xd, n, &r0, &r1)
+        stack_layers(s, n, isa, tid, csm_team_size(), bar, NULL)
 
 
 cdef csm_mat as_mat(object t) except *:
@@ -317,9 +315,8 @@ cdef class Engine:
     cdef float *logits     # [B, V]
     cdef float *escratch   # [threads, Db] embedding rows being summed
     cdef float *sscratch   # [V] sampling scratch
-    cdef int8_t *gq        # [2B, Db] quantized inputs of the head/projection products
-    cdef float *gd
     cdef uint64_t *rng     # [B]
+    cdef csm_sync bar      # the frame loops' barrier (zeroed with the object)
     cdef public int position
 
     def __cinit__(self):
@@ -366,11 +363,6 @@ cdef class Engine:
         self.logits = self._buf((batch, self.V))
         self.escratch = self._buf((threads, self.Db))
         self.sscratch = self._buf((self.V,))
-        self.gd = self._buf((2 * batch, self.Db // CSM_QK + 1))
-        gq = np.zeros((2 * batch * self.Db + 1,), np.int8)
-        self.refs.append(gq)
-        cdef int8_t[::1] gqv = gq
-        self.gq = &gqv[0]
         rng = np.zeros((batch,), np.uint64)
         self.refs.append(rng)
         cdef uint64_t[::1] rv = rng
@@ -481,7 +473,7 @@ cdef class Engine:
                         self.bb.bidx[n] = b
                         n += 1
                 self._embed(tokens, mask, s0, s1)
-                stack_run(&self.bb, n, self.isa, self.nt, NULL)
+                stack_run(&self.bb, n, self.isa, self.nt, &self.bar)
                 s0 = s1
             # the last chunk covers positions [s0 - T, S): row b's last vector is b*T + T-1
             t = S - ((S - 1) // self.bb_chunk) * self.bb_chunk
@@ -551,36 +543,63 @@ cdef class Engine:
                 codes[b * self.K + i] = sample_logits(self.logits + b * self.V, limit, temperature, topk,
                                                       &self.rng[b], NULL, self.sscratch)
 
-    cdef void _decode(self, float temperature, int topk, int limit, int *codes,
-                      const int *forced, float *probe) noexcept nogil:
-        cdef int B = self.B, K = self.K, Db = self.Db, i, b, n
-        cdef Extra ex
+    cdef void _inputs(self, int i, const int *codes) noexcept nogil:
+        """Decoder inputs of step i: [backbone state, code 0] at positions 0, 1 (i == 1); then
+        code i-1 at position i. Also which vector feeds the head (sel)."""
+        cdef int B = self.B, K = self.K, Db = self.Db, b, n = 0
         cdef const csm_mat *e = &self.audio_emb
         cdef int64_t row
-        run_group(self.isa, self.nt, &self.g_c0, self.hlast, B, Db, self.gq, self.gd)
-        self._pick(0, temperature, topk, limit, codes, forced, probe)
-        for i in range(1, K):
-            # decoder inputs: [backbone state, code 0] at positions 0, 1; then code i-1 at i
-            n = 0
-            for b in range(B):
-                if i == 1:
-                    memcpy(self.ebuf + n * Db, self.hlast + b * Db, Db * sizeof(float))
-                    self.dec.pos[n] = 0
-                    self.dec.bidx[n] = b
-                    n += 1
-                row = codes[b * K + i - 1] + <int64_t>(i - 1) * self.V
-                csm_dequant_row(e.fmt, e.data + row * e.row_bytes, self.ebuf + n * Db, Db)
-                self.dec.pos[n] = i
+        for b in range(B):
+            if i == 1:
+                memcpy(self.ebuf + n * Db, self.hlast + b * Db, Db * sizeof(float))
+                self.dec.pos[n] = 0
                 self.dec.bidx[n] = b
                 n += 1
-            for b in range(B):
-                self.sel[b] = 2 * b + 1 if i == 1 else b
-            ex.pre = &self.g_proj
-            ex.pre_in = self.ebuf
-            ex.pre_cols = Db
+            row = codes[b * K + i - 1] + <int64_t>(i - 1) * self.V
+            csm_dequant_row(e.fmt, e.data + row * e.row_bytes, self.ebuf + n * Db, Db)
+            self.dec.pos[n] = i
+            self.dec.bidx[n] = b
+            n += 1
+        for b in range(B):
+            self.sel[b] = 2 * b + 1 if i == 1 else b
+
+    cdef void _decode_thread(self, int tid, int nth, float temperature, int topk, int limit, int *codes,
+                             const int *forced, float *probe) noexcept nogil:
+        """One thread's part of a whole frame's decode (codebook-0 head, then the K-1 decoder
+        steps): every thread runs this in ONE parallel region; thread 0 samples and builds the
+        next step's inputs between barriers."""
+        cdef int B = self.B, K = self.K, i
+        cdef Extra ex
+        cdef int64_t tstride = <int64_t>self.dec.nmax * self.dec.wide
+        cdef int8_t *aq = self.dec.paq + tid * tstride
+        cdef float *ad = self.dec.pad + tid * (tstride // CSM_QK)
+        # codebook 0 from the backbone state (this thread's quantized copy of it)
+        prepare_input(self.hlast, B, self.Db, NULL, 0, group_is_block(&self.g_c0), self.hlast, aq, ad)
+        group_part(self.isa, &self.g_c0, tid, nth, self.hlast, aq, ad, B)
+        csm_sync_wait(&self.bar, nth)
+        if tid == 0:
+            self._pick(0, temperature, topk, limit, codes, forced, probe)
+            self._inputs(1, codes)
+        csm_sync_wait(&self.bar, nth)
+        ex.pre = &self.g_proj
+        ex.pre_in = self.ebuf
+        ex.pre_cols = self.Db
+        ex.sel = self.sel
+        ex.nsel = B
+        ex.post_norm = self.dec.norm
+        for i in range(1, K):
             ex.post = &self.g_heads[i - 1]
-            ex.sel = self.sel
-            ex.nsel = B
-            ex.post_norm = self.dec.norm
-            stack_run(&self.dec, n, self.isa, self.nt, &ex)
-            self._pick(i, temperature, topk, limit, codes, forced, probe)
+            stack_layers(&self.dec, 2 * B if i == 1 else B, self.isa, tid, nth, &self.bar, &ex)
+            csm_sync_wait(&self.bar, nth)
+            if tid == 0:
+                self._pick(i, temperature, topk, limit, codes, forced, probe)
+                if i + 1 < K:
+                    self._inputs(i + 1, codes)
+            csm_sync_wait(&self.bar, nth)
+
+    cdef void _decode(self, float temperature, int topk, int limit, int *codes,
+                      const int *forced, float *probe) noexcept nogil:
+        cdef int tid = 0
+        with parallel(num_threads=self.nt):
+            tid = threadid()
+            self._decode_thread(tid, csm_team_size(), temperature, topk, limit, codes, forced, probe)
