@@ -69,19 +69,50 @@ CSM_AVX2 static inline float csm_dot_q8_0_avx2(const csm_block_q8_0 *w, const in
     return csm_hsum_avx2(acc);
 }
 
+/* Q4_0 against int8 x. Byte j of a block holds elements j (low nibble) and j+16 (high), so
+ * the low nibbles meet x[0..15] and the high ones x[16..31] in two maddubs whose int16 lanes
+ * add up; the nibbles q (0..15) are maddubs' unsigned operand (|lane| <= 4*15*127, no
+ * saturation) and sum((q-8)*x) = sum(q*x) - 8*sum(x) exactly. One row gives 4 int32 lanes
+ * (lane k: elements 4k..4k+3 and 16+4k..19+4k). EVERY Q4_0 AVX2 kernel below sums in this
+ * grouping and order, so plain and repacked layouts give bit-identical products. */
+CSM_AVX2 static inline float csm_hsum4_avx2(__m128 s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Per block of x: both halves broadcast to the two 128-bit lanes, and the correction 8*sum(x)
+ * in the lane grouping above. */
+typedef struct { __m256i lo, hi, corr; } csm_q4x_avx2;
+
+CSM_AVX2 static inline csm_q4x_avx2 csm_q4_x_avx2(const int8_t *xb) {
+    csm_q4x_avx2 r;
+    const __m256i ones8 = _mm256_set1_epi8(1);
+    r.lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)xb));
+    r.hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 16)));
+    __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(ones8, r.lo), _mm256_maddubs_epi16(ones8, r.hi));
+    r.corr = _mm256_slli_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), 3);
+    return r;
+}
+
+/* Two rows' 16 quant bytes [row A | row B] -> their int32 sums (A in lanes 0..3, B in 4..7). */
+CSM_AVX2 static inline __m256i csm_q4_pair_avx2(__m256i v, const csm_q4x_avx2 *x) {
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_and_si256(v, m), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+    __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x->lo), _mm256_maddubs_epi16(hi, x->hi));
+    return _mm256_sub_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), x->corr);
+}
+
 CSM_AVX2 static inline float csm_dot_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq, const float *xd, int nb) {
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i lo = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+    __m128 acc = _mm_setzero_ps();
     for (int b = 0; b < nb; b++) {
+        csm_q4x_avx2 x = csm_q4_x_avx2(xq + b * CSM_QK);
         __m128i raw = _mm_loadu_si128((const __m128i *)w[b].qs);
-        /* low nibbles -> elements 0..15 (low lane), high nibbles -> 16..31 (high lane) */
-        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
-        qw = _mm256_sub_epi8(qw, eight);
-        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * xd[b]);
-        acc = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(qw, qx), acc);
+        __m256i p = csm_q4_pair_avx2(_mm256_set_m128i(raw, raw), &x);
+        __m128 d = _mm_set1_ps(_cvtsh_ss(w[b].d) * xd[b]);
+        acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(_mm256_castsi256_si128(p)), acc);
     }
-    return csm_hsum_avx2(acc);
+    return csm_hsum4_avx2(acc);
 }
 
 /* Four rows at once (rows are `stride` bytes apart) against one vector: four memory streams
@@ -134,12 +165,6 @@ CSM_AVX2 static inline void csm_dot4_bf16_avx2(const char *w, int64_t stride, co
     }
 }
 
-CSM_AVX2 static inline __m256i csm_unpack_q4_0_avx2(const uint8_t *qs) {
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0f));
-    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
-}
-
 CSM_AVX2 static inline void csm_dot4_q8_0_avx2(const char *w, int64_t stride, const int8_t *xq, const float *xd,
                                                 int nb, float *out) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -157,16 +182,22 @@ CSM_AVX2 static inline void csm_dot4_q8_0_avx2(const char *w, int64_t stride, co
 
 CSM_AVX2 static inline void csm_dot4_q4_0_avx2(const char *w, int64_t stride, const int8_t *xq, const float *xd,
                                                 int nb, float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc01 = _mm256_setzero_ps(), acc23 = _mm256_setzero_ps();
+    const csm_block_q4_0 *w0 = (const csm_block_q4_0 *)w, *w1 = (const csm_block_q4_0 *)(w + stride);
+    const csm_block_q4_0 *w2 = (const csm_block_q4_0 *)(w + 2 * stride), *w3 = (const csm_block_q4_0 *)(w + 3 * stride);
     for (int b = 0; b < nb; b++) {
-        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
-        for (int r = 0; r < 4; r++) {
-            const csm_block_q4_0 *blk = (const csm_block_q4_0 *)(w + r * stride) + b;
-            __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
-            acc[r] = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(csm_unpack_q4_0_avx2(blk->qs), qx), acc[r]);
-        }
+        csm_q4x_avx2 x = csm_q4_x_avx2(xq + b * CSM_QK);
+        __m256i v01 = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)w1[b].qs), _mm_loadu_si128((const __m128i *)w0[b].qs));
+        __m256i v23 = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)w3[b].qs), _mm_loadu_si128((const __m128i *)w2[b].qs));
+        __m256 d01 = _mm256_set_m128(_mm_set1_ps(_cvtsh_ss(w1[b].d) * xd[b]), _mm_set1_ps(_cvtsh_ss(w0[b].d) * xd[b]));
+        __m256 d23 = _mm256_set_m128(_mm_set1_ps(_cvtsh_ss(w3[b].d) * xd[b]), _mm_set1_ps(_cvtsh_ss(w2[b].d) * xd[b]));
+        acc01 = _mm256_fmadd_ps(d01, _mm256_cvtepi32_ps(csm_q4_pair_avx2(v01, &x)), acc01);
+        acc23 = _mm256_fmadd_ps(d23, _mm256_cvtepi32_ps(csm_q4_pair_avx2(v23, &x)), acc23);
     }
-    for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
+    out[0] = csm_hsum4_avx2(_mm256_castps256_ps128(acc01));
+    out[1] = csm_hsum4_avx2(_mm256_extractf128_ps(acc01, 1));
+    out[2] = csm_hsum4_avx2(_mm256_castps256_ps128(acc23));
+    out[3] = csm_hsum4_avx2(_mm256_extractf128_ps(acc23, 1));
 }
 
 /* The same over row-interleaved storage (csm_repack4): block b of rows r..r+3 lies at
@@ -186,18 +217,26 @@ CSM_AVX2 static inline void csm_dot4il_q8_0_avx2(const csm_block_q8_0 *w, const 
     for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
 }
 
+/* Q4_0 repacked (csm_repack4): per block, the 4 rows' scales (8 bytes) then their quant bytes
+ * (4 x 16): one 8-byte load and one conversion give all four scales, one 32-byte load two rows. */
 CSM_AVX2 static inline void csm_dot4il_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq, const float *xd,
                                                   int nb, float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int b = 0; b < nb; b++) {
-        __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
-        for (int r = 0; r < 4; r++) {
-            const csm_block_q4_0 *blk = w + 4 * b + r;
-            __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
-            acc[r] = _mm256_fmadd_ps(d, csm_dot32_i8_avx2(csm_unpack_q4_0_avx2(blk->qs), qx), acc[r]);
-        }
+    __m256 acc01 = _mm256_setzero_ps(), acc23 = _mm256_setzero_ps();
+    const __m256i i01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), i23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+    const char *g = (const char *)w;
+    for (int b = 0; b < nb; b++, g += 4 * sizeof(csm_block_q4_0)) {
+        csm_q4x_avx2 x = csm_q4_x_avx2(xq + b * CSM_QK);
+        __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_set1_ps(xd[b]));
+        __m256 d8 = _mm256_castps128_ps256(d);
+        __m256i p01 = csm_q4_pair_avx2(_mm256_loadu_si256((const __m256i *)(g + 8)), &x);
+        __m256i p23 = csm_q4_pair_avx2(_mm256_loadu_si256((const __m256i *)(g + 40)), &x);
+        acc01 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d8, i01), _mm256_cvtepi32_ps(p01), acc01);
+        acc23 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d8, i23), _mm256_cvtepi32_ps(p23), acc23);
     }
-    for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
+    out[0] = csm_hsum4_avx2(_mm256_castps256_ps128(acc01));
+    out[1] = csm_hsum4_avx2(_mm256_extractf128_ps(acc01, 1));
+    out[2] = csm_hsum4_avx2(_mm256_castps256_ps128(acc23));
+    out[3] = csm_hsum4_avx2(_mm256_extractf128_ps(acc23, 1));
 }
 
 #else

@@ -136,8 +136,10 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
     }
 }
 
-/* Row-interleave a block-format matrix for the AVX2 4-row kernels: within each group of 4 rows,
- * block b of row j moves to position 4b+j. Rows past the last full group are copied as is. */
+/* Repack a block-format matrix for the AVX2 4-row kernels, group by group of 4 rows (each group
+ * keeps its byte range; rows past the last full group are copied as is). Q8_0: block b of row j
+ * moves to position 4b+j. Q4_0: per block b, the 4 rows' fp16 scales (8 bytes), then their
+ * 16 quant bytes each (64 bytes): the kernel converts 4 scales at once and loads 2 rows at once. */
 static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes) {
     int64_t bs = fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0) : (int64_t)sizeof(csm_block_q4_0);
     int64_t nb = row_bytes / bs;
@@ -145,8 +147,17 @@ static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, in
     for (int g = 0; g < groups; g++) {
         const char *s = src + (int64_t)g * 4 * row_bytes;
         char *d = dst + (int64_t)g * 4 * row_bytes;
-        for (int64_t b = 0; b < nb; b++)
-            for (int j = 0; j < 4; j++) memcpy(d + (4 * b + j) * bs, s + j * row_bytes + b * bs, (size_t)bs);
+        for (int64_t b = 0; b < nb; b++) {
+            char *o = d + 4 * b * bs;
+            for (int j = 0; j < 4; j++) {
+                const char *blk = s + j * row_bytes + b * bs;
+                if (fmt == CSM_Q8_0) memcpy(o + j * bs, blk, (size_t)bs);
+                else {
+                    memcpy(o + 2 * j, blk, 2);
+                    memcpy(o + 8 + 16 * j, blk + 2, 16);
+                }
+            }
+        }
     }
     memcpy(dst + (int64_t)groups * 4 * row_bytes, src + (int64_t)groups * 4 * row_bytes,
            (size_t)((rows - groups * 4) * row_bytes));
