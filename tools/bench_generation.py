@@ -27,8 +27,6 @@ for pkg in ("csm-core", "csm-cpu", "csm-audio", "csm-tokenizers"):
     if src.is_dir() and str(src) not in sys.path:
         sys.path.append(str(src))
 
-import numpy as np  # noqa: E402
-
 from csm_core import Generator, Request, csm_1b, csm_tiny, mimi, mimi_tiny  # noqa: E402
 from csm_core.testing.csm import random_csm_weights  # noqa: E402
 from csm_core.testing.generation import FakeTokenizer  # noqa: E402

@@ -87,7 +87,7 @@ def main() -> None:
         }
 
     times: dict[tuple[str, str], list[float]] = {}
-    for name, fns in impls.items():  # warm-up
+    for fns in impls.values():  # warm-up
         for f in fns.values():
             f()
     for _ in range(args.repeats):

@@ -9,12 +9,7 @@ import pytest
 
 from csm_core.config import FLAVORS, CSMConfig, ConfigError, csm_1b, llama3_inv_freq, mimi
 from csm_core.weights import CheckpointError, mimi_config_from_hf
-
-# spec/csm.md §4: the converter's rescaled-but-equivalent llama3 parameters.
-BB_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 0.125,
-           "high_freq_factor": 0.5, "original_max_position_embeddings": 1024}  # fmt: skip
-DD_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1 / 512,
-           "high_freq_factor": 1 / 128, "original_max_position_embeddings": 16}  # fmt: skip
+from weights_helpers import BB_ROPE, DD_ROPE
 
 ORIGINAL = {"backbone_flavor": "llama-1B", "decoder_flavor": "llama-100M", "text_vocab_size": 128256,
             "audio_vocab_size": 2051, "audio_num_codebooks": 32}  # fmt: skip

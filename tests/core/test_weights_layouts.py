@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from csm_core.config import CSMConfig, csm_1b, csm_tiny, mimi, mimi_tiny
+from csm_core.config import csm_1b, csm_tiny, mimi, mimi_tiny
 from csm_core.weights import (
     CheckpointError,
     csm_canonical_to_hf,
@@ -26,15 +26,7 @@ from csm_core.weights import (
     split_codec,
     validate_weights,
 )
-
-
-def small_csm() -> CSMConfig:
-    return CSMConfig(backbone_flavor="tiny-backbone", decoder_flavor="tiny-decoder", text_vocab_size=300)
-
-
-def random_weights(shapes, seed=0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+from weights_helpers import random_weights, small_csm
 
 
 def reference_half_split(w: np.ndarray, heads: int, d: int) -> np.ndarray:

@@ -18,24 +18,12 @@ from csm_core.weights import (
     load_csm_checkpoint,
     load_mimi_checkpoint,
     mimi_canonical_to_hf,
+    mimi_config_beside,
     mimi_weight_shapes,
     save_safetensors,
     to_float32,
 )
-
-BB_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 0.125,
-           "high_freq_factor": 0.5, "original_max_position_embeddings": 1024}  # fmt: skip
-DD_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1 / 512,
-           "high_freq_factor": 1 / 128, "original_max_position_embeddings": 16}  # fmt: skip
-
-
-def small_csm() -> CSMConfig:
-    return CSMConfig(backbone_flavor="tiny-backbone", decoder_flavor="tiny-decoder", text_vocab_size=300)
-
-
-def random_weights(shapes, seed=0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+from weights_helpers import BB_ROPE, DD_ROPE, random_weights, small_csm
 
 
 def hf_mimi_config(m: MimiConfig) -> dict:
@@ -134,6 +122,20 @@ def test_mimi_files(tmp_path, mimi_weights):
     save_safetensors(hf_dir / "model.safetensors", mimi_canonical_to_hf(mimi_weights, m))
     (hf_dir / "config.json").write_text(json.dumps(hf_mimi_config(m)))
     assert _same(load_mimi_checkpoint(hf_dir), mimi_weights)  # config from config.json
+
+
+def test_mimi_config_beside(tmp_path):
+    m = mimi_tiny()
+    weights = tmp_path / "model.safetensors"
+    assert mimi_config_beside(weights) is None  # no config.json: the caller picks the default
+    (tmp_path / "config.json").write_text(json.dumps(hf_csm_config(small_csm(), m)))
+    for path in (weights, tmp_path, tmp_path / "config.json"):  # weight file, directory, the json itself
+        assert mimi_config_beside(path) == m  # from the CSM config's codec_config
+    (tmp_path / "config.json").write_text(json.dumps(small_csm().to_dict()))
+    assert mimi_config_beside(tmp_path) is None  # an original CSM config describes no Mimi
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: unreadable config"):
+        mimi_config_beside(weights)
 
 
 def test_dtype_handling(tmp_path, csm_weights):

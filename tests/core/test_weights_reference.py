@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from csm_core.config import CSMConfig, MimiConfig, mimi_tiny
+from csm_core.config import MimiConfig, mimi_tiny
 from csm_core.weights import (
     load_csm_checkpoint,
     load_mimi_checkpoint,
@@ -23,18 +23,14 @@ from csm_core.weights import (
     save_safetensors,
     split_codec,
 )
+from weights_helpers import BB_ROPE, DD_ROPE, small_csm
 
 pytestmark = pytest.mark.reference
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-BB_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 0.125,
-           "high_freq_factor": 0.5, "original_max_position_embeddings": 1024}  # fmt: skip
-DD_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1 / 512,
-           "high_freq_factor": 1 / 128, "original_max_position_embeddings": 16}  # fmt: skip
-
 # Same dims as the tiny-backbone / tiny-decoder flavors, so the HF config maps to named flavors.
-CSM = CSMConfig(backbone_flavor="tiny-backbone", decoder_flavor="tiny-decoder", text_vocab_size=300)
+CSM = small_csm()
 
 
 def hf_mimi_config(m: MimiConfig):

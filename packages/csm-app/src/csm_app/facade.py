@@ -8,11 +8,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -148,26 +146,7 @@ def load_codec(path, model_config=None):
     the Mimi file (HF Mimi or a CSM codec_config), else the CSM model's codec_config, else the
     released Mimi."""
     from csm_audio import Mimi
+    from csm_core.weights import mimi_config_beside
 
-    path = Path(path)
-    beside = (path if path.is_dir() else path.parent) / "config.json"
-    return Mimi.from_checkpoint(path, None if _codec_config(beside) else _codec_config(model_config))
-
-
-def _codec_config(config_json):
-    """The MimiConfig a config.json describes (model_type mimi, or a CSM codec_config), else None."""
-    from csm_core.weights import mimi_config_from_hf
-
-    if config_json is None or not Path(config_json).is_file():
-        return None
-    try:
-        data = json.loads(Path(config_json).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    if data.get("model_type") == "mimi":
-        return mimi_config_from_hf(data, str(config_json))
-    if isinstance(data.get("codec_config"), dict):
-        return mimi_config_from_hf(data["codec_config"], f"{config_json} codec_config")
-    return None
+    config = mimi_config_beside(path) or (mimi_config_beside(model_config) if model_config is not None else None)
+    return Mimi.from_checkpoint(path, config)

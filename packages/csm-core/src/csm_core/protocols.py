@@ -140,6 +140,8 @@ class WatermarkResult:
 
 @runtime_checkable
 class Watermarker(Protocol):
-    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray: ...
+    def embed(self, audio: np.ndarray, sample_rate: int, start_sample: int = 0) -> np.ndarray:
+        """Mark audio; start_sample is audio[0]'s position in a longer stream marked chunk by chunk."""
+        ...
 
     def detect(self, audio: np.ndarray, sample_rate: int) -> WatermarkResult: ...

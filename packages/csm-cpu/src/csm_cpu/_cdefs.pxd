@@ -43,3 +43,4 @@ cdef extern from "csm_threads.h" nogil:
         int count
         int gen
     void csm_sync_wait(csm_sync *b, int nth)
+    int csm_sync_next(csm_sync *b)

@@ -3,9 +3,9 @@
 All state lives in C structs (weights as csm_mat views, buffers, KV caches) so a whole frame
 runs without the GIL. Threads: ONE OpenMP parallel region per backbone call and ONE for a
 whole frame's decode (codebook-0 head + 31 decoder steps, each with its input projection and
-output head; thread 0 samples between barriers). Every product is split statically into
-equal row chunks per thread (bandwidth bound, evenly sized). Five barriers per layer (our
-spin-then-yield csm_sync, far cheaper than a passive OpenMP barrier):
+output head; thread 0 samples between barriers). Row chunks (~32 KiB of weights) of every
+product come from the team's work counter, so a preempted thread takes fewer. Five barriers
+per layer (csm_sync: spin, then futex sleep; far cheaper than a passive OpenMP barrier):
 
   norm+quantize (every thread, private copy) -> Q,K,V chunks (+RoPE, +KV-cache write) | attention
   | quantize (private) -> O chunks (+residual) | norm+quantize (private) -> gate/up chunks (+SwiGLU,
@@ -202,28 +202,23 @@ cdef void gate_up_chunk(int isa, Stack *s, Layer *ly, int c, int n, const float 
             csm_quantize_act(s.g + i * F + r0, r1 - r0, s.aq + i * F + r0, s.ad + (i * F + r0) // CSM_QK)
 
 
-cdef inline void split(int total, int tid, int nth, int *a, int *b) noexcept nogil:
-    """This thread's share [a, b) of `total` work items (static: the products are bandwidth
-    bound and evenly sized, so an even split balances and needs no shared counter)."""
-    a[0] = <int>((<int64_t>total * tid) // nth)
-    b[0] = <int>((<int64_t>total * (tid + 1)) // nth)
-
-
-cdef void group_part(int isa, const Group *g, int tid, int nth, const float *x, const int8_t *xq,
+cdef void group_part(int isa, const Group *g, csm_sync *bar, const float *x, const int8_t *xq,
                      const float *xd, int n) noexcept nogil:
-    """This thread's chunks of a product group."""
-    cdef int c, c0 = 0, c1 = 0, r0 = 0, r1 = 0
-    split(g.nchunks, tid, nth, &c0, &c1)
-    for c in range(c0, c1):
+    """This thread's chunks of a product group (taken from the team's work counter)."""
+    cdef int c = csm_sync_next(bar), r0 = 0, r1 = 0
+    while c < g.nchunks:
         group_chunk(isa, g, c, x, xq, xd, n, &r0, &r1)
+        c = csm_sync_next(bar)
 
 
 cdef void stack_layers(Stack *s, int n, int isa, int tid, int nth, csm_sync *bar, const Extra *ex) noexcept nogil:
     """Every layer of s over vectors x[0:n] (positions pos, batch rows bidx), run by EVERY
     thread of the enclosing parallel region (tid of nth) with barriers between dependent
-    phases; with ex: the input projection first and the output head last. Ends without a
-    barrier after the last phase (the caller syncs before reading its output)."""
-    cdef int l, i, j, c, c0 = 0, c1 = 0, b, h, kvh, job, r0 = 0, r1 = 0
+    phases; work items come from the team's counter (bar). With ex: the input projection
+    first and the output head last. Ends without a barrier after the last phase (the caller
+    syncs before reading its output, and every region ends on a barrier so the counter
+    starts at 0)."""
+    cdef int l, i, j, c, b, h, kvh, job, r0 = 0, r1 = 0
     cdef int grp = s.H // s.KVH, qd = s.H * s.hd, kvd = s.KVH * s.hd, D = s.D
     cdef float scale = 1.0 / sqrt(<double>s.hd)
     cdef Layer *ly
@@ -233,18 +228,19 @@ cdef void stack_layers(Stack *s, int n, int isa, int tid, int nth, csm_sync *bar
     cdef float *ad = s.pad + tid * (tstride // CSM_QK)
     if ex != NULL and ex.pre != NULL:
         prepare_input(ex.pre_in, n, ex.pre_cols, NULL, 0, group_is_block(ex.pre), xn, aq, ad)
-        group_part(isa, ex.pre, tid, nth, xn, aq, ad, n)
+        group_part(isa, ex.pre, bar, xn, aq, ad, n)
         csm_sync_wait(bar, nth)
     for l in range(s.L):
         ly = &s.layers[l]
         prepare_input(s.x, n, D, ly.sa_norm, s.eps, group_is_block(&ly.qkv), xn, aq, ad)
-        split(ly.qkv.nchunks, tid, nth, &c0, &c1)
-        for c in range(c0, c1):
+        c = csm_sync_next(bar)
+        while c < ly.qkv.nchunks:
             job = group_chunk(isa, &ly.qkv, c, xn, aq, ad, n, &r0, &r1)
             qkv_post(s, l, job, r0, r1, n)
+            c = csm_sync_next(bar)
         csm_sync_wait(bar, nth)
-        split(n * s.H, tid, nth, &c0, &c1)
-        for c in range(c0, c1):
+        c = csm_sync_next(bar)
+        while c < n * s.H:
             i = c // s.H
             h = c % s.H
             kvh = h // grp
@@ -253,23 +249,25 @@ cdef void stack_layers(Stack *s, int n, int isa, int tid, int nth, csm_sync *bar
             attend(isa, s.q + i * qd + h * s.hd, s.kc + off, s.vc + off, s.valid + b * s.maxpos,
                    s.pos[i] + 1, s.hd, kvd, scale, s.scores + tid * s.maxpos,
                    s.att + i * qd + h * s.hd)
+            c = csm_sync_next(bar)
         csm_sync_wait(bar, nth)
         if group_is_block(&ly.o):
             prepare_input(s.att, n, qd, NULL, 0, 1, s.att, aq, ad)
-        group_part(isa, &ly.o, tid, nth, s.att, aq, ad, n)
+        group_part(isa, &ly.o, bar, s.att, aq, ad, n)
         csm_sync_wait(bar, nth)
         prepare_input(s.x, n, D, ly.mlp_norm, s.eps, is_block(&ly.w1) or is_block(&ly.w3), xn, aq, ad)
-        split(ly.gu_chunks, tid, nth, &c0, &c1)
-        for c in range(c0, c1):
+        c = csm_sync_next(bar)
+        while c < ly.gu_chunks:
             gate_up_chunk(isa, s, ly, c, n, xn, aq, ad, group_is_block(&ly.down))
+            c = csm_sync_next(bar)
         csm_sync_wait(bar, nth)
-        group_part(isa, &ly.down, tid, nth, s.g, s.aq, s.ad, n)
+        group_part(isa, &ly.down, bar, s.g, s.aq, s.ad, n)
         csm_sync_wait(bar, nth)  # the next layer reads x
     if ex != NULL and ex.post != NULL:
         for j in range(ex.nsel):
             rmsnorm(s.x + ex.sel[j] * D, ex.post_norm, xn + j * D, D, s.eps)
         prepare_input(xn, ex.nsel, D, NULL, 0, group_is_block(ex.post), xn, aq, ad)
-        group_part(isa, ex.post, tid, nth, xn, aq, ad, ex.nsel)
+        group_part(isa, ex.post, bar, xn, aq, ad, ex.nsel)
 
 
 cdef void stack_run(Stack *s, int n, int isa, int nt, csm_sync *bar) noexcept nogil:
@@ -575,7 +573,7 @@ cdef class Engine:
         cdef float *ad = self.dec.pad + tid * (tstride // CSM_QK)
         # codebook 0 from the backbone state (this thread's quantized copy of it)
         prepare_input(self.hlast, B, self.Db, NULL, 0, group_is_block(&self.g_c0), self.hlast, aq, ad)
-        group_part(self.isa, &self.g_c0, tid, nth, self.hlast, aq, ad, B)
+        group_part(self.isa, &self.g_c0, &self.bar, self.hlast, aq, ad, B)
         csm_sync_wait(&self.bar, nth)
         if tid == 0:
             self._pick(0, temperature, topk, limit, codes, forced, probe)

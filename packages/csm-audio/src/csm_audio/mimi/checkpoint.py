@@ -7,18 +7,16 @@ in-memory dict and widens bf16/fp16 to the float32 the numpy codec computes in.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from csm_core.config import MimiConfig, mimi
+from csm_core.config import MimiConfig
 from csm_core.weights import (
     CheckpointError,
     detect_mimi_layout,
     load_mimi_checkpoint,
-    mimi_config_from_hf,
     mimi_hf_to_canonical,
     mimi_weight_shapes,
     split_codec,
@@ -26,7 +24,7 @@ from csm_core.weights import (
     validate_weights,
 )
 
-__all__ = ["CheckpointError", "canonical_weights", "config_beside", "load_weights"]
+__all__ = ["CheckpointError", "canonical_weights", "load_weights"]
 
 
 def canonical_weights(
@@ -39,22 +37,6 @@ def canonical_weights(
     canon = mimi_hf_to_canonical(raw, config, source)
     validate_weights(mimi_weight_shapes(config), canon, f"{source} ({layout} Mimi layout)")
     return {k: to_float32(np.asarray(v)) for k, v in canon.items()}
-
-
-def config_beside(path: str | Path) -> MimiConfig:
-    """The Mimi config in a `config.json` next to the weights (HF Mimi, or a CSM `codec_config`),
-    else the released Mimi: the same default load_mimi_checkpoint uses."""
-    path = Path(path)
-    cfg_path = (path if path.is_dir() else path.parent) / "config.json"
-    try:
-        data = json.loads(cfg_path.read_text())
-    except (OSError, ValueError):
-        return mimi()
-    if isinstance(data, dict) and data.get("model_type") == "mimi":
-        return mimi_config_from_hf(data, str(cfg_path))
-    if isinstance(data, dict) and isinstance(data.get("codec_config"), dict):
-        return mimi_config_from_hf(data["codec_config"], f"{cfg_path} codec_config")
-    return mimi()
 
 
 def load_weights(path: str | Path, config: MimiConfig) -> dict[str, np.ndarray]:

@@ -18,9 +18,10 @@ try:
 except ImportError:  # optional: without it BLAS keeps its thread count
     ThreadpoolController = None
 
-from csm_core.config import MimiConfig
+from csm_core.config import MimiConfig, mimi
+from csm_core.weights import mimi_config_beside
 
-from .checkpoint import canonical_weights, config_beside, load_weights
+from .checkpoint import canonical_weights, load_weights
 from .ops import Conv1d, ConvTranspose1d
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
@@ -72,7 +73,7 @@ class Mimi:
     def from_checkpoint(cls, path: str | Path, config: MimiConfig | None = None) -> "Mimi":
         """A Kyutai file, HF `kyutai/mimi` dir/file or HF CSM checkpoint; config from config.json
         beside it when not given, else the released Mimi."""
-        config = config or config_beside(path)
+        config = config or mimi_config_beside(path) or mimi()
         return cls(config, load_weights(path, config))
 
     # ---- encode ----

@@ -12,6 +12,7 @@ Loading (what backends and the app call):
     load_mimi_checkpoint(path, config=None, *, dtype=None, check_finite=True) -> weights
         Kyutai file, HF kyutai/mimi dir or file, HF CSM checkpoint's codec_model.*, csm-1b snapshot.
     find_csm_weights(dir) / find_mimi_weights(dir) -> Path      which file a directory resolves to
+    mimi_config_beside(path) -> MimiConfig | None      from the config.json beside weights (HF Mimi / codec_config)
     validate_weights(shapes, weights, source, *, check_finite=True)   strict: missing/extra/shape/NaN
     nonfinite_tensors(weights) -> {name: count}
     convert_weights(weights, dtype, *, keep=()) -> weights      cast floating tensors (bf16 <-> fp32 ...)
@@ -50,6 +51,7 @@ from .loader import (
     find_mimi_weights,
     load_csm_checkpoint,
     load_mimi_checkpoint,
+    mimi_config_beside,
     read_tensors,
     tensor_names,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "load_mimi_checkpoint",
     "find_csm_weights",
     "find_mimi_weights",
+    "mimi_config_beside",
     "validate_weights",
     "nonfinite_tensors",
     "convert_weights",

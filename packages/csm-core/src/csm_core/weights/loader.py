@@ -37,6 +37,7 @@ __all__ = [
     "find_mimi_weights",
     "load_csm_checkpoint",
     "load_mimi_checkpoint",
+    "mimi_config_beside",
 ]
 
 _CSM_FILES = ("model.safetensors", "model.safetensors.index.json", "transformers.safetensors.index.json", "ckpt.pt")
@@ -189,7 +190,7 @@ def load_mimi_checkpoint(
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     weights_path = find_mimi_weights(path) if path.is_dir() else path
-    cfg = config or _mimi_config(weights_path.parent)
+    cfg = config or mimi_config_beside(weights_path) or mimi()
     preset_hint = "" if config is not None or (weights_path.parent / "config.json").is_file() else (
         "\n  (no config.json beside the weights: assumed the released Mimi preset; pass config= if this is another model)"
     )
@@ -207,12 +208,19 @@ def load_mimi_checkpoint(
     return convert_weights(weights, dtype) if dtype is not None else weights
 
 
-def _mimi_config(directory: Path) -> MimiConfig:
-    data = _read_json(directory / "config.json")
+def mimi_config_beside(path: str | Path) -> MimiConfig | None:
+    """The Mimi config a `config.json` describes (an HF Mimi config, or a CSM config's
+    `codec_config`), else None. path: a weight file (the config.json beside it is read), a
+    directory (its config.json), or a `.json` config file itself."""
+    path = Path(path)
+    if path.is_dir():
+        cfg_path = path / "config.json"
+    else:
+        cfg_path = path if path.suffix == ".json" and not path.name.endswith(".index.json") else path.parent / "config.json"
+    data = _read_json(cfg_path)
     if isinstance(data, Mapping):
-        source = str(directory / "config.json")
         if data.get("model_type") == "mimi":
-            return mimi_config_from_hf(data, source)
+            return mimi_config_from_hf(data, str(cfg_path))
         if isinstance(data.get("codec_config"), Mapping):
-            return mimi_config_from_hf(data["codec_config"], f"{source} codec_config")
-    return mimi()
+            return mimi_config_from_hf(data["codec_config"], f"{cfg_path} codec_config")
+    return None

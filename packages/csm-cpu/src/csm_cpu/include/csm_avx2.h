@@ -9,6 +9,11 @@
 #include "csm_portable.h"
 
 #define CSM_AVX2 __attribute__((target("avx2,fma,f16c")))
+/* Software prefetch distance of the repacked block kernels: one sequential stream per call,
+ * and the hardware prefetcher alone left single-core Q8_0/Q4_0 streaming ~40% short. */
+#ifndef CSM_PF_BYTES
+#define CSM_PF_BYTES 2048
+#endif
 
 CSM_AVX2 static inline float csm_hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -208,6 +213,10 @@ CSM_AVX2 static inline void csm_dot4il_q8_0_avx2(const csm_block_q8_0 *w, const 
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < nb; b++) {
         __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
+        const char *pf = (const char *)(w + 4 * b) + CSM_PF_BYTES;
+        _mm_prefetch(pf, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 128, _MM_HINT_T0);
         for (int r = 0; r < 4; r++) {
             const csm_block_q8_0 *blk = w + 4 * b + r;
             __m256 d = _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]);
@@ -226,6 +235,8 @@ CSM_AVX2 static inline void csm_dot4il_q4_0_avx2(const csm_block_q4_0 *w, const 
     const char *g = (const char *)w;
     for (int b = 0; b < nb; b++, g += 4 * sizeof(csm_block_q4_0)) {
         csm_q4x_avx2 x = csm_q4_x_avx2(xq + b * CSM_QK);
+        _mm_prefetch(g + CSM_PF_BYTES, _MM_HINT_T0);
+        _mm_prefetch(g + CSM_PF_BYTES + 64, _MM_HINT_T0);
         __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_set1_ps(xd[b]));
         __m256 d8 = _mm256_castps128_ps256(d);
         __m256i p01 = csm_q4_pair_avx2(_mm256_loadu_si256((const __m256i *)(g + 8)), &x);
