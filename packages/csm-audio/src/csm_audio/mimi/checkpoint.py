@@ -13,16 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from csm_core.config import MimiConfig
-from csm_core.weights import (
-    CheckpointError,
-    detect_mimi_layout,
-    load_mimi_checkpoint,
-    mimi_hf_to_canonical,
-    mimi_weight_shapes,
-    split_codec,
-    to_float32,
-    validate_weights,
-)
+from csm_core.weights import CheckpointError, canonical_mimi_weights, load_mimi_checkpoint, to_float32
 
 __all__ = ["CheckpointError", "canonical_weights", "load_weights"]
 
@@ -31,11 +22,7 @@ def canonical_weights(
     weights: Mapping[str, np.ndarray], config: MimiConfig, source: str = "weights"
 ) -> dict[str, np.ndarray]:
     """Any supported Mimi layout -> canonical Kyutai names, float32, strictly validated."""
-    _, codec = split_codec(weights)
-    raw = codec or dict(weights)
-    layout = detect_mimi_layout(raw, source)
-    canon = mimi_hf_to_canonical(raw, config, source)
-    validate_weights(mimi_weight_shapes(config), canon, f"{source} ({layout} Mimi layout)")
+    canon = canonical_mimi_weights(weights, config, source)
     return {k: to_float32(np.asarray(v)) for k, v in canon.items()}
 
 

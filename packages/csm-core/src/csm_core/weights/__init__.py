@@ -13,6 +13,7 @@ Loading (what backends and the app call):
         Kyutai file, HF kyutai/mimi dir or file, HF CSM checkpoint's codec_model.*, csm-1b snapshot.
     find_csm_weights(dir) / find_mimi_weights(dir) -> Path      which file a directory resolves to
     mimi_config_beside(path) -> MimiConfig | None      from the config.json beside weights (HF Mimi / codec_config)
+    canonical_mimi_weights(weights, config, source) -> weights   an in-memory Mimi dict, any layout → canonical
     validate_weights(shapes, weights, source, *, check_finite=True)   strict: missing/extra/shape/NaN
     nonfinite_tensors(weights) -> {name: count}
     convert_weights(weights, dtype, *, keep=()) -> weights      cast floating tensors (bf16 <-> fp32 ...)
@@ -50,6 +51,7 @@ from .loader import (
     find_csm_weights,
     find_mimi_weights,
     load_csm_checkpoint,
+    canonical_mimi_weights,
     load_mimi_checkpoint,
     mimi_config_beside,
     read_tensors,
@@ -69,6 +71,7 @@ __all__ = [
     "find_csm_weights",
     "find_mimi_weights",
     "mimi_config_beside",
+    "canonical_mimi_weights",
     "validate_weights",
     "nonfinite_tensors",
     "convert_weights",

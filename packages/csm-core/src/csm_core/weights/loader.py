@@ -194,18 +194,24 @@ def load_mimi_checkpoint(
     preset_hint = "" if config is not None or (weights_path.parent / "config.json").is_file() else (
         "\n  (no config.json beside the weights: assumed the released Mimi preset; pass config= if this is another model)"
     )
-    raw = read_tensors(weights_path)
-    source = str(weights_path)
-    _, codec = split_codec(raw)
-    if codec:
-        raw = codec
-    layout = detect_mimi_layout(raw, source)
     try:
-        weights = mimi_hf_to_canonical(raw, cfg, source)
-        validate_weights(mimi_weight_shapes(cfg), weights, f"{source} ({layout} Mimi layout)", check_finite=check_finite)
+        weights = canonical_mimi_weights(read_tensors(weights_path), cfg, str(weights_path), check_finite=check_finite)
     except CheckpointError as e:
         raise CheckpointError(f"{e}{preset_hint}") from None
     return convert_weights(weights, dtype) if dtype is not None else weights
+
+
+def canonical_mimi_weights(
+    weights: Mapping[str, np.ndarray], config: MimiConfig, source: str = "weights", *, check_finite: bool = True
+) -> dict[str, np.ndarray]:
+    """An in-memory Mimi weight dict in any supported layout (Kyutai, HF flat or nested, an HF CSM
+    checkpoint's `codec_model.*`) → canonical Kyutai names, strictly validated; dtypes kept."""
+    _, codec = split_codec(weights)
+    raw = codec or dict(weights)
+    layout = detect_mimi_layout(raw, source)
+    canon = mimi_hf_to_canonical(raw, config, source)
+    validate_weights(mimi_weight_shapes(config), canon, f"{source} ({layout} Mimi layout)", check_finite=check_finite)
+    return canon
 
 
 def mimi_config_beside(path: str | Path) -> MimiConfig | None:

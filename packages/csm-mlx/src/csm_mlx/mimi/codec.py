@@ -14,15 +14,7 @@ from typing import Any, Mapping
 import mlx.core as mx
 import numpy as np
 from csm_core.config import MimiConfig
-from csm_core.weights import (
-    detect_mimi_layout,
-    load_mimi_checkpoint,
-    mimi_hf_to_canonical,
-    mimi_weight_shapes,
-    split_codec,
-    to_float32,
-    validate_weights,
-)
+from csm_core.weights import canonical_mimi_weights as _canonical, load_mimi_checkpoint, to_float32
 
 from .conv import Conv1d, ConvTranspose1d
 from .quantizer import SplitRVQ
@@ -34,12 +26,7 @@ __all__ = ["MlxMimi", "MlxMimiStreamingDecoder"]
 
 def canonical_mimi_weights(weights: Mapping[str, Any], config: MimiConfig, source: str = "weights") -> dict[str, np.ndarray]:
     """Any supported Mimi layout (Kyutai, HF flat/nested, HF CSM ``codec_model.*``) → canonical float32, validated."""
-    weights = {k: np.asarray(v) for k, v in weights.items()}
-    _, codec = split_codec(weights)
-    raw = codec or weights
-    layout = detect_mimi_layout(raw, source)
-    canon = mimi_hf_to_canonical(raw, config, source)
-    validate_weights(mimi_weight_shapes(config), canon, f"{source} ({layout} Mimi layout)")
+    canon = _canonical({k: np.asarray(v) for k, v in weights.items()}, config, source)
     return {k: to_float32(v) for k, v in canon.items()}
 
 
