@@ -13,6 +13,7 @@ import mlx.nn as nn
 import numpy as np
 from csm_core.config import CSMConfig
 from csm_core.protocols import SamplingParams
+from csm_core.weights import CheckpointError, validate_weights
 
 from .cache import KVCache
 from .llama import Transformer
@@ -138,22 +139,9 @@ class CSMModel(nn.Module):
 
 
 def check_canonical(config: CSMConfig, weights: Mapping[str, object]) -> None:
-    """Raise WeightsError naming every missing, unexpected or misshapen tensor."""
-    expected = config.weight_shapes()
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    bad = [
-        f"{k}: {tuple(weights[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if k in weights and tuple(weights[k].shape) != tuple(expected[k])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if extra:
-        problems.append(f"unexpected {len(extra)} tensor(s): {', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}")
-    if bad:
-        problems.append(f"wrong shape: {'; '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
-    if problems:
-        b, d = config.backbone_flavor, config.decoder_flavor
-        raise WeightsError(f"weights do not match the config (backbone {b!r}, decoder {d!r}): " + " | ".join(problems))
+    """Raise WeightsError naming every missing, unexpected or misshapen tensor (csm_core's strict check)."""
+    b, d = config.backbone_flavor, config.decoder_flavor
+    try:
+        validate_weights(config.weight_shapes(), weights, f"weights for backbone {b!r}, decoder {d!r}", check_finite=False)
+    except CheckpointError as e:
+        raise WeightsError(str(e)) from None
