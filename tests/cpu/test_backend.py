@@ -55,6 +55,37 @@ def test_quantized_teacher_forced_agreement(oracle, quant, min_top1, max_err):
     assert np.mean(agree) >= min_top1 and max(err) <= max_err
 
 
+@pytest.mark.parametrize("quant", ["f32", "q8_0"])
+def test_work_split_is_exact(quant, monkeypatch):
+    """Matrices large enough to split into many work items (320 KiB - 2 MiB): the logits are
+    bit-identical for any item size and thread count (each row's product is one kernel call),
+    and fp32 matches the numpy reference."""
+    from csm_core.config import CSMConfig, LlamaConfig
+    from csm_core.reference import CSMReference
+
+    flavors = {"mid-b": LlamaConfig(num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=256, intermediate_dim=1024),
+               "mid-d": LlamaConfig(num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=128, intermediate_dim=2048)}
+    cfg = CSMConfig(backbone_flavor="mid-b", decoder_flavor="mid-d", text_vocab_size=4096, audio_num_codebooks=4,
+                    custom_flavors=flavors)
+    w = random_csm_weights(cfg, 5)
+    rng = np.random.default_rng(2)
+    tokens, mask = make_prompt(cfg, rng, context=((3, 2),), target_text_len=3)
+    codes = rng.integers(0, 2048, (1, 4)).astype(np.int32)
+    runs = []
+    for kib, threads in ((32, 1), (32, 2), (256, 2), (4096, 2)):
+        monkeypatch.setenv("CSM_CPU_CHUNK_KIB", str(kib))
+        runs.append(CpuBackend(cfg, w, quant, threads=threads).teacher_forced_logits(tokens, mask, codes))
+    for c0, depth in runs[1:]:
+        np.testing.assert_array_equal(c0, runs[0][0])
+        np.testing.assert_array_equal(depth, runs[0][1])
+    if quant == "f32":
+        ref = CSMReference(cfg, w).teacher_forced_logits(tokens, mask, codes)
+        assert np.abs(runs[0][0] - ref[0]).max() <= 1e-4 and np.abs(runs[0][1] - ref[1]).max() <= 1e-4
+    monkeypatch.setenv("CSM_CPU_CHUNK_KIB", "8")
+    with pytest.raises(ValueError, match="CSM_CPU_CHUNK_KIB"):
+        CpuBackend(cfg, w, quant, threads=1)
+
+
 def test_batch_with_left_padding_matches_single_rows(oracle):
     """Rows of different prompt lengths, left-padded, give each row's batch-1 greedy frames."""
     cfg, w = oracle["config"], oracle["weights"]

@@ -36,6 +36,16 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _chunk_kib() -> int:
+    """Largest work item of a product in KiB ($CSM_CPU_CHUNK_KIB, a tuning knob; default 256)."""
+    env = os.environ.get("CSM_CPU_CHUNK_KIB", "").strip()
+    if not env:
+        return 256
+    if not env.isdigit() or int(env) < 32:
+        raise ValueError(f"CSM_CPU_CHUNK_KIB must be an integer >= 32, got {env!r}")
+    return int(env)
+
+
 def _repack_in_place(weights: dict) -> None:
     """Row-interleave the block-format matrices the products stream (not the embedding tables,
     which are looked up row by row), one at a time so memory grows by one tensor at most."""
@@ -121,7 +131,9 @@ class CpuBackend:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if self._engine is None or batch_size != self._batch:
             self._engine = None  # free the old caches first
-            self._engine = _engine.Engine(self._dims, self._weights, int(batch_size), self.threads, active_isa())
+            self._engine = _engine.Engine(
+                self._dims, self._weights, int(batch_size), self.threads, active_isa(), _chunk_kib()
+            )
             self._batch = int(batch_size)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
