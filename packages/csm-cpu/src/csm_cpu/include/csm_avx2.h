@@ -226,6 +226,35 @@ CSM_AVX2 static inline void csm_dot4il_q8_0_avx2(const csm_block_q8_0 *w, const 
     for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
 }
 
+/* Two activation vectors against the same 4 repacked Q8_0 rows (prompt prefill): each weight
+ * block is loaded and made absolute once for both, no prefetch (the rows sit in L1 across the
+ * vectors of a prefill chunk). Same per-block products, scale products and summation order as
+ * csm_dot4il_q8_0_avx2, so results are bit-identical. out0/out1: 4 rows each. */
+CSM_AVX2 static inline void csm_dot4il2_q8_0_avx2(const csm_block_q8_0 *w, const int8_t *xq0, const float *xd0,
+                                                   const int8_t *xq1, const float *xd1, int nb, float *out0,
+                                                   float *out1) {
+    __m256 a[4], c[4];
+    for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq0 + b * CSM_QK));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq1 + b * CSM_QK));
+        for (int r = 0; r < 4; r++) {
+            const csm_block_q8_0 *blk = w + 4 * b + r;
+            __m256i qw = _mm256_loadu_si256((const __m256i *)blk->qs);
+            __m256i aw = _mm256_sign_epi8(qw, qw);
+            float dw = _cvtsh_ss(blk->d);
+            __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x0, qw)), _mm256_set1_epi16(1));
+            __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x1, qw)), _mm256_set1_epi16(1));
+            a[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd0[b]), _mm256_cvtepi32_ps(p0), a[r]);
+            c[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd1[b]), _mm256_cvtepi32_ps(p1), c[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        out0[r] = csm_hsum_avx2(a[r]);
+        out1[r] = csm_hsum_avx2(c[r]);
+    }
+}
+
 /* Q4_0 repacked (csm_repack4): per block, the 4 rows' scales (8 bytes) then their quant bytes
  * (4 x 16): one 8-byte load and one conversion give all four scales, one 32-byte load two rows. */
 CSM_AVX2 static inline void csm_dot4il_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq, const float *xd,

@@ -103,7 +103,20 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
         float d[4];
         for (; r + 4 <= r1; r += 4) {
             const char *row = W->data + (int64_t)r * rb;
-            for (int n = 0; n < nvec; n++) {
+            int n = 0;
+            if (W->fmt == CSM_Q8_0 && W->interleaved) { /* prefill: two vectors per pass over the rows */
+                float d1[4];
+                for (; n + 2 <= nvec; n += 2) {
+                    csm_dot4il2_q8_0_avx2((const csm_block_q8_0 *)row, xq + (int64_t)n * cols, xd + (int64_t)n * nb,
+                                          xq + (int64_t)(n + 1) * cols, xd + (int64_t)(n + 1) * nb, nb, d, d1);
+                    float *o0 = y + (int64_t)n * ldy + r, *o1 = o0 + ldy;
+                    for (int k = 0; k < 4; k++) {
+                        o0[k] = accumulate ? o0[k] + d[k] : d[k];
+                        o1[k] = accumulate ? o1[k] + d1[k] : d1[k];
+                    }
+                }
+            }
+            for (; n < nvec; n++) {
                 const float *xn = x + (int64_t)n * cols;
                 const int8_t *qn = xq + (int64_t)n * cols;
                 const float *dn = xd + (int64_t)n * nb;
