@@ -96,7 +96,8 @@ def test_row_interleaved_repack_gives_identical_products(fmt):
         pytest.skip("the repacked layout is read by the avx2 path only")
     rng = np.random.default_rng(4)
     for rows in (1, 4, 7, 66):
-        w = rng.standard_normal((rows, 96)).astype(np.float32)
-        x = rng.standard_normal((3, 96)).astype(np.float32)
-        q = quant.quantize(w, fmt)
-        np.testing.assert_array_equal(quant.matmat(q.repack4(), x, threads=2), quant.matmat(q, x))
+        for nvec in (1, 2, 3):  # one vector (decode kernels) and pairs (prefill kernels) + a remainder
+            w = rng.standard_normal((rows, 96)).astype(np.float32)
+            x = rng.standard_normal((nvec, 96)).astype(np.float32)
+            q = quant.quantize(w, fmt)
+            np.testing.assert_array_equal(quant.matmat(q.repack4(), x, threads=2), quant.matmat(q, x))

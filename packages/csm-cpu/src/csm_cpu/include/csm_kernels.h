@@ -90,9 +90,12 @@ static inline float csm_dot(int isa, int fmt, const char *row, int cols, const f
     return NAN;
 }
 
+#define CSM_Q4_CORR_MAX 256 /* blocks (8192 columns): 8 KiB of stack */
+
 /* y[n*ldy + r] (+)= W[r, :] . x_n for rows r0 <= r < r1 and nvec activation vectors.
  * Activations: x [nvec, cols] fp32, or xq [nvec, cols] int8 + xd [nvec, cols/32]. Each weight
  * row is read from memory once and reused for every vector while it sits in L1/L2. */
+
 static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const float *x,
                                 const int8_t *xq, const float *xd, int nvec, float *y,
                                 int64_t ldy, int accumulate) {
@@ -101,6 +104,13 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) {
         float d[4];
+        /* Q4_0 corrections of a single vector (decode), once for all the rows here */
+        __m256i corr[CSM_Q4_CORR_MAX];
+        const __m256i *c1 = NULL;
+        if (W->fmt == CSM_Q4_0 && W->interleaved && nvec == 1 && nb <= CSM_Q4_CORR_MAX && r1 - r0 >= 8) {
+            csm_q4_corr_avx2(xq, nb, corr);
+            c1 = corr;
+        }
         for (; r + 4 <= r1; r += 4) {
             const char *row = W->data + (int64_t)r * rb;
             int n = 0;
@@ -128,7 +138,7 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                     else csm_dot4_q8_0_avx2(row, rb, qn, dn, nb, d);
                     break;
                 default:
-                    if (W->interleaved) csm_dot4il_q4_0_avx2((const csm_block_q4_0 *)row, qn, dn, nb, d);
+                    if (W->interleaved) csm_dot4il_q4_0_avx2((const csm_block_q4_0 *)row, qn, dn, c1, nb, d);
                     else csm_dot4_q4_0_avx2(row, rb, qn, dn, nb, d);
                     break;
                 }
