@@ -86,6 +86,72 @@ def test_work_split_is_exact(quant, monkeypatch):
         CpuBackend(cfg, w, quant, threads=1)
 
 
+@pytest.mark.parametrize("quant", ["f32", "q4_0"])
+def test_prompt_prefix_in_the_cache_is_reused_exactly(oracle, quant):
+    """A prompt that repeats what the cache holds (the context and the sentence just generated,
+    as the Generator builds the next sentence's prompt) only runs its new rows, and gives the very
+    frames a fresh backend gives, sampled with the same seed."""
+    from csm_core.protocols import SamplingParams
+
+    cfg, w = oracle["config"], oracle["weights"]
+    tokens, mask = oracle["tokens"], oracle["mask"]
+    S, K = tokens.shape[1], cfg.audio_num_codebooks
+    params = SamplingParams(temperature=0.9, topk=50)
+    be = CpuBackend(cfg, w, quant, threads=2)
+    first = run_frames(be, tokens, mask, 6, params, seed=3)
+    assert be.reused_positions == 0
+    # next prompt: the same prompt, the 5 frames fed back, an EOS frame, then 3 new text rows
+    rows_t, rows_m = [tokens], [mask]
+    for codes in first[0, :5]:
+        rows_t.append(frame_row(codes[None])[0])
+        rows_m.append(frame_row(codes[None])[1])
+    eos_t, eos_m = frame_row(np.zeros((1, K), np.int32))
+    text_t = np.zeros((1, 3, K + 1), np.int64)
+    text_t[0, :, K] = [128000, 9906, 128001]
+    text_m = np.zeros((1, 3, K + 1), bool)
+    text_m[0, :, K] = True
+    tokens2, mask2 = np.concatenate(rows_t + [eos_t, text_t], 1), np.concatenate(rows_m + [eos_m, text_m], 1)
+    second = run_frames(be, tokens2, mask2, 6, params, seed=4)
+    assert be.reused_positions == S + 5
+    fresh = CpuBackend(cfg, w, quant, threads=2)
+    np.testing.assert_array_equal(second, run_frames(fresh, tokens2, mask2, 6, params, seed=4))
+    # a prompt that differs from its first row on reuses nothing, and still matches a fresh run
+    tokens3 = tokens2.copy()
+    tokens3[0, 0, K] += 1
+    third = run_frames(be, tokens3, mask2, 4, params, seed=5)
+    assert be.reused_positions == 0
+    np.testing.assert_array_equal(third, run_frames(fresh, tokens3, mask2, 4, params, seed=5))
+    # teacher forcing after generation: same logits as on a fresh backend
+    codes = oracle["tf_codes"]
+    got, want = be.teacher_forced_logits(tokens, mask, codes), fresh.teacher_forced_logits(tokens, mask, codes)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_generator_reuses_the_context_and_earlier_sentences(oracle):
+    """Sentence by sentence, each prompt repeats the previous one plus the sentence just spoken:
+    the backend runs only the new rows, and the codes equal a run that recomputes everything."""
+    from csm_core import Segment
+    from csm_core.generation import Generator
+    from csm_core.testing.generation import FakeTokenizer
+
+    cfg, w = oracle["config"], oracle["weights"]
+    context = [Segment(1, "Hello there.", codes=np.random.default_rng(0).integers(1, 2048, (32, 6)))]
+    runs = []
+    for reuse in (True, False):
+        be = CpuBackend(cfg, w, "q8_0", threads=2)
+        be.reuse_prefix = reuse
+        gen = Generator(be, FakeTokenizer())
+        runs.append(gen.generate("One two. Three four. Five six.", context=context, seed=7, max_audio_ms=480))
+    on, off = runs
+    np.testing.assert_array_equal(on.codes, off.codes)
+    st = on.stats
+    assert len(st.sentences) == 3 and off.stats.reused_prompt_frames == [0, 0, 0]
+    assert st.reused_prompt_frames[0] == 0
+    for j in (1, 2):  # the previous prompt and all its frames but an unfed last one are kept
+        assert st.reused_prompt_frames[j] >= st.prompt_frames[j - 1] + st.frames[j - 1] - 1
+
+
 def test_batch_with_left_padding_matches_single_rows(oracle):
     """Rows of different prompt lengths, left-padded, give each row's batch-1 greedy frames."""
     cfg, w = oracle["config"], oracle["weights"]

@@ -88,6 +88,8 @@ class GenerationStats:
 
     sentences: list[str] = field(default_factory=list)  # the texts generated, in order
     prompt_frames: list[int] = field(default_factory=list)  # prompt length per sentence (batch: per row)
+    # prompt rows per sentence the backend found in its cache and did not recompute (0 if it cannot)
+    reused_prompt_frames: list[int] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  # frames generated per sentence (batch: per row)
     stop_reasons: list[str] = field(default_factory=list)  # "eos" or "max_length", per sentence/row
     dropped_context: int = 0  # caller's context segments dropped to fit the window (most at once)
@@ -405,6 +407,7 @@ class Generator:
                     stats.time_to_first_frame_s = stats._mark()
                 yield codes[-1]
             stats.stop_reasons.append("max_length" if len(codes) == opts.max_frames else "eos")
+            stats.reused_prompt_frames.append(int(getattr(self.model, "reused_positions", 0)))
             stats._mark()
             if j + 1 < len(sentences):  # carry this sentence as context for the next
                 carried = Segment(speaker, sentence, codes=self._stack(codes))

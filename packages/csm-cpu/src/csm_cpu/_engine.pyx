@@ -449,12 +449,16 @@ cdef class Engine:
             ly.gu_chunks = (s.F + ly.gu_ch - 1) // ly.gu_ch
             group_add(&ly.down, &ly.w2, s.x, s.D, 1, self.cap, self.nt)
 
-    def reset(self, seed):
-        """Empty the caches and reseed each batch row's generator."""
+    def reset(self, seed, int keep=0):
+        """Empty the caches from position `keep` on (the first `keep` positions stay: the caller
+        knows they hold the prompt it is about to run) and reseed each batch row's generator."""
         cdef int b
         cdef uint64_t st
-        memset(self.bb.valid, 0, self.B * self.bb.maxpos)
-        self.position = 0
+        if keep < 0 or keep > self.position:
+            raise ValueError(f"keep={keep} outside the {self.position} cached positions")
+        for b in range(self.B):
+            memset(self.bb.valid + b * self.bb.maxpos + keep, 0, self.bb.maxpos - keep)
+        self.position = keep
         seed = int(seed) & 0xFFFFFFFFFFFFFFFF
         for b in range(self.B):
             st = <uint64_t>seed + <uint64_t>b * 0xD1B54A32D192ED03ULL

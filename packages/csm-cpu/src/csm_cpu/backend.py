@@ -29,7 +29,7 @@ def default_threads() -> int:
             raise ValueError(f"CSM_NUM_THREADS={env!r} is not an integer") from None
         if n < 1:
             raise ValueError(f"CSM_NUM_THREADS must be >= 1, got {n}")
-        return n
+        return n if same.all() else int(np.argmin(same))
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -90,6 +90,8 @@ class CpuBackend:
         self._dims = engine_dims(config)
         self._engine: _engine.Engine | None = None
         self._controller = None
+        self.reuse_prefix = True
+        self.reused_positions = 0
         self.reset(batch_size)
 
     @classmethod
@@ -120,7 +122,7 @@ class CpuBackend:
     # ---- FrameModel ----
     @property
     def position(self) -> int:
-        return self._engine.position
+        return 0 if self._fresh is not None else self._engine.position
 
     @property
     def batch_size(self) -> int:
@@ -135,16 +137,50 @@ class CpuBackend:
                 self._dims, self._weights, int(batch_size), self.threads, active_isa(), _chunk_kib()
             )
             self._batch = int(batch_size)
+            maxpos = self._dims["backbone"]["max_seq_len"]
+            # what the backbone cache holds, row by row (masked-out entries zeroed): [B, maxpos, K+1]
+            self._seen_tokens = np.zeros((self._batch, maxpos, self.config.audio_num_codebooks + 1), np.int64)
+            self._seen_mask = np.zeros(self._seen_tokens.shape, np.uint8)
+            self._engine.reset(0)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-        self._engine.reset(int(seed))
+        # The caches are emptied when the next prompt arrives: the part of it that repeats what
+        # they hold (the voice context, earlier sentences) is then kept instead of recomputed.
+        self._fresh = int(seed)
 
     def generate_frame(self, tokens: np.ndarray, mask: np.ndarray, params: SamplingParams) -> np.ndarray:
         tokens, mask = self._check_inputs(tokens, mask)
         limit = self._limit(params)
         with self._blas_single_thread():
-            self._engine.backbone(tokens, mask)
+            self._run_backbone(tokens, mask)
             return self._engine.decode(float(params.temperature), int(params.topk), limit)
+
+    def _run_backbone(self, tokens: np.ndarray, mask: np.ndarray) -> None:
+        """Backbone over the new positions; right after reset(), the longest prefix of the prompt
+        that the cache already holds at the same positions is reused (the results are the same
+        bit for bit: every position's products are computed alike one by one or in a prompt)."""
+        keep = 0
+        if self._fresh is not None:
+            if self.reuse_prefix:
+                keep = self._cached_prefix(tokens, mask)
+            self._engine.reset(self._fresh, keep)
+            self._fresh = None
+            self.reused_positions = keep
+            tokens, mask = tokens[:, keep:], mask[:, keep:]
+        start = self._engine.position
+        self._engine.backbone(np.ascontiguousarray(tokens), np.ascontiguousarray(mask))
+        self._seen_tokens[:, start : start + tokens.shape[1]] = tokens
+        self._seen_mask[:, start : start + tokens.shape[1]] = mask
+
+    def _cached_prefix(self, tokens: np.ndarray, mask: np.ndarray) -> int:
+        """Positions at the start of the prompt whose rows equal the cached ones (at most S - 1:
+        the last position always runs, its state feeds the decoder)."""
+        n = min(tokens.shape[1] - 1, self._engine.position)
+        if n <= 0:
+            return 0
+        same = (self._seen_tokens[:, :n] == tokens[:, :n]).all(axis=(0, 2))
+        same &= (self._seen_mask[:, :n] == mask[:, :n]).all(axis=(0, 2))
+        return n if same.all() else int(np.argmin(same))
 
     # ---- LogitsProbe ----
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray):
@@ -156,9 +192,9 @@ class CpuBackend:
         if codes.min() < 0 or codes.max() >= V:
             raise ValueError(f"codes must lie in [0, {V}), got range [{codes.min()}, {codes.max()}]")
         probe = np.zeros((self._batch, K, V), np.float32)
-        self._engine.reset(0)
+        self._fresh = 0
         with self._blas_single_thread():
-            self._engine.backbone(tokens, mask)
+            self._run_backbone(tokens, mask)
             self._engine.decode(0.0, 1, V, forced=codes, probe=probe)
         return probe[:, 0].copy(), probe[:, 1:].copy()
 
