@@ -9,6 +9,7 @@ limit in practice: random models never emit it). Medians over --runs.
     python tools/bench_generation.py --quant q8_0 --frames 25             # CSM-1B shapes, ~9 GB RAM
     python tools/bench_generation.py --config tiny --frames 20 --runs 3      # smoke test
     python tools/bench_generation.py --quant q8_0 --batch 1 4 8              # batch throughput
+    python tools/bench_generation.py --quant q8_0 --context-frames 125       # a 10 s voice context, 2 sentences
 
 Run full-size benchmarks alone on the machine (`flock /work/bigmem.lock ...` here).
 """
@@ -27,7 +28,9 @@ for pkg in ("csm-core", "csm-cpu", "csm-audio", "csm-tokenizers"):
     if src.is_dir() and str(src) not in sys.path:
         sys.path.append(str(src))
 
-from csm_core import Generator, Request, csm_1b, csm_tiny, mimi, mimi_tiny  # noqa: E402
+import numpy as np  # noqa: E402
+
+from csm_core import Generator, Request, Segment, csm_1b, csm_tiny, mimi, mimi_tiny  # noqa: E402
 from csm_core.testing.csm import random_csm_weights  # noqa: E402
 from csm_core.testing.generation import FakeTokenizer  # noqa: E402
 from csm_core.testing.mimi import random_mimi_weights  # noqa: E402
@@ -58,6 +61,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=25, help="frames per utterance (80 ms each)")
     ap.add_argument("--chunk-frames", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--batch", type=int, nargs="*", default=[], help="also measure generate_batch at these B")
+    ap.add_argument("--context-frames", type=int, default=0,
+                    help="also time two sentences after a voice context of this many frames, prompt-prefix reuse off/on")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
@@ -99,6 +104,9 @@ def main() -> int:
             rtf.append(st.real_time_factor)
         print(f"| {chunk} | {median(ttff):.0f} | {median(ttfa):.0f} | {median(fps):.2f} | {median(rtf):.2f} |")
 
+    if args.context_frames:
+        context_scenario(gen, model, args)
+
     if args.batch:
         print("\n| batch B | frames/s (all rows) | per-row frames/s | throughput vs B=1 |")
         print("|---|---|---|---|")
@@ -115,6 +123,38 @@ def main() -> int:
             speed = f"{r / base:.2f}x" if base else "-"
             print(f"| {b} | {r:.2f} | {r / b:.2f} | {speed} |")
     return 0
+
+
+def context_scenario(gen, model, args) -> None:
+    """Two sentences after a voice context: the first sentence's time to first frame (the whole
+    prompt is new), and the gap before the second sentence's first frame, whose prompt repeats the
+    context and the first sentence (prefill of the new rows + one frame)."""
+    ctx = [Segment(1, "A few words in the voice to copy.",
+                   codes=np.random.default_rng(1).integers(1, 2048, (model.config.audio_num_codebooks, args.context_frames)))]
+    text = f"{TEXT}. {TEXT}."
+    print(f"\nvoice context of {args.context_frames} frames, then 2 sentences of {args.frames} frames each")
+    print("| prompt prefix reuse | first sentence: time to first frame (ms) | second sentence: gap to its first frame (ms) "
+          "| rows reused |")
+    print("|---|---|---|---|")
+    for reuse in (False, True):
+        if not hasattr(model, "reuse_prefix"):
+            if reuse:
+                break
+        else:
+            model.reuse_prefix = reuse
+        first, gap, reused = [], [], 0
+        for run in range(args.runs):
+            stream = gen.stream_frames(text, context=ctx, seed=run, max_audio_ms=args.frames * 80)
+            times = []
+            for _ in stream:
+                times.append(time.perf_counter())
+            st = stream.stats
+            first.append(st.time_to_first_frame_s * 1e3)
+            gap.append((times[st.frames[0]] - times[st.frames[0] - 1]) * 1e3)
+            reused = st.reused_prompt_frames[1]
+        print(f"| {'on' if reuse else 'off'} | {median(first):.0f} | {median(gap):.0f} | {reused} |")
+    if hasattr(model, "reuse_prefix"):
+        model.reuse_prefix = True
 
 
 if __name__ == "__main__":
