@@ -129,8 +129,7 @@ def context_scenario(gen, model, args) -> None:
     """Two sentences after a voice context: the first sentence's time to first frame (the whole
     prompt is new), and the gap before the second sentence's first frame, whose prompt repeats the
     context and the first sentence (prefill of the new rows + one frame)."""
-    ctx = [Segment(1, "A few words in the voice to copy.",
-                   codes=np.random.default_rng(1).integers(1, 2048, (model.config.audio_num_codebooks, args.context_frames)))]
+    K = model.config.audio_num_codebooks
     text = f"{TEXT}. {TEXT}."
     print(f"\nvoice context of {args.context_frames} frames, then 2 sentences of {args.frames} frames each")
     print("| prompt prefix reuse | first sentence: time to first frame (ms) | second sentence: gap to its first frame (ms) "
@@ -143,7 +142,9 @@ def context_scenario(gen, model, args) -> None:
         else:
             model.reuse_prefix = reuse
         first, gap, reused = [], [], 0
-        for run in range(args.runs):
+        for run in range(args.runs):  # a new context each run: the first sentence finds nothing cached
+            codes = np.random.default_rng([run, reuse]).integers(1, 2048, (K, args.context_frames))
+            ctx = [Segment(1, "A few words in the voice to copy.", codes=codes)]
             stream = gen.stream_frames(text, context=ctx, seed=run, max_audio_ms=args.frames * 80)
             times = []
             for _ in stream:
