@@ -107,11 +107,15 @@ CSM_AVX2 static inline void csm_q4_corr_avx2(const int8_t *xq, int nb, __m256i *
 }
 
 /* Two rows' 16 quant bytes [row A | row B] -> their int32 sums (A in lanes 0..3, B in 4..7). */
-CSM_AVX2 static inline __m256i csm_q4_pair_avx2(__m256i v, const csm_q4x_avx2 *x) {
-    const __m256i m = _mm256_set1_epi8(0x0f);
-    __m256i lo = _mm256_and_si256(v, m), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+/* The same with the nibbles already split (lo, hi: 0..15 per byte), to unpack once for several x. */
+CSM_AVX2 static inline __m256i csm_q4_pair_unpacked_avx2(__m256i lo, __m256i hi, const csm_q4x_avx2 *x) {
     __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x->lo), _mm256_maddubs_epi16(hi, x->hi));
     return _mm256_sub_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), x->corr);
+}
+
+CSM_AVX2 static inline __m256i csm_q4_pair_avx2(__m256i v, const csm_q4x_avx2 *x) {
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    return csm_q4_pair_unpacked_avx2(_mm256_and_si256(v, m), _mm256_and_si256(_mm256_srli_epi16(v, 4), m), x);
 }
 
 CSM_AVX2 static inline float csm_dot_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq, const float *xd, int nb) {
@@ -290,6 +294,39 @@ CSM_AVX2 static inline void csm_dot4il_q4_0_avx2(const csm_block_q4_0 *w, const 
     out[1] = csm_hsum4_avx2(_mm256_extractf128_ps(acc01, 1));
     out[2] = csm_hsum4_avx2(_mm256_castps256_ps128(acc23));
     out[3] = csm_hsum4_avx2(_mm256_extractf128_ps(acc23, 1));
+}
+
+/* Two vectors against the same 4 repacked Q4_0 rows (prompt prefill): the nibbles are unpacked
+ * and the scales converted once for both. Same products and order as csm_dot4il_q4_0_avx2
+ * (bit-identical). out0/out1: 4 rows each. */
+CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const int8_t *xq0, const float *xd0,
+                                                   const int8_t *xq1, const float *xd1, int nb, float *out0,
+                                                   float *out1) {
+    __m256 a01 = _mm256_setzero_ps(), a23 = a01, c01 = a01, c23 = a01;
+    const __m256i i01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), i23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    const char *g = (const char *)w;
+    for (int b = 0; b < nb; b++, g += 4 * sizeof(csm_block_q4_0)) {
+        csm_q4x_avx2 x0 = csm_q4_x_avx2(xq0 + b * CSM_QK), x1 = csm_q4_x_avx2(xq1 + b * CSM_QK);
+        __m256 dw = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)));
+        __m256 dw01 = _mm256_permutevar8x32_ps(dw, i01), dw23 = _mm256_permutevar8x32_ps(dw, i23);
+        __m256 s0 = _mm256_set1_ps(xd0[b]), s1 = _mm256_set1_ps(xd1[b]);
+        __m256i v01 = _mm256_loadu_si256((const __m256i *)(g + 8)), v23 = _mm256_loadu_si256((const __m256i *)(g + 40));
+        __m256i lo01 = _mm256_and_si256(v01, m), hi01 = _mm256_and_si256(_mm256_srli_epi16(v01, 4), m);
+        __m256i lo23 = _mm256_and_si256(v23, m), hi23 = _mm256_and_si256(_mm256_srli_epi16(v23, 4), m);
+        a01 = _mm256_fmadd_ps(_mm256_mul_ps(dw01, s0), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo01, hi01, &x0)), a01);
+        a23 = _mm256_fmadd_ps(_mm256_mul_ps(dw23, s0), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo23, hi23, &x0)), a23);
+        c01 = _mm256_fmadd_ps(_mm256_mul_ps(dw01, s1), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo01, hi01, &x1)), c01);
+        c23 = _mm256_fmadd_ps(_mm256_mul_ps(dw23, s1), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo23, hi23, &x1)), c23);
+    }
+    out0[0] = csm_hsum4_avx2(_mm256_castps256_ps128(a01));
+    out0[1] = csm_hsum4_avx2(_mm256_extractf128_ps(a01, 1));
+    out0[2] = csm_hsum4_avx2(_mm256_castps256_ps128(a23));
+    out0[3] = csm_hsum4_avx2(_mm256_extractf128_ps(a23, 1));
+    out1[0] = csm_hsum4_avx2(_mm256_castps256_ps128(c01));
+    out1[1] = csm_hsum4_avx2(_mm256_extractf128_ps(c01, 1));
+    out1[2] = csm_hsum4_avx2(_mm256_castps256_ps128(c23));
+    out1[3] = csm_hsum4_avx2(_mm256_extractf128_ps(c23, 1));
 }
 
 #else
