@@ -4,7 +4,8 @@
     python tools/bench_cpu.py --formats q8_0 --threads 2 --no-reference --frames 6
 
 Per format (each in its own process, so peak RSS is that format's): load time, peak RSS, median
-ms/frame per thread count, frames/s for batch sizes, the same under a competing busy process.
+ms/frame per thread count, prompt prefill positions/s, frames/s for batch sizes, the same under a
+competing busy process.
 Also: the memory bandwidth the f32 kernel reaches (and numpy's sgemv as a peer), each format's
 floor (weight bytes per frame / bandwidth), % of floor, and the Hugging Face transformers
 reference (torch CPU, fp32 and bf16, random init) as peer ratio. Medians of several runs: the
@@ -80,6 +81,29 @@ def time_frames(be, B: int, frames: int) -> list[float]:
     return out
 
 
+def prefill_rate(be, S: int = 128) -> float:
+    """Prompt positions per second through the backbone: a fresh S-row prompt's first frame minus
+    a 1-row prompt's (both include one frame's decode; prefix reuse off)."""
+    from csm_core.protocols import SamplingParams
+
+    params = SamplingParams()
+    be.reuse_prefix = False
+
+    def first_frame(rows: int) -> float:
+        tok, mask = prompt(be.config, 1, rows)
+        best = float("inf")
+        for _ in range(2):
+            be.reset(1, seed=0)
+            t = time.perf_counter()
+            be.generate_frame(tok, mask, params)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    rate = (S - 2) / (first_frame(S) - first_frame(2))
+    be.reuse_prefix = True
+    return rate
+
+
 def worker(args) -> dict:
     from csm_core.config import csm_1b
     from csm_cpu import cpu_features
@@ -94,6 +118,7 @@ def worker(args) -> dict:
         be.set_threads(th)
         res["ms"][th] = 1e3 * statistics.median(time_frames(be, 1, args.frames))
     be.set_threads(max(args.threads))
+    res["prefill_pos_s"] = prefill_rate(be)
     for B in args.batch:
         if B > 1 and (args.worker == "q8_0" or len(args.batch) == 1):
             res["fps_batch"][B] = B / statistics.median(time_frames(be, B, max(3, args.frames // 2)))
@@ -239,6 +264,8 @@ def main() -> None:
         if r.get("fps_batch"):
             b1 = 1e3 / r["ms"][str(max(args.threads))] if str(max(args.threads)) in r["ms"] else float("nan")
             print(f"batch frames/s {r['fmt']}: B=1 {b1:.2f}, " + ", ".join(f"B={b} {v:.2f}" for b, v in r["fps_batch"].items()))
+        if r.get("prefill_pos_s"):
+            print(f"prompt prefill {r['fmt']} ({max(args.threads)} thr): {r['prefill_pos_s']:.1f} positions/s")
         if r.get("ms_competing"):
             print(f"with a competing busy process, {r['fmt']} ms/frame: "
                   + ", ".join(f"{th} thr {v:.1f} (alone {r['ms'][th]:.1f})" for th, v in r["ms_competing"].items()))
