@@ -242,3 +242,16 @@ def test_full_size_fp32_matches_numpy_reference():
     got = CpuBackend(cfg, w, "f32").teacher_forced_logits(tokens, mask, codes)
     assert np.abs(got[0] - ref[0]).max() <= 1e-4
     assert np.abs(got[1] - ref[1]).max() <= 1e-4
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    from csm_cpu.backend import default_threads
+
+    monkeypatch.setenv("CSM_NUM_THREADS", "3")
+    assert default_threads() == 3
+    for bad, msg in (("two", "not an integer"), ("0", ">= 1")):
+        monkeypatch.setenv("CSM_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match=msg):
+            default_threads()
+    monkeypatch.delenv("CSM_NUM_THREADS")
+    assert default_threads() >= 1

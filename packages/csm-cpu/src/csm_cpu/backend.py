@@ -29,7 +29,7 @@ def default_threads() -> int:
             raise ValueError(f"CSM_NUM_THREADS={env!r} is not an integer") from None
         if n < 1:
             raise ValueError(f"CSM_NUM_THREADS must be >= 1, got {n}")
-        return n if same.all() else int(np.argmin(same))
+        return n
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
