@@ -119,7 +119,7 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                 for (; n + 2 <= nvec; n += 2) {
                     const int8_t *q0 = xq + (int64_t)n * cols, *q1 = q0 + cols;
                     const float *s0 = xd + (int64_t)n * nb, *s1 = s0 + nb;
-                    if (W->fmt == CSM_Q8_0) csm_dot4il2_q8_0_avx2((const csm_block_q8_0 *)row, q0, s0, q1, s1, nb, d, d1);
+                    if (W->fmt == CSM_Q8_0) csm_dot4il2_q8_0_avx2(row, q0, s0, q1, s1, nb, d, d1);
                     else csm_dot4il2_q4_0_avx2((const csm_block_q4_0 *)row, q0, s0, q1, s1, nb, d, d1);
                     float *o0 = y + (int64_t)n * ldy + r, *o1 = o0 + ldy;
                     for (int k = 0; k < 4; k++) {
@@ -136,7 +136,7 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                 case CSM_F32: csm_dot4_f32_avx2(row, rb, xn, cols, d); break;
                 case CSM_BF16: csm_dot4_bf16_avx2(row, rb, xn, cols, d); break;
                 case CSM_Q8_0:
-                    if (W->interleaved) csm_dot4il_q8_0_avx2((const csm_block_q8_0 *)row, qn, dn, nb, d);
+                    if (W->interleaved) csm_dot4il_q8_0_avx2(row, qn, dn, nb, d);
                     else csm_dot4_q8_0_avx2(row, rb, qn, dn, nb, d);
                     break;
                 default:
@@ -162,9 +162,9 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
 }
 
 /* Repack a block-format matrix for the AVX2 4-row kernels, group by group of 4 rows (each group
- * keeps its byte range; rows past the last full group are copied as is). Q8_0: block b of row j
- * moves to position 4b+j. Q4_0: per block b, the 4 rows' fp16 scales (8 bytes), then their
- * 16 quant bytes each (64 bytes): the kernel converts 4 scales at once and loads 2 rows at once. */
+ * keeps its byte range; rows past the last full group are copied as is): per block b, the 4 rows'
+ * fp16 scales (8 bytes), then their quant bytes (Q8_0: 4 x 32, Q4_0: 4 x 16): the kernels convert
+ * 4 scales at once and stream one sequential range. */
 static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes) {
     int64_t bs = fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0) : (int64_t)sizeof(csm_block_q4_0);
     int64_t nb = row_bytes / bs;
@@ -176,11 +176,8 @@ static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, in
             char *o = d + 4 * b * bs;
             for (int j = 0; j < 4; j++) {
                 const char *blk = s + j * row_bytes + b * bs;
-                if (fmt == CSM_Q8_0) memcpy(o + j * bs, blk, (size_t)bs);
-                else {
-                    memcpy(o + 2 * j, blk, 2);
-                    memcpy(o + 8 + 16 * j, blk + 2, 16);
-                }
+                memcpy(o + 2 * j, blk, 2);
+                memcpy(o + 8 + (bs - 2) * j, blk + 2, (size_t)(bs - 2));
             }
         }
     }
