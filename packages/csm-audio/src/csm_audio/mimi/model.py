@@ -8,42 +8,28 @@ Activations are time-major [T, C] float32 throughout (see ops.py).
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-try:
-    from threadpoolctl import ThreadpoolController
-except ImportError:  # optional: without it BLAS keeps its thread count
-    ThreadpoolController = None
-
 from csm_core.config import MimiConfig, mimi
 from csm_core.weights import mimi_config_beside
 
 from .checkpoint import canonical_weights, load_weights
-from .ops import Conv1d, ConvTranspose1d
+from .ops import Conv1d, ConvTranspose1d, pack_weights
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
+from .threads import one_blas_thread, pair_default, paired_products
 from .transformer import Transformer
 
 __all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
 
 _DECODE_CHUNK = 250  # frames (20 s) per internal decode call
 _FEW_FRAMES = 4  # streaming calls this small run BLAS on one thread
-_BLAS: Any = None
-
-
-def _one_blas_thread():
-    """BLAS on one thread for a few-frame streaming call: its products are weight-streaming
-    vector products that gain nothing from a second thread, while a spinning BLAS pool made a
-    frame 4-10x slower whenever the machine was busy (measured, 2 cores)."""
-    global _BLAS
-    if ThreadpoolController is None:
-        return contextlib.nullcontext()
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+_PROBE_EVERY = 8  # an adaptive streaming decoder times the other mode once every this many calls
 
 
 class Mimi:
@@ -68,6 +54,30 @@ class Mimi:
         self.upsample = ConvTranspose1d(w["upsample.convtr.convtr.convtr.weight"], None, s, groups=config.dimension)
         self.decoder_transformer = Transformer(config, w, "decoder_transformer")
         self.decoder = SEANetDecoder(config, w)
+        self._pack_decoder_weights()
+
+    def _pack_decoder_weights(self) -> None:
+        """Streaming decode reads every decoder weight per frame: keep them in one huge-page buffer."""
+        layers = self.decoder_transformer.layers
+        convs = [self.decoder.first, self.decoder.last] + [
+            c for up, res in self.decoder.stages for c in (res.conv1, res.conv2)
+        ]
+        ups = [up for up, _ in self.decoder.stages]
+        names = ("w_in", "w_out", "w1", "w2")
+        packed = iter(
+            pack_weights(
+                [getattr(layer, n) for layer in layers for n in names]
+                + [c.w_flat for c in convs]
+                + [up.w for up in ups]
+            )
+        )
+        for layer in layers:
+            for n in names:
+                setattr(layer, n, next(packed))
+        for c in convs:
+            c.set_matrix(next(packed))
+        for up in ups:
+            up.w = next(packed)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: MimiConfig | None = None) -> "Mimi":
@@ -89,13 +99,13 @@ class Mimi:
     def encode_stages(self, audio: np.ndarray) -> dict[str, np.ndarray]:
         """Intermediate encoder outputs, channel-first like torch: seanet [d, T25], transformer [d, T25],
         latent [d, T], for parity tests."""
-        x = self.encoder.forward(self._check_audio(audio)[:, None])
+        x = self.encoder.forward(self._check_audio(audio)[:, None], split=pair_default())
         y = self.encoder_transformer.forward(x)
         z = self.downsample.forward(y)
         return {"seanet": x.T.copy(), "transformer": y.T.copy(), "latent": z.T.copy()}
 
     def _encode_latent(self, audio: np.ndarray) -> np.ndarray:
-        x = self.encoder.forward(audio[:, None])  # [T25, d]
+        x = self.encoder.forward(audio[:, None], split=pair_default())  # [T25, d]
         x = self.encoder_transformer.forward(x)
         return self.downsample.forward(x)  # [T, d]
 
@@ -115,8 +125,10 @@ class Mimi:
         audio = self.decoder.forward(y)[:, 0]
         return {"latent": z.T.copy(), "transformer": y.T.copy(), "audio": audio}
 
-    def streaming_decoder(self) -> "MimiStreamingDecoder":
-        return MimiStreamingDecoder(self)
+    def streaming_decoder(self, paired: bool | None = None) -> "MimiStreamingDecoder":
+        """paired: split few-frame calls over a helper thread (default: $CSM_AUDIO_PAIR, else on
+        with >= 2 CPUs); see MimiStreamingDecoder."""
+        return MimiStreamingDecoder(self, paired)
 
     def streaming_encoder(self, num_codebooks: int | None = None) -> "MimiStreamingEncoder":
         return MimiStreamingEncoder(self, num_codebooks)
@@ -164,11 +176,36 @@ class Mimi:
 
 class MimiStreamingDecoder:
     """Decode frames as they arrive: decode(codes [K, n]) returns exactly the n·1920 samples a
-    whole-clip decode gives for those frames. Implements csm_core.protocols.StreamingDecoder."""
+    whole-clip decode gives for those frames. Implements csm_core.protocols.StreamingDecoder.
 
-    def __init__(self, model: Mimi):
+    Calls of at most 4 frames run BLAS on one thread and may use one helper thread: the rows of
+    their products split in two halves, and the SEANet tail in two streams (threads.paired_products,
+    SEANetDecoder.step). paired=True forces that on, False off; None (default) follows
+    $CSM_AUDIO_PAIR (0/1) or, unset, is on with >= 2 CPUs but keeps timing both ways and uses the
+    faster: a helper thread only pays while the second core is free.
+    """
+
+    def __init__(self, model: Mimi, paired: bool | None = None):
         self.model = model
+        env = os.environ.get("CSM_AUDIO_PAIR", "").strip()
+        self.paired = pair_default() if paired is None else bool(paired)
+        self._adaptive = paired is None and env not in ("0", "1") and self.paired
+        self._cost: dict[bool, float] = {}  # mode -> recent seconds per frame (exponential average)
+        self._calls = 0
         self.reset()
+
+    def _use_helper(self) -> bool:
+        """Paired or not for the next few-frame call: the faster of the two lately, with every
+        _PROBE_EVERY-th call (and the first two) taking the other mode to keep its timing current."""
+        if not self._adaptive:
+            return self.paired
+        self._calls += 1
+        best = min(self._cost, key=self._cost.get) if len(self._cost) == 2 else self._calls % 2 == 0
+        return (not best) if self._calls % _PROBE_EVERY == 0 else best
+
+    def _record(self, mode: bool, seconds: float) -> None:
+        old = self._cost.get(mode)
+        self._cost[mode] = seconds if old is None else 0.7 * old + 0.3 * seconds
 
     def reset(self) -> None:
         m = self.model
@@ -186,11 +223,16 @@ class MimiStreamingDecoder:
         codes = m._check_codes(codes)
         if codes.shape[1] == 0:
             return np.zeros(0, np.float32)
-        with _one_blas_thread() if codes.shape[1] <= _FEW_FRAMES else contextlib.nullcontext():
+        few = codes.shape[1] <= _FEW_FRAMES
+        pair = self._use_helper() if few else self.paired
+        t0 = time.perf_counter()
+        with one_blas_thread() if few else contextlib.nullcontext(), paired_products(few and pair):
             z = m.quantizer.decode(codes)  # [n, d] at 12.5 Hz
             x, self._up = m.upsample.step(z, self._up)  # [2n, d]
             x, self._tr = m.decoder_transformer.step(x, self._tr)
-            y, self._seanet = m.decoder.step(x, self._seanet)  # [n·1920, 1]
+            y, self._seanet = m.decoder.step(x, self._seanet, split=pair)  # [n·1920, 1]
+        if few and self._adaptive:
+            self._record(pair, (time.perf_counter() - t0) / codes.shape[1])
         return np.ascontiguousarray(y[:, 0])
 
 

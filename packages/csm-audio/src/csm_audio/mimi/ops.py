@@ -9,13 +9,16 @@ step through chunks with a small state, which is what makes streaming decode exa
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["elu", "gelu", "layer_norm", "matmul", "Conv1d", "ConvTranspose1d", "conv_out_length"]
+from .threads import is_paired, split_work
+
+__all__ = [
+    "elu", "gelu", "layer_norm", "matmul", "weight_matrix", "pack_weights", "Conv1d", "ConvTranspose1d",
+    "conv_out_length",
+]
 
 # Abramowitz & Stegun 7.1.26: erfc(z) = t·(a1 + a2 t + ... + a5 t⁴)·exp(−z²), t = 1/(1 + p z),
 # |error| <= 1.5e-7, below float32 resolution of GELU's output. Here z = |x|/√2, so p is divided
@@ -26,36 +29,21 @@ _GELU_A = tuple(  # a5 .. a1, Horner order
 )
 
 
-def _threads() -> int:
-    """Threads for large elementwise passes: $CSM_NUM_THREADS, default 1.
-
-    Off by default: OpenBLAS's own threads keep spinning after each product, and a second pool
-    next to them was measured 2-7x slower on a loaded 2-core machine (tools/bench_mimi.py).
-    """
-    v = os.environ.get("CSM_NUM_THREADS", "")
-    return min(int(v), 16) if v.isdigit() and int(v) > 0 else 1
-
-
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
-_PARALLEL_MIN = 1 << 18  # elements: below this, splitting costs more than it saves
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None or _POOL[0] != n:
-        _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="csm-audio"))
-    return _POOL[1]
-
-
 def _rows_parallel(fn, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """fn(x_chunk, out_chunk) over row chunks on a thread pool (numpy ufuncs release the GIL)."""
-    n = _threads()
-    if n == 1 or x.size < _PARALLEL_MIN or x.shape[0] < 2 * n:
+    """fn(x_chunk, out_chunk): under paired_products() large passes split in two row halves, one
+    on the helper thread (numpy ufuncs release the GIL)."""
+    if is_paired() and x.size >= _PAIR_MIN_ELEMENTS and x.shape[0] >= 2:
+        h = x.shape[0] // 2
+        split_work(lambda: fn(x[:h], out[:h]), lambda: fn(x[h:], out[h:]))
+    else:
         fn(x, out)
-        return out
-    edges = np.linspace(0, x.shape[0], n + 1).astype(int)
-    list(_pool(n).map(lambda i: fn(x[edges[i] : edges[i + 1]], out[edges[i] : edges[i + 1]]), range(n)))
     return out
+
+
+_PAIR_MIN_ELEMENTS = 1 << 15  # elementwise passes below this are not worth a handoff (~15 us)
+_PAIR_MIN_MACS = 1 << 22  # nor products below this many multiply-adds
+_PAIR_MIN_ROWS = 64  # gemms of fewer rows split their columns instead,
+_PAIR_MIN_COLS = 128  # at least this many per thread
 
 
 def _elu_into(x: np.ndarray, y: np.ndarray) -> None:
@@ -106,22 +94,61 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis; statistics in float32 like torch."""
-    mean = x.mean(axis=-1, keepdims=True)
-    xc = x - mean
-    var = np.mean(xc * xc, axis=-1, keepdims=True)
-    xc *= 1.0 / np.sqrt(var + np.float32(eps))
+    """LayerNorm over the last axis; statistics in float32 like torch (few numpy calls: streaming
+    runs it on 2 rows, where each call's overhead is the cost)."""
+    n = np.float32(x.shape[-1])
+    xc = x - np.add.reduce(x, axis=-1, keepdims=True) / n
+    var = np.add.reduce(np.square(xc), axis=-1, keepdims=True) / n
+    var += np.float32(eps)
+    np.sqrt(var, out=var)
+    xc /= var
     xc *= weight
     xc += bias
     return xc
 
 
 _FEW_ROWS = 4  # at most this many rows: a weight-streaming product beats BLAS gemm
+_STREAM_MIN_BYTES = 1 << 20  # ... over a weight at least this big
 _SLICE_BYTES = 2 << 20  # weight bytes per slice: cache-resident while every row uses it
 
 
+def weight_matrix(w: np.ndarray) -> np.ndarray:
+    """w [K, N] as float32 in the memory order its vector products read fastest: tall matrices
+    (K > N) stored transposed, i.e. the [K, N] view of a C-order [N, K] array (measured: one-row
+    products over (2048, 512) 18 vs 13 GB/s, over (512, 2048) 18 vs 12 the other way round)."""
+    w = np.asarray(w, np.float32)
+    return np.ascontiguousarray(w.T).T if w.shape[0] > w.shape[1] else np.ascontiguousarray(w)
+
+
+def pack_weights(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Copies of float32 matrices (each C- or F-contiguous, same order kept) in one buffer: numpy
+    asks for transparent huge pages on large buffers, and small weights read per streamed frame
+    then share them (fewer TLB misses: 2-row products over 32 transformer-shaped weights measured
+    ~10% faster, a streamed frame ~2%)."""
+    bases = [a if a.flags.c_contiguous else a.T for a in arrays]
+    if any(not b.flags.c_contiguous for b in bases):
+        raise ValueError("pack_weights takes C- or F-contiguous arrays")
+    align = 16  # floats: every weight starts on a 64-byte line
+    sizes = [-(-b.size // align) * align for b in bases]
+    arena = np.empty(sum(sizes), np.float32)
+    out, off = [], 0
+    for a, b, n in zip(arrays, bases, sizes):
+        view = arena[off : off + b.size].reshape(b.shape)
+        view[...] = b
+        out.append(view if a is b else view.T)
+        off += n
+    return out
+
+
 def _stream_rows(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
-    """y += x @ w for a few rows, reading w once in cache-sized row slices."""
+    """y = x @ w for a few rows, reading w once in cache-sized row slices. A transposed-stored
+    weight (weight_matrix) is read whole per row instead: its row slices are strided column
+    blocks, measured 1.1-2x slower than a second pass from the L3 cache."""
+    if x.shape[0] == 1 or not w.flags.c_contiguous:
+        for r in range(x.shape[0]):
+            np.matmul(x[r], w, out=y[r])
+        return
+    y[:] = 0.0
     rows = max(16, _SLICE_BYTES // (4 * w.shape[1]))
     for k in range(0, w.shape[0], rows):
         ws = w[k : k + rows]
@@ -129,14 +156,37 @@ def _stream_rows(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
             y[r] += x[r, k : k + rows] @ ws
 
 
+def _product(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    if x.shape[0] <= _FEW_ROWS and w.nbytes >= _STREAM_MIN_BYTES:
+        _stream_rows(x, w, y)
+    else:
+        np.matmul(x, w, out=y)
+
+
 def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x [M, K] @ w [K, N]. For a few rows (streaming one frame) gemm would pack the whole weight
-    for a couple of rows; instead stream it once in cache-sized row slices with vector products."""
-    if x.shape[0] > _FEW_ROWS or w.nbytes < (1 << 20):
-        return x @ w
-    y = np.zeros((x.shape[0], w.shape[1]), np.float32)
-    _stream_rows(x, w, y)
+    """x [M, K] @ w [K, N] -> new [M, N]. For a few rows (streaming one frame) gemm would pack the
+    whole weight for a couple of rows; instead stream it once in cache-sized row slices with vector
+    products. Under paired_products() large enough products are split in two, rows or columns,
+    one half on the helper thread."""
+    m = x.shape[0]
+    y = np.empty((m, w.shape[1]), np.float32)
+    if not is_paired() or m < 2:
+        _product(x, w, y)
+    elif (m <= _FEW_ROWS and w.nbytes >= _STREAM_MIN_BYTES) or (
+        m >= _PAIR_MIN_ROWS and m * w.size >= _PAIR_MIN_MACS
+    ):  # rows split: vector products over a big weight, or gemms of >= 32 rows a thread
+        h = (m + 1) // 2
+        split_work(lambda: _product(x[:h], w, y[:h]), lambda: _product(x[h:], w, y[h:]))
+    elif m > _FEW_ROWS and m * w.size >= _PAIR_MIN_MACS and w.shape[1] >= 2 * _PAIR_MIN_COLS:
+        # columns split: two gemms of a few rows would each pack the whole weight
+        h = w.shape[1] // 2
+        split_work(lambda: _product(x, w[:, :h], y[:, :h]), lambda: _product(x, w[:, h:], y[:, h:]))
+    else:
+        _product(x, w, y)
     return y
+
+
+_IM2COL_ROWS = 64  # up to this many output rows (streaming), one im2col product beats nb shifted ones
 
 
 def conv_out_length(length: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -165,13 +215,18 @@ class Conv1d:
         w = np.zeros((n_p * stride, cin, cout), np.float32)
         w[:k] = weight.transpose(2, 1, 0)  # [Cout, Cin, k] -> [k, Cin, Cout]
         self.n_blocks = n_p
-        # [n_p, s·Cin, Cout]: rows of block p are (tap within block, Cin)
-        self.w_blocks = np.ascontiguousarray(w.reshape(n_p, stride * cin, cout))
-        self.w_flat = np.ascontiguousarray(w.reshape(n_p * stride * cin, cout))
+        # [n_p·s·Cin, Cout], rows (block, tap within block, Cin); block p is rows p·s·Cin .. (p+1)·s·Cin
+        self.set_matrix(weight_matrix(w.reshape(n_p * stride * cin, cout)))
         self.bias = None if bias is None else np.asarray(bias, np.float32)
         # Very narrow rows (first conv: Cin=1) are faster as one copied im2col GEMM; from 64 channels
         # on, the copy costs more than the extra accumulation of shifted GEMMs (measured).
         self.im2col = stride * cin < 16
+
+    def set_matrix(self, w_flat: np.ndarray) -> None:
+        """Use w_flat (equal to self.w_flat, e.g. a pack_weights copy) from now on."""
+        rows = self.s * self.cin
+        self.w_flat = w_flat
+        self.w_blocks = [w_flat[p * rows : (p + 1) * rows] for p in range(self.n_blocks)]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Whole clip: x [L, Cin] -> [ceil(L/s), Cout], padded left and right per layer."""
@@ -226,8 +281,9 @@ class Conv1d:
             return np.zeros((0, self.cout), np.float32)
         if nb == 1 and s == 1:  # pointwise conv: the input is already the matrix
             y = matmul(xp[:n_out], self.w_flat)
-        elif self.im2col:
-            # row t = xp[t·s : t·s + nb·s] flattened: overlapping rows, copied once
+        elif self.im2col or n_out <= _IM2COL_ROWS:
+            # row t = xp[t·s : t·s + nb·s] flattened: overlapping rows, copied once (for a few rows the
+            # copy is tiny and one product reads the weight once instead of nb partial products)
             cols = as_strided(xp, (n_out, nb * s * cin), (s * cin * 4, 4))
             y = matmul(np.ascontiguousarray(cols), self.w_flat)
         else:
@@ -262,7 +318,7 @@ class ConvTranspose1d:
             self.w = np.ascontiguousarray(w[:, 0, :].T)  # [Cin, 1, k'] -> [k', C]
         else:
             # [Cin, Cout, k'] -> [Cin, k'·Cout]: columns (tap, Cout)
-            self.w = np.ascontiguousarray(w.transpose(0, 2, 1).reshape(cin, n_p * stride * self.cout))
+            self.w = weight_matrix(w.transpose(0, 2, 1).reshape(cin, n_p * stride * self.cout))
         self.bias = None if bias is None else np.asarray(bias, np.float32)
 
     def init_state(self) -> np.ndarray:

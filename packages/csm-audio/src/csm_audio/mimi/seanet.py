@@ -14,6 +14,7 @@ import numpy as np
 from csm_core.config import MimiConfig
 
 from .ops import Conv1d, ConvTranspose1d, elu
+from .threads import one_blas_thread, share_work
 
 __all__ = ["SEANetEncoder", "SEANetDecoder"]
 
@@ -27,8 +28,36 @@ _DECODER_TILE = 240  # decoder tail input steps per tile (4800 samples at full s
 Weights = Mapping[str, np.ndarray]
 
 
+def _lead_in(layers, rows: int = 0) -> int:
+    """Leading output rows of a causal stack that depend on the state its stream starts from, when
+    `rows` leading input rows do (ELUs between layers are pointwise and change nothing).
+
+    A stream started `halo` inputs early from zero state is exact from output row _lead_in(...)
+    on: this is how a clip is split into pieces run on two threads (each later piece recomputes
+    a few inputs of the one before)."""
+    for layer in layers:
+        if isinstance(layer, _ResBlock):
+            rows = _lead_in([layer.conv1, layer.conv2], rows)  # the skip adds nothing: same rows
+        elif isinstance(layer, ConvTranspose1d):  # out block t sums in rows t − nb + 1 .. t
+            rows = (rows + layer.n_blocks - 1) * layer.s
+        else:  # Conv1d: out row t reads in rows t·s − (k − s) .. t·s + s − 1
+            rows = -(-(rows + layer.k - layer.s) // layer.s)
+    return rows
+
+
 def _conv(w: Weights, name: str, stride: int = 1) -> Conv1d:
     return Conv1d(w[f"{name}.conv.conv.weight"], w[f"{name}.conv.conv.bias"], stride)
+
+
+
+def _pieces(n: int, halo: int, align: int = 1) -> list[int]:
+    """Edges 0 = e0 < e1 < ... < n of the pieces a stream of n steps is split into for two threads
+    (each piece but the first recomputes `halo` steps before its edge): 4 pieces on long streams,
+    so a helper thread slowed by a busy machine can take fewer; 2 on shorter ones; none ([0, n])
+    where the halo would cost too much. Edges are multiples of `align`."""
+    count = 4 if n >= 64 * halo else 2 if n >= 8 * halo and n >= 2 * align else 1
+    edges = [0] + [i * n // count // align * align for i in range(1, count)] + [n]
+    return [e for i, e in enumerate(edges) if i == 0 or e > edges[i - 1]]
 
 
 class _ResBlock:
@@ -62,23 +91,56 @@ class SEANetEncoder:
             idx += 3
         self.last = _conv(w, f"encoder.model.{idx + 1}")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Whole clip. The wide-time, narrow-channel head runs in tiles that stay in cache, as a
-        stream that ends with the clip (so its per-layer padding is the whole clip's)."""
-        head, tail = self.stages[:_TILED_STAGES], self.stages[_TILED_STAGES:]
+    def forward(self, x: np.ndarray, split: bool = False) -> np.ndarray:
+        """Whole clip, as one stream that ends with the clip (so every layer pads like the whole
+        clip's). With `split`, as 2 or 4 streams over pieces of the clip, shared with the helper
+        thread (threads.share_work), each started a few frames early from zero state (see _lead_in)."""
+        hop = math.prod(d.s for _, d in self.stages)
+        layers = [self.first] + [layer for pair in self.stages for layer in pair] + [self.last]
+        halo = _lead_in(layers) * hop  # samples each later piece starts early
+        edges = _pieces(x.shape[0], max(halo, _ENCODER_TILE), hop) if split else [0, x.shape[0]]
+        if len(edges) == 2:
+            return self._stream(x, x.shape[0])
+
+        def piece(i: int):
+            a, b = edges[i], edges[i + 1]
+            total = x.shape[0] if b == x.shape[0] else None
+            return self._stream(x[:b], total) if a == 0 else self._stream(x[a - halo : b], total)[halo // hop :]
+
+        with one_blas_thread():
+            return np.concatenate(share_work([lambda i=i: piece(i) for i in range(len(edges) - 1)]))
+
+    def _stream(self, x: np.ndarray, total: int | None) -> np.ndarray:
+        """All layers on a stream from zero state whose start is a multiple of the hop; it ends at
+        the end of x, as a stream of `total` samples, when total is given. The wide-time,
+        narrow-channel head runs in tiles that stay in cache; the rest takes x at once."""
+        head = self.stages[:_TILED_STAGES]
+        x = self._head_stream(x, total)
+        if total is not None:
+            total = -(-total // math.prod(d.s for _, d in head))
+        for res, down in self.stages[_TILED_STAGES:]:
+            x, _ = res.step(x, res.init_state())
+            if total is None:
+                x, _ = down.step(elu(x), down.init_state())
+            else:
+                x = down.finish(elu(x), down.init_state(), total)
+                total = -(-total // down.s)
+        return self.last.step(elu(x), self.last.init_state())[0]
+
+    def _head_stream(self, x: np.ndarray, total: int | None) -> np.ndarray:
+        """First conv + head stages on a stream from zero state, in tiles; it ends at the end of x,
+        as a stream of `total` samples, when total is given."""
+        head = self.stages[:_TILED_STAGES]
         tile = _ENCODER_TILE - _ENCODER_TILE % math.prod(d.s for _, d in head)
         state = [self.first.init_state()] + [[r.init_state(), d.init_state()] for r, d in head]
-        n_full = x.shape[0] // tile * tile
+        n_full = x.shape[0] // tile * tile if total is not None else x.shape[0]
         parts = []
         for a in range(0, n_full, tile):
             y, state = self._run(x[a : a + tile], state, None, head)
             parts.append(y)
         if n_full < x.shape[0]:
-            parts.append(self._run(x[n_full:], state, x.shape[0], head)[0])
-        x = np.concatenate(parts)
-        for res, down in tail:
-            x = down.forward(elu(res.forward(x)))
-        return self.last.forward(elu(x))
+            parts.append(self._run(x[n_full:], state, total, head)[0])
+        return np.concatenate(parts)
 
     # Streaming: step() takes multiples of the hop; finish() ends the stream like forward() would.
     def init_state(self) -> list[Any]:
@@ -137,9 +199,37 @@ class SEANetDecoder:
         state.append(self.last.init_state())
         return state
 
-    def step(self, x: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    def step(self, x: np.ndarray, state: list[Any], split: bool = False) -> tuple[np.ndarray, list[Any]]:
         """The next latent steps -> audio. The head (wide channels, few steps, big weights) takes the
-        chunk at once; the tail (narrow channels, many samples) runs in tiles that stay in cache."""
+        chunk at once; the tail (narrow channels, many samples) runs in tiles that stay in cache.
+        With `split`, a long chunk runs as 2 or 4 streams over pieces of it, shared with the helper
+        thread and each started a few steps early from zero state (see _lead_in); a short one (a
+        frame) splits the tail only."""
+        hop = math.prod(up.s for up, _ in self.stages)
+        layers = [self.first] + [layer for pair in self.stages for layer in pair] + [self.last]
+        halo = -(-_lead_in(layers) // hop)
+        edges = _pieces(x.shape[0], 2 * halo) if split else [0, x.shape[0]]
+        if len(edges) == 2:
+            return self._step(x, state, split)
+        return self._shared(x, edges, halo, hop, lambda xs, st: self._step(xs, st, False), state, self.init_state)
+
+    def _shared(self, x, edges, halo, rate, run, state, zero_state) -> tuple[np.ndarray, list[Any]]:
+        """run(x piece, state) -> (audio, state) over the pieces of x on two threads (share_work);
+        every piece but the first starts halo steps early from zero_state(). The last piece's end
+        state is the new state."""
+
+        def piece(i: int):
+            a, b = edges[i], edges[i + 1]
+            if a == 0:
+                return run(x[:b], state)
+            y, s = run(x[a - halo : b], zero_state())
+            return y[halo * rate :], s
+
+        with one_blas_thread():
+            out = share_work([lambda i=i: piece(i) for i in range(len(edges) - 1)])
+        return np.concatenate([y for y, _ in out]), out[-1][1]
+
+    def _step(self, x: np.ndarray, state: list[Any], split_tail: bool) -> tuple[np.ndarray, list[Any]]:
         n_head = len(self.stages) - _TILED_STAGES
         new: list[Any] = []
         x, s = self.first.step(x, state[0])
@@ -150,11 +240,29 @@ class SEANetDecoder:
             x, s = res.step(x, state[2 + 2 * i])
             new.append(s)
         tail_state = state[1 + 2 * n_head :]
+        tail = self.stages[n_head:]
+        rate = math.prod(up.s for up, _ in tail)  # samples per tail input step
+        halo = -(-_lead_in([layer for pair in tail for layer in pair] + [self.last]) // rate)
+        edges = _pieces(x.shape[0], halo) if split_tail else [0, x.shape[0]]
+        if len(edges) == 2:
+            y, tail_state = self._tail(x, tail_state)
+            return y, new + tail_state
+        y, tail_state = self._shared(x, edges, halo, rate, self._tail, tail_state, self._tail_init)
+        return y, new + tail_state
+
+    def _tail_init(self) -> list[Any]:
+        state: list[Any] = []
+        for up, res in self.stages[len(self.stages) - _TILED_STAGES :]:
+            state += [up.init_state(), res.init_state()]
+        return state + [self.last.init_state()]
+
+    def _tail(self, x: np.ndarray, tail_state: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """Tail stages + last conv over x [n, C] in tiles; tail_state as in init_state()'s end."""
         parts = []
         for a in range(0, max(x.shape[0], 1), _DECODER_TILE):
             xt = x[a : a + _DECODER_TILE]
             ts = []
-            for j, (up, res) in enumerate(self.stages[n_head:]):
+            for j, (up, res) in enumerate(self.stages[len(self.stages) - _TILED_STAGES :]):
                 xt, s = up.step(elu(xt), tail_state[2 * j])
                 ts.append(s)
                 xt, s = res.step(xt, tail_state[2 * j + 1])
@@ -162,4 +270,4 @@ class SEANetDecoder:
             xt, s = self.last.step(elu(xt), tail_state[-1])
             tail_state = ts + [s]
             parts.append(xt)
-        return np.concatenate(parts), new + tail_state
+        return np.concatenate(parts), tail_state

@@ -17,7 +17,7 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
-from .ops import gelu, layer_norm, matmul
+from .ops import gelu, layer_norm, matmul, weight_matrix
 
 __all__ = ["Transformer", "TransformerState"]
 
@@ -26,9 +26,14 @@ _QUERY_BLOCK = 256  # queries per attention block: bounds the score buffer on lo
 
 @dataclass
 class TransformerState:
-    """Streaming state: steps seen so far and per-layer keys/values [H, m, head_dim], m < context."""
+    """Streaming state: steps seen so far and, per layer, key/value buffers [H, capacity, head_dim]
+    whose first `length` steps (at most context − 1 of them are ever looked at) precede the next chunk.
+
+    step() updates the state in place (appending to the buffers) and returns it.
+    """
 
     offset: int = 0
+    length: int = 0
     keys: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
 
@@ -40,10 +45,10 @@ class _Layer:
         self.head_dim = d // config.num_heads
         self.eps = config.norm_eps
         f32 = lambda a: np.ascontiguousarray(np.asarray(a, np.float32))  # noqa: E731
-        self.w_in = f32(w[f"{p}.self_attn.in_proj_weight"].T)  # [3d, d] -> [d, 3d]; rows q|k|v (head, dim)
-        self.w_out = f32(w[f"{p}.self_attn.out_proj.weight"].T)  # [d, d] -> [d_in, d_out]
-        self.w1 = f32(w[f"{p}.linear1.weight"].T)  # [ff, d] -> [d, ff]
-        self.w2 = f32(w[f"{p}.linear2.weight"].T)  # [d, ff] -> [ff, d]
+        self.w_in = weight_matrix(w[f"{p}.self_attn.in_proj_weight"].T)  # [3d, d] -> [d, 3d]; rows q|k|v (head, dim)
+        self.w_out = weight_matrix(w[f"{p}.self_attn.out_proj.weight"].T)  # [d, d] -> [d_in, d_out]
+        self.w1 = weight_matrix(w[f"{p}.linear1.weight"].T)  # [ff, d] -> [d, ff]
+        self.w2 = weight_matrix(w[f"{p}.linear2.weight"].T)  # [d, ff] -> [ff, d]
         self.norm1 = (f32(w[f"{p}.norm1.weight"]), f32(w[f"{p}.norm1.bias"]))
         self.norm2 = (f32(w[f"{p}.norm2.weight"]), f32(w[f"{p}.norm2.bias"]))
         self.ls1 = f32(w[f"{p}.layer_scale_1.scale"])
@@ -63,67 +68,109 @@ class Transformer:
             np.arange(hd // 2, dtype=np.float32) * np.float32(-math.log(config.rope_max_period) * 2 / hd)
         ).astype(np.float32)
         self.scale = np.float32(1.0 / math.sqrt(hd))
+        self._masks: dict[tuple[int, int, int], np.ndarray] = {}
 
     def init_state(self) -> TransformerState:
         return TransformerState()
+
+    def _mask(self, first: int, rows: int, keys: int) -> np.ndarray:
+        """[rows, keys] additive mask, −inf where query r (at key index first + r) must not see key j:
+        j in its future or context or more steps back. Cached: streaming asks for the same few shapes."""
+        key = (first, rows, keys)
+        mask = self._masks.get(key)
+        if mask is None:
+            delta = np.arange(first, first + rows)[:, None] - np.arange(keys)[None, :]
+            mask = np.where((delta < 0) | (delta >= self.context), np.float32(-np.inf), np.float32(0.0))
+            if rows <= 8:  # few-row calls; past the first `context` steps they repeat one shape
+                if len(self._masks) >= 64:
+                    self._masks.clear()
+                self._masks[key] = mask
+        return mask
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Whole clip: x [T, d] -> [T, d]."""
         return self.step(x, self.init_state())[0]
 
     def step(self, x: np.ndarray, state: TransformerState) -> tuple[np.ndarray, TransformerState]:
-        """The next n steps x [n, d] -> ([n, d], new state)."""
+        """The next n steps x [n, d] -> ([n, d], the state, updated in place)."""
         n = x.shape[0]
         pos = np.arange(state.offset, state.offset + n, dtype=np.float32)
         angle = pos[:, None] * self.freqs[None, :]  # [n, hd/2]
-        cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]  # [n, 1, hd/2]
-        new = TransformerState(offset=state.offset + n)
+        rot = np.empty((n, 1, angle.shape[1]), np.complex64)  # e^{i·angle}, float32 cos/sin like moshi
+        rot.real, rot.imag = np.cos(angle)[:, None], np.sin(angle)[:, None]
+        append = self._make_room(state, n)
         x = np.array(x, np.float32)
         for i, layer in enumerate(self.layers):
-            past_k = state.keys[i] if state.keys else None
-            past_v = state.values[i] if state.values else None
             h = layer_norm(x, *layer.norm1, layer.eps)
-            a, k_keep, v_keep = self._attention(layer, h, cos, sin, past_k, past_v)
-            x += layer.ls1 * a
+            a = self._attention(layer, h, rot, state, i, append)
+            a *= layer.ls1
+            x += a
             h = layer_norm(x, *layer.norm2, layer.eps)
-            x += layer.ls2 * matmul(gelu(matmul(h, layer.w1)), layer.w2)
-            new.keys.append(k_keep)
-            new.values.append(v_keep)
-        return x, new
+            a = matmul(gelu(matmul(h, layer.w1)), layer.w2)
+            a *= layer.ls2
+            x += a
+        state.offset += n
+        state.length = state.length + n if append else min(state.length + n, self.context - 1)
+        return x, state
 
-    def _attention(self, layer: _Layer, h, cos, sin, past_k, past_v):
+    def _make_room(self, state: TransformerState, n: int) -> bool:
+        """Whether the n new keys/values fit behind the cached ones in the buffers, after moving the
+        last context − 1 cached steps to the front if needed. If not (a chunk too large for the
+        buffers, or the first chunk), attention runs on a concatenation and the buffers are refilled."""
+        if not state.keys:
+            return False
+        cap, keep = state.keys[0].shape[1], min(state.length, self.context - 1)
+        if keep + n > cap:
+            return False
+        if state.length + n > cap:  # amortised: once every cap − context + 1 steps
+            for buf in state.keys + state.values:
+                buf[:, :keep] = buf[:, state.length - keep : state.length]
+            state.length = keep
+        return True
+
+    def _attention(self, layer: _Layer, h, rot, state: TransformerState, i: int, append: bool):
         n, d = h.shape
         H, hd = layer.heads, layer.head_dim
         qkv = matmul(h, layer.w_in)  # [n, 3d]
-        q = _rope(qkv[:, :d].reshape(n, H, hd), cos, sin).transpose(1, 0, 2)  # [H, n, hd]
-        k = _rope(qkv[:, d : 2 * d].reshape(n, H, hd), cos, sin).transpose(1, 0, 2)
-        v = qkv[:, 2 * d :].reshape(n, H, hd).transpose(1, 0, 2)
-        if past_k is not None and past_k.shape[1]:
-            k = np.concatenate([past_k, k], axis=1)  # [H, m+n, hd], cached steps first
-            v = np.concatenate([past_v, v], axis=1)
+        qk = _rope(qkv[:, : 2 * d], rot, 2 * H)  # [n, 2H, hd]: q heads, then k heads
+        q = qk[:, :H].transpose(1, 0, 2)  # [H, n, hd]
+        k_new = qk[:, H:].transpose(1, 0, 2)
+        v_new = qkv[:, 2 * d :].reshape(n, H, hd).transpose(1, 0, 2)
+        m = state.length if append else min(state.length, self.context - 1)  # cached steps before the chunk
+        if append:
+            kb, vb = state.keys[i], state.values[i]
+            kb[:, m : m + n] = k_new
+            vb[:, m : m + n] = v_new
+            k, v = kb[:, : m + n], vb[:, : m + n]  # [H, m+n, hd]
+        elif m:
+            k = np.concatenate([state.keys[i][:, state.length - m : state.length], k_new], axis=1)
+            v = np.concatenate([state.values[i][:, state.length - m : state.length], v_new], axis=1)
         else:
-            k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)
-        m = k.shape[1] - n  # cached steps before this chunk
+            k, v = np.ascontiguousarray(k_new), np.ascontiguousarray(v_new)
         q = q * self.scale
         out = np.empty((n, H, hd), np.float32)
         for a in range(0, n, _QUERY_BLOCK):
             b = min(a + _QUERY_BLOCK, n)
             lo = max(0, a + m - self.context + 1)  # oldest key the first query of the block sees
             scores = q[:, a:b] @ k[:, lo : b + m].transpose(0, 2, 1)  # [H, b−a, keys]
-            delta = (np.arange(a, b)[:, None] + m) - np.arange(lo, b + m)[None, :]
-            scores[:, (delta < 0) | (delta >= self.context)] = -np.inf
+            scores += self._mask(a + m - lo, b - a, b + m - lo)
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             out[a:b] = (scores @ v[:, lo : b + m]).transpose(1, 0, 2)
-        keep = max(0, k.shape[1] - (self.context - 1))
-        return matmul(out.reshape(n, d), layer.w_out), k[:, keep:].copy(), v[:, keep:].copy()
+        if not append:  # refill: the last context − 1 steps at the front of (new) buffers
+            keep = min(m + n, self.context - 1)
+            cap = 2 * self.context
+            if i == len(state.keys) and i < len(self.layers):
+                state.keys.append(np.empty((H, cap, hd), np.float32))
+                state.values.append(np.empty((H, cap, hd), np.float32))
+            state.keys[i][:, :keep] = k[:, k.shape[1] - keep :]
+            state.values[i][:, :keep] = v[:, v.shape[1] - keep :]
+        return matmul(out.reshape(n, d), layer.w_out)
 
 
-def _rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Interleaved RoPE on x [n, H, hd]: pairs (2m, 2m+1) rotate by position·freq_m."""
-    xr, xi = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = xr * cos - xi * sin
-    out[..., 1::2] = xr * sin + xi * cos
-    return out
+def _rope(x: np.ndarray, rot: np.ndarray, heads: int) -> np.ndarray:
+    """Interleaved RoPE on x [n, heads·hd] (last axis contiguous) -> [n, heads, hd]: pairs
+    (2m, 2m+1) rotate by position·freq_m, as one complex product with rot [n, 1, hd/2]."""
+    n = x.shape[0]
+    return (x.view(np.complex64).reshape(n, heads, -1) * rot).view(np.float32)

@@ -1,0 +1,156 @@
+"""The one helper thread of the numpy Mimi, and BLAS held to one thread while it works.
+
+Streaming one frame multiplies 2 rows by ~150 MB of weights: bound by memory, not FLOPs. A helper
+thread computing the second row while this thread computes the first reads each weight while it is
+still in the shared L3 cache; the SEANet tail and whole clips split into streams (share_work). It
+blocks on a queue between tasks (no spinning), and work it has not started by the time this thread
+is done with its own is run here instead, so a busy second core costs little. BLAS runs on one
+thread meanwhile (one_blas_thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from typing import Any
+
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # optional: without it BLAS keeps its thread count and the helper stays off
+    ThreadpoolController = None
+
+__all__ = ["one_blas_thread", "pair_default", "paired_products", "is_paired", "split_work", "share_work"]
+
+_BLAS: Any = None
+
+
+def one_blas_thread():
+    """BLAS on one thread within the block. For few-row streaming products (weight-streaming vector
+    products gain nothing from a BLAS thread) and for work split over the helper thread: a spinning
+    BLAS pool next to a second busy thread made a frame 4-10x slower on a loaded 2-core machine."""
+    global _BLAS
+    if ThreadpoolController is None:
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+class _Task:
+    __slots__ = ("fn", "claim", "done", "error")
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.claim = threading.Lock()  # taken by whichever thread runs fn
+        self.done = threading.Lock()  # released by the helper when it has run fn
+        self.done.acquire()
+        self.error: BaseException | None = None
+
+
+class _Helper:
+    def __init__(self):
+        self.pid = os.getpid()
+        self.tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="csm-audio-helper", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task.claim.acquire(blocking=False):
+                try:
+                    task.fn()
+                except BaseException as e:  # handed to the caller
+                    task.error = e
+                task.done.release()
+
+    def split(self, mine, theirs) -> None:
+        """Run theirs() on the helper and mine() here; both done on return."""
+        task = _Task(theirs)
+        self.tasks.put(task)
+        mine()
+        if task.claim.acquire(blocking=False):  # not started yet: cheaper to run it here
+            theirs()
+            return
+        task.done.acquire()
+        if task.error is not None:
+            raise task.error
+
+
+_HELPER: _Helper | None = None
+_LOCAL = threading.local()
+
+
+def _helper() -> _Helper:
+    global _HELPER
+    if _HELPER is None or _HELPER.pid != os.getpid():  # threads do not survive fork
+        _HELPER = _Helper()
+    return _HELPER
+
+
+def pair_default() -> bool:
+    """Whether streaming uses the helper thread: $CSM_AUDIO_PAIR (0/1), else on with >= 2 usable CPUs."""
+    v = os.environ.get("CSM_AUDIO_PAIR", "").strip()
+    if v in ("0", "1"):
+        return v == "1"
+    if ThreadpoolController is None:
+        return False
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return n >= 2
+
+
+@contextlib.contextmanager
+def paired_products(enabled: bool = True):
+    """Within the block (this thread), large-enough products and elementwise passes are split in two
+    row halves, one of them run on the helper thread. Meant for calls where BLAS runs on one thread."""
+    before = getattr(_LOCAL, "paired", False)
+    _LOCAL.paired = enabled
+    try:
+        yield
+    finally:
+        _LOCAL.paired = before
+
+
+def is_paired() -> bool:
+    """Whether paired_products() is on in this thread."""
+    return getattr(_LOCAL, "paired", False)
+
+
+def split_work(mine, theirs) -> None:
+    """Run mine() here and theirs() on the helper thread (or here, if the helper has not started it
+    by the time mine() is done); both have run on return."""
+    _helper().split(mine, theirs)
+
+
+def share_work(pieces: list) -> list:
+    """Call every piece (no-argument functions) and return their results in order: this thread takes
+    pieces from the first on, the helper thread from the last back, each the next one not yet taken.
+    So a helper slowed down by a busy machine only takes fewer pieces; neither thread splits its
+    pieces' work further (paired_products is off in them)."""
+    n = len(pieces)
+    results: list = [None] * n
+    claims = [threading.Lock() for _ in pieces]
+    done = [_Task(None) for _ in pieces]  # .done released, .error set by the helper per piece
+
+    def helper_side() -> None:
+        for i in reversed(range(n)):
+            if not claims[i].acquire(blocking=False):
+                return  # this thread got here first: the rest are its
+            try:
+                results[i] = pieces[i]()
+            except BaseException as e:  # handed to the caller
+                done[i].error = e
+            done[i].done.release()
+
+    _helper().tasks.put(_Task(helper_side))
+    mine = 0
+    with paired_products(False):
+        while mine < n and claims[mine].acquire(blocking=False):
+            results[mine] = pieces[mine]()
+            mine += 1
+    for d in done[mine:]:
+        d.done.acquire()
+        if d.error is not None:
+            raise d.error
+    return results
