@@ -117,7 +117,8 @@ cdef inline int sample_logits(const float *logits, int limit, float temperature,
     """Pick a code from logits[0:limit] (spec/csm.md sample_topk; twin: csm_core.sampling.sample).
 
     temperature 0: first argmax. Otherwise logits/T, drop values strictly below the k-th
-    largest, softmax, argmax(p/q) with q ~ Exp(1) (from rng, or q_given for tests).
+    largest, softmax, argmax(p/q) with q ~ Exp(1) (from rng, drawn for the kept codes only, or
+    q_given for tests).
     scratch holds limit floats.
     """
     cdef int i, best = 0
@@ -144,9 +145,10 @@ cdef inline int sample_logits(const float *logits, int limit, float temperature,
         total += scratch[i]
     rbest = -1.0
     for i in range(limit):
-        s = exp1(rng) if q_given == NULL else q_given[i]
-        r = (scratch[i] / <float>total) / s
-        if r > rbest:
-            rbest = r
-            best = i
+        if scratch[i] > 0:  # a zero-probability code cannot win: no draw for it (~50 logs, not ~2048)
+            s = exp1(rng) if q_given == NULL else q_given[i]
+            r = (scratch[i] / <float>total) / s
+            if r > rbest:
+                rbest = r
+                best = i
     return best
