@@ -5,7 +5,8 @@ runs without the GIL. Threads: ONE OpenMP parallel region per backbone call and 
 whole frame's decode (codebook-0 head + 31 decoder steps, each with its input projection and
 output head; thread 0 samples between barriers). Row chunks (32-256 KiB of weights, see
 chunk_rows) of every product come from the team's work counter, so a preempted thread takes
-fewer. Five barriers per layer (csm_sync: spin, then futex sleep; far cheaper than a passive OpenMP barrier):
+fewer. Five barriers per layer (csm_sync: spin, then futex sleep; far cheaper than a passive
+OpenMP barrier):
 
   norm+quantize (every thread, private copy) -> Q,K,V chunks (+RoPE, +KV-cache write) | attention
   | quantize (private) -> O chunks (+residual) | norm+quantize (private) -> gate/up chunks (+SwiGLU,

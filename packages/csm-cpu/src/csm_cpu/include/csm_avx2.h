@@ -233,10 +233,12 @@ CSM_AVX2 static inline void csm_dot4il_q8_0_avx2(const char *g, const int8_t *xq
         _mm_prefetch(g + CSM_PF_BYTES, _MM_HINT_T0);
         _mm_prefetch(g + CSM_PF_BYTES + 64, _MM_HINT_T0);
         _mm_prefetch(g + CSM_PF_BYTES + 128, _MM_HINT_T0);
-        __m256 d = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_set1_ps(xd[b])));
-        for (int r = 0; r < 4; r++)
-            acc[r] = _mm256_fmadd_ps(csm_lane_avx2(d, r),
-                                     csm_dot32_i8_avx2(_mm256_loadu_si256((const __m256i *)(g + 8 + 32 * r)), qx), acc[r]);
+        __m128 d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_set1_ps(xd[b]));
+        __m256 d = _mm256_castps128_ps256(d4);
+        for (int r = 0; r < 4; r++) {
+            __m256i qw = _mm256_loadu_si256((const __m256i *)(g + 8 + 32 * r));
+            acc[r] = _mm256_fmadd_ps(csm_lane_avx2(d, r), csm_dot32_i8_avx2(qw, qx), acc[r]);
+        }
     }
     for (int r = 0; r < 4; r++) out[r] = csm_hsum_avx2(acc[r]);
 }
@@ -320,10 +322,14 @@ CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const
         __m256i v01 = _mm256_loadu_si256((const __m256i *)(g + 8)), v23 = _mm256_loadu_si256((const __m256i *)(g + 40));
         __m256i lo01 = _mm256_and_si256(v01, m), hi01 = _mm256_and_si256(_mm256_srli_epi16(v01, 4), m);
         __m256i lo23 = _mm256_and_si256(v23, m), hi23 = _mm256_and_si256(_mm256_srli_epi16(v23, 4), m);
-        a01 = _mm256_fmadd_ps(_mm256_mul_ps(dw01, s0), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo01, hi01, &x0)), a01);
-        a23 = _mm256_fmadd_ps(_mm256_mul_ps(dw23, s0), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo23, hi23, &x0)), a23);
-        c01 = _mm256_fmadd_ps(_mm256_mul_ps(dw01, s1), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo01, hi01, &x1)), c01);
-        c23 = _mm256_fmadd_ps(_mm256_mul_ps(dw23, s1), _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo23, hi23, &x1)), c23);
+        __m256 p01 = _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo01, hi01, &x0));
+        __m256 p23 = _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo23, hi23, &x0));
+        __m256 q01 = _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo01, hi01, &x1));
+        __m256 q23 = _mm256_cvtepi32_ps(csm_q4_pair_unpacked_avx2(lo23, hi23, &x1));
+        a01 = _mm256_fmadd_ps(_mm256_mul_ps(dw01, s0), p01, a01);
+        a23 = _mm256_fmadd_ps(_mm256_mul_ps(dw23, s0), p23, a23);
+        c01 = _mm256_fmadd_ps(_mm256_mul_ps(dw01, s1), q01, c01);
+        c23 = _mm256_fmadd_ps(_mm256_mul_ps(dw23, s1), q23, c23);
     }
     out0[0] = csm_hsum4_avx2(_mm256_castps256_ps128(a01));
     out0[1] = csm_hsum4_avx2(_mm256_extractf128_ps(a01, 1));
