@@ -88,7 +88,7 @@ def test_bad_inputs_raise_clear_errors():
         quant.matmat(quant.quantize(np.zeros((2, 32), np.float32), "f32"), np.zeros((1, 31)))
 
 
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "bf16"])
 def test_row_interleaved_repack_gives_identical_products(fmt):
     import csm_cpu
 
@@ -100,4 +100,6 @@ def test_row_interleaved_repack_gives_identical_products(fmt):
             w = rng.standard_normal((rows, 96)).astype(np.float32)
             x = rng.standard_normal((nvec, 96)).astype(np.float32)
             q = quant.quantize(w, fmt)
+            assert q.repack4().interleaved
             np.testing.assert_array_equal(quant.matmat(q.repack4(), x, threads=2), quant.matmat(q, x))
+    assert not quant.quantize(np.ones((4, 36), np.float32), "bf16").repack4().interleaved  # 36 % 8: kept plain

@@ -79,9 +79,9 @@ def dequantize_rows(const uint8_t[:, ::1] data, int fmt, int cols, float[:, ::1]
 
 
 def repack4(const uint8_t[:, ::1] data, int fmt, uint8_t[:, ::1] out) -> None:
-    """Row-interleaved copy of a Q8_0/Q4_0 matrix for the AVX2 4-row kernels."""
-    if fmt != CSM_Q8_0 and fmt != CSM_Q4_0:
-        raise ValueError("repack4: only block formats are interleaved")
+    """Row-interleaved copy of a Q8_0/Q4_0/bf16 matrix for the AVX2 4-row kernels."""
+    if fmt != CSM_Q8_0 and fmt != CSM_Q4_0 and not (fmt == CSM_BF16 and data.shape[1] % 16 == 0):
+        raise ValueError("repack4: only Q8_0, Q4_0 and bf16 rows of a multiple of 8 values are interleaved")
     if out.shape[0] != data.shape[0] or out.shape[1] != data.shape[1]:
         raise ValueError("repack4: output shape differs")
     if data.shape[0] == 0:

@@ -32,7 +32,7 @@ class QTensor:
     rows: int
     cols: int
     data: np.ndarray
-    interleaved: bool = False  # block rows repacked in groups of 4 (see repack4); kernels only
+    interleaved: bool = False  # rows repacked in groups of 4 (see repack4); kernels only
 
     @property
     def code(self) -> int:
@@ -43,8 +43,9 @@ class QTensor:
         return int(self.data.nbytes)
 
     def repack4(self) -> "QTensor":
-        """Row-interleaved copy for the AVX2 4-row kernels (block formats; others unchanged)."""
-        if self.fmt not in ("q8_0", "q4_0") or self.interleaved:
+        """Row-interleaved copy for the AVX2 4-row kernels (Q8_0, Q4_0, and bf16 with a multiple
+        of 8 columns; others unchanged)."""
+        if self.interleaved or not (self.fmt in ("q8_0", "q4_0") or (self.fmt == "bf16" and self.cols % 8 == 0)):
             return self
         out = np.empty_like(self.data)
         _kernels.repack4(self.data, self.code, out)

@@ -180,6 +180,25 @@ CSM_AVX2 static inline void csm_dot4_bf16_avx2(const char *w, int64_t stride, co
     }
 }
 
+/* bf16 over row-interleaved storage (csm_repack4): 8 values of each of 4 rows in turn, one
+ * sequential stream. Same per-row accumulation order as csm_dot4_bf16_avx2 (bit-identical);
+ * n a multiple of 8. */
+CSM_AVX2 static inline void csm_dot4il_bf16_avx2(const uint16_t *g, const float *x, int n, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8, g += 32) {
+        _mm_prefetch((const char *)g + CSM_PF_BYTES, _MM_HINT_T0);
+        __m256 xv = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(csm_load_bf16_avx2(g), xv, a0);
+        a1 = _mm256_fmadd_ps(csm_load_bf16_avx2(g + 8), xv, a1);
+        a2 = _mm256_fmadd_ps(csm_load_bf16_avx2(g + 16), xv, a2);
+        a3 = _mm256_fmadd_ps(csm_load_bf16_avx2(g + 24), xv, a3);
+    }
+    out[0] = csm_hsum_avx2(a0);
+    out[1] = csm_hsum_avx2(a1);
+    out[2] = csm_hsum_avx2(a2);
+    out[3] = csm_hsum_avx2(a3);
+}
+
 CSM_AVX2 static inline void csm_dot4_q8_0_avx2(const char *w, int64_t stride, const int8_t *xq, const float *xd,
                                                 int nb, float *out) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};

@@ -134,7 +134,10 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                 const float *dn = xd + (int64_t)n * nb;
                 switch (W->fmt) {
                 case CSM_F32: csm_dot4_f32_avx2(row, rb, xn, cols, d); break;
-                case CSM_BF16: csm_dot4_bf16_avx2(row, rb, xn, cols, d); break;
+                case CSM_BF16:
+                    if (W->interleaved) csm_dot4il_bf16_avx2((const uint16_t *)row, xn, cols, d);
+                    else csm_dot4_bf16_avx2(row, rb, xn, cols, d);
+                    break;
                 case CSM_Q8_0:
                     if (W->interleaved) csm_dot4il_q8_0_avx2(row, qn, dn, nb, d);
                     else csm_dot4_q8_0_avx2(row, rb, qn, dn, nb, d);
@@ -161,11 +164,24 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
     }
 }
 
-/* Repack a block-format matrix for the AVX2 4-row kernels, group by group of 4 rows (each group
- * keeps its byte range; rows past the last full group are copied as is): per block b, the 4 rows'
- * fp16 scales (8 bytes), then their quant bytes (Q8_0: 4 x 32, Q4_0: 4 x 16): the kernels convert
- * 4 scales at once and stream one sequential range. */
+/* Repack a matrix for the AVX2 4-row kernels, group by group of 4 rows (each group keeps its
+ * byte range; rows past the last full group are copied as is). Block formats, per block b: the 4
+ * rows' fp16 scales (8 bytes), then their quant bytes (Q8_0: 4 x 32, Q4_0: 4 x 16): the kernels
+ * convert 4 scales at once and stream one sequential range. bf16 (columns a multiple of 8): per 8
+ * columns, the 4 rows' 8 values (short rows, e.g. 2 KiB, stream ~40% faster as one range). */
 static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes) {
+    if (fmt == CSM_BF16) { /* per 8 columns: the 4 rows' 16 bytes each, one after the other */
+        int groups = rows / 4;
+        for (int g = 0; g < groups; g++) {
+            const char *s = src + (int64_t)g * 4 * row_bytes;
+            char *d = dst + (int64_t)g * 4 * row_bytes;
+            for (int64_t c = 0; c < row_bytes; c += 16)
+                for (int j = 0; j < 4; j++) memcpy(d + 4 * c + 16 * j, s + j * row_bytes + c, 16);
+        }
+        memcpy(dst + (int64_t)groups * 4 * row_bytes, src + (int64_t)groups * 4 * row_bytes,
+               (size_t)((rows - groups * 4) * row_bytes));
+        return;
+    }
     int64_t bs = fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0) : (int64_t)sizeof(csm_block_q4_0);
     int64_t nb = row_bytes / bs;
     int groups = rows / 4;
