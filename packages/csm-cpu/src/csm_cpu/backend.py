@@ -47,8 +47,8 @@ def _chunk_kib() -> int:
 
 
 def _repack_in_place(weights: dict) -> None:
-    """Row-interleave the block-format matrices the products stream (not the embedding tables,
-    which are looked up row by row), one at a time so memory grows by one tensor at most."""
+    """Row-interleave the matrices the products stream (Q8_0, Q4_0, bf16; not the embedding
+    tables, which are looked up row by row), one at a time so memory grows by one tensor at most."""
     for name, t in weights.items():
         if isinstance(t, QTensor) and not name.endswith("_embeddings.weight"):
             weights[name] = t.repack4()

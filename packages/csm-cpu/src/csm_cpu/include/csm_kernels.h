@@ -10,8 +10,8 @@
 #include "csm_avx2.h"
 #include "csm_neon.h"
 
-/* One weight matrix [rows, cols] in one format; rows are row_bytes apart. interleaved: block
- * formats repacked by csm_repack4 (groups of 4 rows keep their byte range; tail rows as is). */
+/* One weight matrix [rows, cols] in one format; rows are row_bytes apart. interleaved: repacked
+ * by csm_repack4 (groups of 4 rows keep their byte range; tail rows as is). */
 typedef struct {
     int fmt, rows, cols;
     const char *data;
@@ -95,7 +95,6 @@ static inline float csm_dot(int isa, int fmt, const char *row, int cols, const f
 /* y[n*ldy + r] (+)= W[r, :] . x_n for rows r0 <= r < r1 and nvec activation vectors.
  * Activations: x [nvec, cols] fp32, or xq [nvec, cols] int8 + xd [nvec, cols/32]. Each weight
  * row is read from memory once and reused for every vector while it sits in L1/L2. */
-
 static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const float *x,
                                 const int8_t *xq, const float *xd, int nvec, float *y,
                                 int64_t ldy, int accumulate) {
@@ -170,30 +169,21 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
  * convert 4 scales at once and stream one sequential range. bf16 (columns a multiple of 8): per 8
  * columns, the 4 rows' 8 values (short rows, e.g. 2 KiB, stream ~40% faster as one range). */
 static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes) {
-    if (fmt == CSM_BF16) { /* per 8 columns: the 4 rows' 16 bytes each, one after the other */
-        int groups = rows / 4;
-        for (int g = 0; g < groups; g++) {
-            const char *s = src + (int64_t)g * 4 * row_bytes;
-            char *d = dst + (int64_t)g * 4 * row_bytes;
-            for (int64_t c = 0; c < row_bytes; c += 16)
-                for (int j = 0; j < 4; j++) memcpy(d + 4 * c + 16 * j, s + j * row_bytes + c, 16);
-        }
-        memcpy(dst + (int64_t)groups * 4 * row_bytes, src + (int64_t)groups * 4 * row_bytes,
-               (size_t)((rows - groups * 4) * row_bytes));
-        return;
-    }
-    int64_t bs = fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0) : (int64_t)sizeof(csm_block_q4_0);
-    int64_t nb = row_bytes / bs;
+    /* unit: the bytes of one row that sit together (bf16: 8 values; blocks: one block), split
+     * into a head (the fp16 scale) and a body; per unit, the 4 heads, then the 4 bodies */
+    int64_t unit = fmt == CSM_BF16 ? 16 : fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0)
+                                                         : (int64_t)sizeof(csm_block_q4_0);
+    int64_t head = fmt == CSM_BF16 ? 0 : 2, body = unit - head;
     int groups = rows / 4;
     for (int g = 0; g < groups; g++) {
         const char *s = src + (int64_t)g * 4 * row_bytes;
         char *d = dst + (int64_t)g * 4 * row_bytes;
-        for (int64_t b = 0; b < nb; b++) {
-            char *o = d + 4 * b * bs;
+        for (int64_t u = 0; u < row_bytes; u += unit) {
+            char *o = d + 4 * u;
             for (int j = 0; j < 4; j++) {
-                const char *blk = s + j * row_bytes + b * bs;
-                memcpy(o + 2 * j, blk, 2);
-                memcpy(o + 8 + (bs - 2) * j, blk + 2, (size_t)(bs - 2));
+                const char *from = s + j * row_bytes + u;
+                memcpy(o + head * j, from, (size_t)head);
+                memcpy(o + 4 * head + body * j, from + head, (size_t)body);
             }
         }
     }
