@@ -8,7 +8,6 @@ Activations are time-major [T, C] float32 throughout (see ops.py).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,7 +21,7 @@ from .checkpoint import canonical_weights, load_weights
 from .ops import Conv1d, ConvTranspose1d, pack_weights
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
-from .threads import one_blas_thread, pair_default, paired_products
+from .threads import one_blas_thread, pair_default, pair_forced, paired_products
 from .transformer import Transformer
 
 __all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
@@ -187,9 +186,8 @@ class MimiStreamingDecoder:
 
     def __init__(self, model: Mimi, paired: bool | None = None):
         self.model = model
-        env = os.environ.get("CSM_AUDIO_PAIR", "").strip()
         self.paired = pair_default() if paired is None else bool(paired)
-        self._adaptive = paired is None and env not in ("0", "1") and self.paired
+        self._adaptive = paired is None and pair_forced() is None and self.paired
         self._cost: dict[bool, float] = {}  # mode -> recent seconds per frame (exponential average)
         self._calls = 0
         self.reset()

@@ -49,7 +49,6 @@ def _conv(w: Weights, name: str, stride: int = 1) -> Conv1d:
     return Conv1d(w[f"{name}.conv.conv.weight"], w[f"{name}.conv.conv.bias"], stride)
 
 
-
 def _pieces(n: int, halo: int, align: int = 1) -> list[int]:
     """Edges 0 = e0 < e1 < ... < n of the pieces a stream of n steps is split into for two threads
     (each piece but the first recomputes `halo` steps before its edge): 4 pieces on long streams,
@@ -188,6 +187,14 @@ class SEANetDecoder:
             self.stages.append((up, _ResBlock(w, f"decoder.model.{idx + 2}")))
             idx += 3
         self.last = _conv(w, f"decoder.model.{idx + 1}")
+        # split streams (see _lead_in): latent steps a later piece starts early, for the whole stack
+        # and for the tail alone (in tail input steps, each `tail_rate` samples)
+        self.hop = math.prod(up.s for up, _ in self.stages)
+        layers = [self.first] + [layer for pair in self.stages for layer in pair] + [self.last]
+        self.halo = -(-_lead_in(layers) // self.hop)
+        tail = self.stages[len(self.stages) - _TILED_STAGES :]
+        self.tail_rate = math.prod(up.s for up, _ in tail)
+        self.tail_halo = -(-_lead_in([layer for pair in tail for layer in pair] + [self.last]) // self.tail_rate)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.step(x, self.init_state())[0]
@@ -205,13 +212,11 @@ class SEANetDecoder:
         With `split`, a long chunk runs as 2 or 4 streams over pieces of it, shared with the helper
         thread and each started a few steps early from zero state (see _lead_in); a short one (a
         frame) splits the tail only."""
-        hop = math.prod(up.s for up, _ in self.stages)
-        layers = [self.first] + [layer for pair in self.stages for layer in pair] + [self.last]
-        halo = -(-_lead_in(layers) // hop)
-        edges = _pieces(x.shape[0], 2 * halo) if split else [0, x.shape[0]]
+        edges = _pieces(x.shape[0], 2 * self.halo) if split else [0, x.shape[0]]
         if len(edges) == 2:
             return self._step(x, state, split)
-        return self._shared(x, edges, halo, hop, lambda xs, st: self._step(xs, st, False), state, self.init_state)
+        run = lambda xs, st: self._step(xs, st, False)  # noqa: E731
+        return self._shared(x, edges, self.halo, self.hop, run, state, self.init_state)
 
     def _shared(self, x, edges, halo, rate, run, state, zero_state) -> tuple[np.ndarray, list[Any]]:
         """run(x piece, state) -> (audio, state) over the pieces of x on two threads (share_work);
@@ -240,14 +245,11 @@ class SEANetDecoder:
             x, s = res.step(x, state[2 + 2 * i])
             new.append(s)
         tail_state = state[1 + 2 * n_head :]
-        tail = self.stages[n_head:]
-        rate = math.prod(up.s for up, _ in tail)  # samples per tail input step
-        halo = -(-_lead_in([layer for pair in tail for layer in pair] + [self.last]) // rate)
-        edges = _pieces(x.shape[0], halo) if split_tail else [0, x.shape[0]]
+        edges = _pieces(x.shape[0], self.tail_halo) if split_tail else [0, x.shape[0]]
         if len(edges) == 2:
             y, tail_state = self._tail(x, tail_state)
             return y, new + tail_state
-        y, tail_state = self._shared(x, edges, halo, rate, self._tail, tail_state, self._tail_init)
+        y, tail_state = self._shared(x, edges, self.tail_halo, self.tail_rate, self._tail, tail_state, self._tail_init)
         return y, new + tail_state
 
     def _tail_init(self) -> list[Any]:

@@ -21,7 +21,9 @@ try:
 except ImportError:  # optional: without it BLAS keeps its thread count and the helper stays off
     ThreadpoolController = None
 
-__all__ = ["one_blas_thread", "pair_default", "paired_products", "is_paired", "split_work", "share_work"]
+__all__ = [
+    "one_blas_thread", "pair_forced", "pair_default", "paired_products", "is_paired", "split_work", "share_work",
+]
 
 _BLAS: Any = None
 
@@ -89,11 +91,17 @@ def _helper() -> _Helper:
     return _HELPER
 
 
+def pair_forced() -> bool | None:
+    """$CSM_AUDIO_PAIR: True (1) or False (0) when set, else None."""
+    v = os.environ.get("CSM_AUDIO_PAIR", "").strip()
+    return v == "1" if v in ("0", "1") else None
+
+
 def pair_default() -> bool:
     """Whether streaming uses the helper thread: $CSM_AUDIO_PAIR (0/1), else on with >= 2 usable CPUs."""
-    v = os.environ.get("CSM_AUDIO_PAIR", "").strip()
-    if v in ("0", "1"):
-        return v == "1"
+    forced = pair_forced()
+    if forced is not None:
+        return forced
     if ThreadpoolController is None:
         return False
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
