@@ -7,7 +7,7 @@ from csm_core.config import csm_tiny
 from csm_core.testing.csm import make_prompt, random_csm_weights
 
 from csm_cpu.backend import CpuBackend
-from csm_cpu.gguf_io import read_gguf, write_gguf
+from csm_cpu.gguf_io import read_gguf, release_pages, write_gguf
 from csm_cpu.quant import QTensor
 from csm_cpu.weights import WeightError
 
@@ -43,3 +43,30 @@ def test_not_a_csm_file(tmp_path):
         read_gguf(p)
     with pytest.raises(FileNotFoundError):
         read_gguf(tmp_path / "missing.gguf")
+
+
+def _rss_file_kb() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="Linux /proc")
+def test_release_pages_drops_residency_keeps_data(tmp_path):
+    """What a GGUF load does after repacking a mapped tensor: its pages leave this process's RSS
+    (only those wholly inside the array), and its values are still there when read again."""
+    import mmap
+
+    raw = np.random.default_rng(0).integers(0, 256, 16 << 20, dtype=np.uint8)
+    (tmp_path / "w.bin").write_bytes(raw.tobytes())
+    m = np.memmap(tmp_path / "w.bin", np.uint8, mode="r")
+    lo, hi = 3 * mmap.PAGESIZE + 100, (16 << 20) - 5
+    a = m[lo:hi]
+    assert int(a.sum(dtype=np.int64)) == int(raw[lo:hi].sum(dtype=np.int64))  # every page resident
+    before = _rss_file_kb()
+    released = release_pages(a)
+    assert released % mmap.PAGESIZE == 0 and hi - lo - 2 * mmap.PAGESIZE < released <= hi - lo
+    assert before - _rss_file_kb() >= 0.9 * released / 1024
+    np.testing.assert_array_equal(a, raw[lo:hi])  # faulted back in from the file
+    assert release_pages(np.zeros(1 << 20, np.uint8)) == 0  # not a map: nothing to do

@@ -13,6 +13,7 @@ from csm_core.protocols import SamplingParams
 
 from . import _engine
 from .features import ISA_BY_NAME, active_isa
+from .gguf_io import release_pages
 from .quant import QTensor, check_format
 from .weights import engine_dims, prepare_weights
 
@@ -48,10 +49,14 @@ def _chunk_kib() -> int:
 
 def _repack_in_place(weights: dict) -> None:
     """Row-interleave the matrices the products stream (Q8_0, Q4_0, bf16; not the embedding
-    tables, which are looked up row by row), one at a time so memory grows by one tensor at most."""
+    tables, which are looked up row by row), one at a time so memory grows by one tensor at most;
+    a source in a file map (GGUF) gives its pages back once copied."""
     for name, t in weights.items():
         if isinstance(t, QTensor) and not name.endswith("_embeddings.weight"):
-            weights[name] = t.repack4()
+            packed = t.repack4()
+            if packed is not t:
+                release_pages(t.data)
+            weights[name] = packed
 
 
 class CpuBackend:
