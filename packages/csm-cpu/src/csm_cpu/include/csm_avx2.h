@@ -156,6 +156,54 @@ CSM_AVX2 static inline void csm_dot4_f32_avx2(const char *w, int64_t stride, con
     }
 }
 
+/* Two activation vectors against the same 4 rows (prompt prefill, batches): each weight load
+ * serves both, and 8 independent accumulators keep both FMA pipes busy (4 leave them waiting
+ * on FMA latency). Per vector the same operations in the same order as csm_dot4_f32_avx2 /
+ * csm_dot4il_bf16_avx2, so the results are bit-identical. */
+CSM_AVX2 static inline void csm_dot4x2_f32_avx2(const char *w, int64_t stride, const float *x0, const float *x1,
+                                                 int n, float *out0, float *out1) {
+    const float *wr[4] = {(const float *)w, (const float *)(w + stride), (const float *)(w + 2 * stride),
+                          (const float *)(w + 3 * stride)};
+    __m256 a[4], c[4];
+    for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x0 + i), v = _mm256_loadu_ps(x1 + i);
+        for (int r = 0; r < 4; r++) {
+            __m256 wv = _mm256_loadu_ps(wr[r] + i);
+            a[r] = _mm256_fmadd_ps(wv, u, a[r]);
+            c[r] = _mm256_fmadd_ps(wv, v, c[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        out0[r] = csm_hsum_avx2(a[r]);
+        out1[r] = csm_hsum_avx2(c[r]);
+    }
+    for (; i < n; i++)
+        for (int r = 0; r < 4; r++) {
+            out0[r] += wr[r][i] * x0[i];
+            out1[r] += wr[r][i] * x1[i];
+        }
+}
+
+CSM_AVX2 static inline void csm_dot4il2_bf16_avx2(const uint16_t *g, const float *x0, const float *x1, int n,
+                                                   float *out0, float *out1) {
+    __m256 a[4], c[4];
+    for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8, g += 32) {
+        __m256 u = _mm256_loadu_ps(x0 + i), v = _mm256_loadu_ps(x1 + i);
+        for (int r = 0; r < 4; r++) {
+            __m256 wv = csm_load_bf16_avx2(g + 8 * r);
+            a[r] = _mm256_fmadd_ps(wv, u, a[r]);
+            c[r] = _mm256_fmadd_ps(wv, v, c[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        out0[r] = csm_hsum_avx2(a[r]);
+        out1[r] = csm_hsum_avx2(c[r]);
+    }
+}
+
 CSM_AVX2 static inline void csm_dot4_bf16_avx2(const char *w, int64_t stride, const float *x, int n, float *out) {
     const uint16_t *w0 = (const uint16_t *)w, *w1 = (const uint16_t *)(w + stride);
     const uint16_t *w2 = (const uint16_t *)(w + 2 * stride), *w3 = (const uint16_t *)(w + 3 * stride);

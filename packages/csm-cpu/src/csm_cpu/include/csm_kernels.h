@@ -113,13 +113,19 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
         for (; r + 4 <= r1; r += 4) {
             const char *row = W->data + (int64_t)r * rb;
             int n = 0;
-            if ((W->fmt == CSM_Q8_0 || W->fmt == CSM_Q4_0) && W->interleaved) { /* prefill: 2 vectors a pass */
+            if (W->fmt == CSM_F32 || W->interleaved) { /* prefill, batches: 2 vectors a pass */
                 float d1[4];
                 for (; n + 2 <= nvec; n += 2) {
-                    const int8_t *q0 = xq + (int64_t)n * cols, *q1 = q0 + cols;
-                    const float *s0 = xd + (int64_t)n * nb, *s1 = s0 + nb;
-                    if (W->fmt == CSM_Q8_0) csm_dot4il2_q8_0_avx2(row, q0, s0, q1, s1, nb, d, d1);
-                    else csm_dot4il2_q4_0_avx2((const csm_block_q4_0 *)row, q0, s0, q1, s1, nb, d, d1);
+                    if (W->fmt == CSM_F32 || W->fmt == CSM_BF16) { /* fp32 activations */
+                        const float *x0 = x + (int64_t)n * cols, *x1 = x0 + cols;
+                        if (W->fmt == CSM_F32) csm_dot4x2_f32_avx2(row, rb, x0, x1, cols, d, d1);
+                        else csm_dot4il2_bf16_avx2((const uint16_t *)row, x0, x1, cols, d, d1);
+                    } else { /* int8 activations */
+                        const int8_t *q0 = xq + (int64_t)n * cols, *q1 = q0 + cols;
+                        const float *s0 = xd + (int64_t)n * nb, *s1 = s0 + nb;
+                        if (W->fmt == CSM_Q8_0) csm_dot4il2_q8_0_avx2(row, q0, s0, q1, s1, nb, d, d1);
+                        else csm_dot4il2_q4_0_avx2((const csm_block_q4_0 *)row, q0, s0, q1, s1, nb, d, d1);
+                    }
                     float *o0 = y + (int64_t)n * ldy + r, *o1 = o0 + ldy;
                     for (int k = 0; k < 4; k++) {
                         o0[k] = accumulate ? o0[k] + d[k] : d[k];
