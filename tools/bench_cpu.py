@@ -6,8 +6,9 @@
 Per format (each in its own process, so peak RSS is that format's): load time, peak RSS, median
 ms/frame per thread count, prompt prefill positions/s, frames/s for batch sizes, the same under a
 competing busy process.
-Also: the memory bandwidth the f32 kernel reaches (and numpy's sgemv as a peer), each format's
-floor (weight bytes per frame / bandwidth), % of floor, and the Hugging Face transformers
+Also: the memory bandwidth the f32 kernel reaches (and numpy's sgemv as a peer), the machine's
+read ceiling (tools/membw.py), each format's floor (weight bytes per frame / the higher of the
+two), % of floor, and the Hugging Face transformers
 reference (torch CPU, fp32 and bf16, random init) as peer ratio. Medians of several runs: the
 machine may be shared, so read the peer columns, not only the absolute numbers.
 """
@@ -231,7 +232,17 @@ def main() -> None:
           f"on {os.cpu_count()} CPUs", flush=True)
     bw = bandwidth(args.threads)
     print("# bandwidth GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in bw.items()), flush=True)
-    ceiling = max(v for k, v in bw.items() if k.startswith("kernel"))
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from membw import best_per_thread_count, measure
+
+        probe = best_per_thread_count(measure(max(args.threads)))
+        bw.update({f"read_probe_{th}t": v for th, v in probe.items()})
+        print("# machine read ceiling GB/s (tools/membw.py): "
+              + ", ".join(f"{th} thr {v:.1f}" for th, v in probe.items()), flush=True)
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        print(f"# read probe unavailable ({e}); floors use the f32 kernel's bandwidth", flush=True)
+    ceiling = max(v for k, v in bw.items() if k.startswith(("kernel", "read_probe")))
     results = []
     for fmt in args.formats.split(","):
         extra = ["--batch", ",".join(map(str, args.batch))] + ([] if args.competing and fmt == "q8_0" else ["--no-competing"])
@@ -271,7 +282,7 @@ def main() -> None:
                   + ", ".join(f"{th} thr {v:.1f} (alone {r['ms'][th]:.1f})" for th, v in r["ms_competing"].items()))
     for k, v in refs.items():
         print(f"HF transformers {k}: " + (f"{v['ms']:.1f} ms/frame ({1e3 / v['ms']:.2f} frames/s)" if "ms" in v else v.get("error", "")))
-    print(f"bandwidth ceiling used for floors: {ceiling:.1f} GB/s (f32 kernel, best thread count)")
+    print(f"bandwidth ceiling used for floors: {ceiling:.1f} GB/s (best of the f32 kernel and the read probe)")
 
 
 if __name__ == "__main__":
