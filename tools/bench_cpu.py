@@ -208,7 +208,7 @@ def sub(argv: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--formats", default="f32,bf16,q8_0,q4_0")
+    ap.add_argument("--formats", default="f32,bf16,q8_0,q4_0,q4_k")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batch", default="1,4,8")
     ap.add_argument("--frames", type=int, default=8)

@@ -55,7 +55,33 @@ def test_quantized_teacher_forced_agreement(oracle, quant, min_top1, max_err):
     assert np.mean(agree) >= min_top1 and max(err) <= max_err
 
 
-@pytest.mark.parametrize("quant", ["f32", "q8_0"])
+def test_q4_k_model_is_closer_to_fp32_than_q4_0(k_quant_config):
+    """A config whose matrices all have rows of a multiple of 256 (so every one is Q4_K; CSM-1B's
+    are): teacher-forced logits sit closer to fp32 than Q4_0's at the same 4.5 bits per weight.
+    Rows that cannot be Q4_K (a tiny config's) fall back to Q8_0."""
+    cfg = k_quant_config
+    w = random_csm_weights(cfg, 11)
+    ref = CpuBackend(cfg, w, "f32", threads=2)
+    models = {q: CpuBackend(cfg, w, q, threads=2) for q in ("q4_0", "q4_k")}
+    fmts = {n: t.fmt for n, t in models["q4_k"]._weights.items() if hasattr(t, "fmt")}
+    assert {f for n, f in fmts.items() if not n.endswith("_embeddings.weight")} == {"q4_k"}
+    assert {fmts["text_embeddings.weight"], fmts["audio_embeddings.weight"]} == {"q8_0"}
+    rng = np.random.default_rng(3)
+    err = {q: [] for q in models}
+    for _ in range(3):
+        tokens, mask = make_prompt(cfg, rng)
+        codes = rng.integers(0, 2048, (1, 8)).astype(np.int32)
+        a = np.concatenate([(lg := ref.teacher_forced_logits(tokens, mask, codes))[0], lg[1][0]])
+        for q, m in models.items():
+            c0, depth = m.teacher_forced_logits(tokens, mask, codes)
+            err[q].append(np.abs(np.concatenate([c0, depth[0]]) - a).mean())
+    print({q: float(np.mean(e)) for q, e in err.items()})
+    assert np.mean(err["q4_k"]) < 0.9 * np.mean(err["q4_0"])
+    tiny = CpuBackend(csm_tiny(), random_csm_weights(csm_tiny(), 1), "q4_k", threads=1)
+    assert {t.fmt for t in tiny._weights.values() if hasattr(t, "fmt")} == {"q8_0"}  # rows of 32/64/128
+
+
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_k"])
 def test_work_split_is_exact(quant, monkeypatch):
     """Matrices large enough to split into many work items (320 KiB - 2 MiB): the logits are
     bit-identical for any item size and thread count (each row's product is one kernel call),

@@ -12,7 +12,7 @@ from csm_cpu.quant import QTensor
 from csm_cpu.weights import WeightError
 
 
-@pytest.mark.parametrize("quant", ["f32", "bf16", "q8_0", "q4_0"])
+@pytest.mark.parametrize("quant", ["f32", "bf16", "q8_0", "q4_0", "q4_k"])
 def test_roundtrip_same_logits(tmp_path, quant):
     config = csm_tiny()
     weights = random_csm_weights(config, 3)
@@ -25,6 +25,25 @@ def test_roundtrip_same_logits(tmp_path, quant):
     codes = np.random.default_rng(1).integers(0, 2048, (1, 32)).astype(np.int32)
     a = CpuBackend(config, weights, quant, threads=1).teacher_forced_logits(tokens, mask, codes)
     b = CpuBackend.from_gguf(path, threads=1).teacher_forced_logits(tokens, mask, codes)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_q4_k_file_holds_q4_k_tensors(tmp_path, k_quant_config):
+    """q4_k matrices are written as GGML Q4_K tensors (what llama.cpp's readers know) and the
+    memory-mapped model gives the same logits as the one quantized at load."""
+    import gguf
+
+    weights = random_csm_weights(k_quant_config, 4)
+    path = write_gguf(tmp_path / "k.gguf", k_quant_config, weights, "q4_k")
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(str(path)).tensors}
+    assert types["backbone.layers.0.mlp.w2.weight"] == gguf.GGMLQuantizationType.Q4_K
+    assert types["audio_head.0"] == gguf.GGMLQuantizationType.Q4_K
+    assert types["text_embeddings.weight"] == gguf.GGMLQuantizationType.Q8_0
+    tokens, mask = make_prompt(k_quant_config, np.random.default_rng(0))
+    codes = np.random.default_rng(1).integers(0, 2048, (1, 8)).astype(np.int32)
+    a = CpuBackend(k_quant_config, weights, "q4_k", threads=2).teacher_forced_logits(tokens, mask, codes)
+    b = CpuBackend.from_gguf(path, threads=2).teacher_forced_logits(tokens, mask, codes)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
 

@@ -1,11 +1,11 @@
 """Backends are found through the `csm.backends` entry-point group: installing one makes it available.
 
 Each backend has its own constructor; `make_backend` adapts the app's one vocabulary to it:
-quant "f32" | "bf16" | "q8_0" | "q4_0" (None: the backend's default) and threads.
+quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k" (None: the backend's default) and threads.
 - cpu: CpuBackend(config, weights, quant, threads=...) with the same quant names;
   a `.gguf` file → CpuBackend.from_gguf (its quant is fixed at conversion).
 - mlx: MlxBackend(config, weights, dtype=..., quant_bits=..., group_size=...):
-  f32 → float32, bf16 → bfloat16, q8_0 → 8-bit and q4_0 → 4-bit affine groups over bfloat16;
+  f32 → float32, bf16 → bfloat16, q8_0 → 8-bit, q4_0 and q4_k → 4-bit affine groups over bfloat16;
   a file written by csm_mlx.convert → MlxBackend.load. MLX picks its own threads.
 """
 
@@ -27,8 +27,9 @@ __all__ = [
 ]
 
 GROUP = "csm.backends"
-QUANTS = ("f32", "bf16", "q8_0", "q4_0")
-MLX_QUANT = {"f32": ("float32", None), "bf16": ("bfloat16", None), "q8_0": ("bfloat16", 8), "q4_0": ("bfloat16", 4)}
+QUANTS = ("f32", "bf16", "q8_0", "q4_0", "q4_k")
+MLX_QUANT = {"f32": ("float32", None), "bf16": ("bfloat16", None), "q8_0": ("bfloat16", 8), "q4_0": ("bfloat16", 4),
+             "q4_k": ("bfloat16", 4)}
 logger = logging.getLogger(__name__)
 
 

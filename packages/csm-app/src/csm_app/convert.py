@@ -23,7 +23,7 @@ def convert_checkpoint(
 ) -> Path:
     """Write `src` converted for `target` to `dst`; returns the written file.
 
-    quant: "f32" | "bf16" | "q8_0" | "q4_0" (default: q8_0 for gguf, bf16 for mlx).
+    quant: "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k" (default: q8_0 for gguf, bf16 for mlx).
     group_size: mlx quantization group (32, 64 or 128)."""
     if target not in TARGETS:
         raise BackendError(f"unknown conversion target {target!r}; expected one of {', '.join(TARGETS)}")

@@ -60,7 +60,7 @@ class CSM:
         watermark: bool = True,
     ) -> "CSM":
         """Find the model (see `discovery.resolve_model`), then load the tokenizer, the backend
-        (quant "f32" | "bf16" | "q8_0" | "q4_0", None = the backend's default), Mimi and the watermarker."""
+        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker."""
         from csm_tokenizers import load_tokenizer
 
         check_quant(quant)

@@ -7,10 +7,13 @@ cdef extern from "csm_kernels.h" nogil:
         CSM_BF16
         CSM_Q8_0
         CSM_Q4_0
+        CSM_Q4_K
         CSM_ISA_PORTABLE
         CSM_ISA_AVX2
         CSM_ISA_NEON
         CSM_QK
+        CSM_QK_K
+        CSM_Q4K_MAX_COLS
 
     ctypedef struct csm_mat:
         int fmt
@@ -31,6 +34,7 @@ cdef extern from "csm_kernels.h" nogil:
     void csm_quantize_act(const float *x, int n, int8_t *q, float *d)
     void csm_quantize_row_q8_0(const float *x, void *y, int n)
     void csm_quantize_row_q4_0(const float *x, void *y, int n)
+    void csm_quantize_row_q4_k(const float *x, void *y, int n)
     void csm_quantize_row_bf16(const float *x, uint16_t *y, int n)
     void csm_dequant_row(int fmt, const char *row, float *out, int cols)
     void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes)

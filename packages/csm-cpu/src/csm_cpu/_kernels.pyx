@@ -13,8 +13,10 @@ from csm_cpu._cdefs cimport *
 cdef int _isa = csm_detect_isa()
 
 ISA_NAMES = {CSM_ISA_PORTABLE: "portable", CSM_ISA_AVX2: "avx2", CSM_ISA_NEON: "neon"}
-FORMATS = {"f32": CSM_F32, "bf16": CSM_BF16, "q8_0": CSM_Q8_0, "q4_0": CSM_Q4_0}
+FORMATS = {"f32": CSM_F32, "bf16": CSM_BF16, "q8_0": CSM_Q8_0, "q4_0": CSM_Q4_0, "q4_k": CSM_Q4_K}
 BLOCK = CSM_QK
+SUPER_BLOCK = CSM_QK_K
+Q4K_MAX_COLS = CSM_Q4K_MAX_COLS
 
 
 def detected_isa() -> int:
@@ -64,6 +66,8 @@ def quantize_rows(const float[:, ::1] w, int fmt, uint8_t[:, ::1] out, int threa
             csm_quantize_row_q8_0(&w[r, 0], &out[r, 0], C)
         elif fmt == CSM_Q4_0:
             csm_quantize_row_q4_0(&w[r, 0], &out[r, 0], C)
+        elif fmt == CSM_Q4_K:
+            csm_quantize_row_q4_k(&w[r, 0], &out[r, 0], C)
         elif fmt == CSM_BF16:
             csm_quantize_row_bf16(&w[r, 0], <uint16_t *>&out[r, 0], C)
 
@@ -119,7 +123,9 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
     W.fmt, W.rows, W.cols, W.interleaved = fmt, <int>R, cols, interleaved
     W.data = <const char *>&data[0, 0]
     W.row_bytes = data.shape[1]
-    if fmt == CSM_Q8_0 or fmt == CSM_Q4_0:
+    if fmt == CSM_Q4_K and cols > CSM_Q4K_MAX_COLS:
+        raise ValueError(f"matmat: q4_k rows of {cols} values exceed {CSM_Q4K_MAX_COLS}")
+    if fmt == CSM_Q8_0 or fmt == CSM_Q4_0 or fmt == CSM_Q4_K:
         xq = <int8_t *>malloc(N * cols)
         xd = <float *>malloc(N * (cols // CSM_QK) * sizeof(float))
         if xq == NULL or xd == NULL:

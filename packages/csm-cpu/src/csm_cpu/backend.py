@@ -62,7 +62,7 @@ def _repack_in_place(weights: dict) -> None:
 class CpuBackend:
     """CSM-1B on the CPU. Build from (config, canonical weights, quant) or from a GGUF file.
 
-    quant: "f32", "bf16", "q8_0" or "q4_0" (weights are quantized at load, tensor by tensor).
+    quant: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at load, tensor by tensor).
     threads: kernel threads (default: CSM_NUM_THREADS or all CPUs of this process).
     """
 

@@ -29,7 +29,7 @@ _KEY_QUANT = "csm.quant"
 def _ggml_types():
     from gguf import GGMLQuantizationType as T
 
-    return {"f32": T.F32, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}
+    return {"f32": T.F32, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_k": T.Q4_K}
 
 
 def _config_json(config: CSMConfig) -> str:

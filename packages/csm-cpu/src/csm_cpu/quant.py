@@ -1,4 +1,4 @@
-"""Weights as the kernels read them: one 2-D matrix in one format (fp32, bf16, GGML Q8_0/Q4_0).
+"""Weights as the kernels read them: one 2-D matrix in one format (fp32, bf16, GGML Q8_0/Q4_0/Q4_K).
 
 Block formats use GGML's byte layout, so a tensor read from a GGUF memory map is used as is.
 """
@@ -11,11 +11,26 @@ import numpy as np
 
 from . import _kernels, features  # noqa: F401  (features selects the kernel path at import)
 
-__all__ = ["FORMATS", "QTensor", "quantize", "matmat", "quantize_activations", "check_format"]
+__all__ = ["FORMATS", "QTensor", "quantize", "matmat", "quantize_activations", "check_format", "row_multiple"]
 
 FORMATS = dict(_kernels.FORMATS)  # name -> code
 BLOCK = _kernels.BLOCK  # elements per Q8_0/Q4_0 block
-BYTES_PER_WEIGHT = {"f32": 4.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+SUPER_BLOCK = _kernels.SUPER_BLOCK  # elements per Q4_K super-block
+BYTES_PER_WEIGHT = {"f32": 4.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_k": 144 / 256}
+
+
+def row_multiple(fmt: str) -> int:
+    """Row lengths fmt can store are multiples of this (1 for fp32/bf16)."""
+    return {"q8_0": BLOCK, "q4_0": BLOCK, "q4_k": SUPER_BLOCK}.get(fmt, 1)
+
+
+def check_row_length(fmt: str, cols: int, name: str = "tensor") -> None:
+    """A clear error for rows fmt cannot store (not a multiple of its block, or too long for q4_k)."""
+    k = row_multiple(fmt)
+    if cols % k:
+        raise ValueError(f"{name}: {fmt} needs rows of a multiple of {k} values, got {cols}")
+    if fmt == "q4_k" and cols > _kernels.Q4K_MAX_COLS:
+        raise ValueError(f"{name}: q4_k rows of {cols} values exceed the supported {_kernels.Q4K_MAX_COLS}")
 
 
 def check_format(fmt: str) -> str:
@@ -63,6 +78,7 @@ class QTensor:
     def from_bytes(cls, fmt: str, rows: int, cols: int, data: np.ndarray, name: str = "tensor") -> "QTensor":
         """Wrap stored rows (e.g. a GGUF memory map) after checking the size."""
         check_format(fmt)
+        check_row_length(fmt, cols, name)
         rb = _kernels.row_bytes(FORMATS[fmt], cols)
         flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         if flat.size != rows * rb:
@@ -81,8 +97,7 @@ def quantize(w: np.ndarray, fmt: str, *, name: str = "tensor", threads: int = 1)
     if w.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D matrix, got shape {w.shape}")
     rows, cols = w.shape
-    if fmt in ("q8_0", "q4_0") and cols % BLOCK:
-        raise ValueError(f"{name}: {fmt} needs rows of a multiple of {BLOCK} values, got {cols}")
+    check_row_length(fmt, cols, name)
     zero_copy = fmt == "f32" and w.dtype == np.float32 and w.flags.c_contiguous
     out = w if zero_copy else np.empty((rows, _kernels.row_bytes(FORMATS[fmt], cols)), np.uint8)
     step = max(1, (16 << 20) // max(1, cols * 4))  # about 16 MiB of fp32 per block

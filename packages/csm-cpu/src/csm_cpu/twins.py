@@ -14,11 +14,12 @@ __all__ = ["quantize", "dequantize", "quantize_activations", "matmat"]
 def _gguf_type(fmt: str):
     from gguf import GGMLQuantizationType
 
-    return {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}[fmt]
+    return {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0, "q4_k": GGMLQuantizationType.Q4_K}[fmt]
 
 
 def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
-    """fp32 [R, C] -> stored rows uint8 [R, row_bytes]."""
+    """fp32 [R, C] -> stored rows uint8 [R, row_bytes]. Not for q4_k: gguf-py has no Q4_K
+    quantizer (and any grid search is a valid one); its dequantizer is the q4_k twin."""
     w = np.ascontiguousarray(w, np.float32)
     if fmt == "f32":
         return w.view(np.uint8)
@@ -56,7 +57,7 @@ def matmat(data: np.ndarray, fmt: str, cols: int, x: np.ndarray) -> np.ndarray:
     """x [N, C] @ W.T with W stored in fmt; block formats see int8-quantized activations."""
     w = dequantize(data, fmt, cols).astype(np.float64)
     x = np.asarray(x, np.float32)
-    if fmt in ("q8_0", "q4_0"):
+    if fmt in ("q8_0", "q4_0", "q4_k"):
         q, d = quantize_activations(x)
         x = (q.reshape(x.shape[0], -1, 32) * d[..., None]).reshape(x.shape)
     return (x.astype(np.float64) @ w.T).astype(np.float32)

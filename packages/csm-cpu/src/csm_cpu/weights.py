@@ -12,7 +12,7 @@ import numpy as np
 
 from csm_core.config import CSMConfig, LlamaConfig
 
-from .quant import QTensor, check_format, quantize
+from .quant import QTensor, check_format, quantize, row_multiple
 
 __all__ = ["WeightError", "prepare_weights", "rope_tables", "engine_dims", "matrix_names"]
 
@@ -55,7 +55,13 @@ def matrix_names(config: CSMConfig) -> list[str]:
 
 def _embedding_format(fmt: str) -> str:
     # Embedding rows are looked up, not streamed each frame: 4-bit would cost quality for no speed.
-    return "q8_0" if fmt == "q4_0" else fmt
+    return "q8_0" if fmt in ("q4_0", "q4_k") else fmt
+
+
+def _matrix_format(fmt: str, cols: int) -> str:
+    """q4_k stores rows of a multiple of 256 values; other matrices take q8_0, as llama.cpp falls
+    back from its k-quants (every CSM-1B matrix qualifies; tiny test configs do not)."""
+    return "q8_0" if fmt == "q4_k" and cols % row_multiple("q4_k") else fmt
 
 
 def _fetch(weights: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,7 +97,7 @@ def prepare_weights(config: CSMConfig, weights: Mapping[str, np.ndarray], fmt: s
             t = _fetch(weights, name, shape)
             if name == "audio_head":
                 for i in range(shape[0]):
-                    out[f"audio_head.{i}"] = quantize(t[i].T, fmt, name=f"{name}[{i}]", threads=threads)
+                    out[f"audio_head.{i}"] = quantize(t[i].T, _matrix_format(fmt, shape[1]), name=f"{name}[{i}]", threads=threads)
             elif len(shape) == 1:
                 out[name] = np.ascontiguousarray(t, dtype=np.float32)
                 if not np.isfinite(out[name]).all():
@@ -99,7 +105,7 @@ def prepare_weights(config: CSMConfig, weights: Mapping[str, np.ndarray], fmt: s
             elif name.endswith("_embeddings.weight"):
                 out[name] = quantize(t, _embedding_format(fmt), name=name, threads=threads)
             else:
-                out[name] = quantize(t, fmt, name=name, threads=threads)
+                out[name] = quantize(t, _matrix_format(fmt, shape[1]), name=name, threads=threads)
             del t
     except ValueError as e:
         if isinstance(e, WeightError):

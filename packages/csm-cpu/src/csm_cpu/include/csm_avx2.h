@@ -408,6 +408,39 @@ CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const
     out1[3] = csm_hsum4_avx2(_mm256_extractf128_ps(c23, 1));
 }
 
+/* Q4_K row against int8 activations: per 32-value sub-block, maddubs of the nibbles (0..15,
+ * unsigned) with x, scaled by d*sc*xd; the mins term is dmin * sum_j m[j]*cs[b] over the
+ * precomputed activation block sums cs (csm_q4k_block_sums), 8 sub-blocks in one vector. */
+CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const int8_t *xq, const float *xd,
+                                               const float *cs, int nsb) {
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    for (int s = 0; s < nsb; s++) {
+        const csm_block_q4_k *blk = w + s;
+        _mm_prefetch((const char *)blk + CSM_PF_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + CSM_PF_BYTES + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + CSM_PF_BYTES + 128, _MM_HINT_T0);
+        float d = _cvtsh_ss(blk->d), dmin = _cvtsh_ss(blk->dmin);
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) csm_q4k_scale_min(blk->scales, j, sc + j, m + j);
+        const int8_t *x = xq + s * CSM_QK_K;
+        const float *xds = xd + s * 8;
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * g));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i xl = _mm256_loadu_si256((const __m256i *)(x + 64 * g));
+            __m256i xh = _mm256_loadu_si256((const __m256i *)(x + 64 * g + 32));
+            __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), ones);
+            __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), ones);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g] * xds[2 * g]), _mm256_cvtepi32_ps(pl), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g + 1] * xds[2 * g + 1]), _mm256_cvtepi32_ps(ph), acc);
+        }
+        __m256 mins = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m));
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_mul_ps(mins, _mm256_loadu_ps(cs + s * 8)), accm);
+    }
+    return csm_hsum_avx2(acc) - csm_hsum_avx2(accm);
+}
+
 #else
 #define CSM_HAVE_AVX2 0
 #endif

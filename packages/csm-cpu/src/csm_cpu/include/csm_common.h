@@ -8,11 +8,12 @@
 #include <math.h>
 
 /* Weight formats (values are part of the Python API: csm_cpu.formats). */
-enum { CSM_F32 = 0, CSM_BF16 = 1, CSM_Q8_0 = 2, CSM_Q4_0 = 3 };
+enum { CSM_F32 = 0, CSM_BF16 = 1, CSM_Q8_0 = 2, CSM_Q4_0 = 3, CSM_Q4_K = 4 };
 /* Kernel paths chosen at import. */
 enum { CSM_ISA_PORTABLE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_NEON = 2 };
 
-#define CSM_QK 32 /* elements per GGML block (Q8_0, Q4_0) */
+#define CSM_QK 32 /* elements per GGML block (Q8_0, Q4_0) and per Q4_K sub-block */
+#define CSM_QK_K 256 /* elements per Q4_K super-block */
 
 /* GGML block layouts, byte-compatible with GGUF tensors.
  * Q8_0: 34 bytes = fp16 scale d, 32 int8 q; x = d*q.
@@ -20,6 +21,21 @@ enum { CSM_ISA_PORTABLE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_NEON = 2 };
  *       j+16 (high nibble); x = d*(q-8). */
 typedef struct { uint16_t d; int8_t qs[CSM_QK]; } csm_block_q8_0;
 typedef struct { uint16_t d; uint8_t qs[CSM_QK / 2]; } csm_block_q4_0;
+/* Q4_K: 144 bytes per 256 values = fp16 d, fp16 dmin, 12 bytes of 6-bit scales sc[8] and mins
+ *       m[8] (one per 32 values), 128 bytes of nibbles; x = d*sc[j]*q - dmin*m[j] (q 0..15).
+ *       Values 64g..64g+31 are the low nibbles of qs[32g..32g+31], 64g+32..64g+63 the high. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[CSM_QK_K / 2]; } csm_block_q4_k;
+
+/* The 6-bit scale and min of sub-block j (0..7), GGML's get_scale_min_k4 packing. */
+static inline void csm_q4k_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
 
 static inline float csm_fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

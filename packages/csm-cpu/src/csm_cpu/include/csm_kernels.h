@@ -44,6 +44,7 @@ static inline int64_t csm_row_bytes(int fmt, int cols) {
     case CSM_BF16: return (int64_t)cols * 2;
     case CSM_Q8_0: return (int64_t)(cols / CSM_QK) * (int64_t)sizeof(csm_block_q8_0);
     case CSM_Q4_0: return (int64_t)(cols / CSM_QK) * (int64_t)sizeof(csm_block_q4_0);
+    case CSM_Q4_K: return (int64_t)(cols / CSM_QK_K) * (int64_t)sizeof(csm_block_q4_k);
     }
     return -1;
 }
@@ -90,6 +91,51 @@ static inline float csm_dot(int isa, int fmt, const char *row, int cols, const f
     return NAN;
 }
 
+/* Q4_K: cs[b] = xd[b] * sum of the 32 int8 values of block b, per activation vector. */
+static inline void csm_q4k_block_sums(const int8_t *xq, const float *xd, int nb, float *cs) {
+    for (int b = 0; b < nb; b++) {
+        int32_t t = 0;
+        for (int l = 0; l < CSM_QK; l++) t += xq[b * CSM_QK + l];
+        cs[b] = xd[b] * (float)t;
+    }
+}
+
+static inline float csm_dot_q4_k(int isa, const char *row, const int8_t *xq, const float *xd, const float *cs,
+                                 int nsb) {
+#if CSM_HAVE_AVX2
+    if (isa == CSM_ISA_AVX2) return csm_dot_q4_k_avx2((const csm_block_q4_k *)row, xq, xd, cs, nsb);
+#endif
+    (void)isa; /* NEON: the portable kernel */
+    return csm_dot_q4_k_portable((const csm_block_q4_k *)row, xq, xd, cs, nsb);
+}
+
+#define CSM_Q4K_SUMS 4096 /* floats of activation block sums on the stack (16 KiB) */
+#define CSM_Q4K_MAX_COLS (CSM_Q4K_SUMS * CSM_QK) /* longest Q4_K row: one vector's sums fit */
+
+/* csm_mat_rows for Q4_K (cols <= CSM_Q4K_MAX_COLS, checked where matrices are made): vectors
+ * in groups whose block sums fit the stack buffer (computed once per group), each group over
+ * all the rows, which stay in cache across a group. */
+static inline void csm_mat_rows_q4k(int isa, const csm_mat *W, int r0, int r1, const int8_t *xq,
+                                    const float *xd, int nvec, float *y, int64_t ldy, int accumulate) {
+    int cols = W->cols, nb = cols / CSM_QK, nsb = cols / CSM_QK_K;
+    int group = nb > 0 ? CSM_Q4K_SUMS / nb : 1;
+    float cs[CSM_Q4K_SUMS];
+    if (group < 1) return; /* unreachable for valid matrices */
+    for (int n0 = 0; n0 < nvec; n0 += group) {
+        int n1 = n0 + group < nvec ? n0 + group : nvec;
+        for (int n = n0; n < n1; n++)
+            csm_q4k_block_sums(xq + (int64_t)n * cols, xd + (int64_t)n * nb, nb, cs + (n - n0) * nb);
+        for (int r = r0; r < r1; r++) {
+            const char *row = W->data + (int64_t)r * W->row_bytes;
+            for (int n = n0; n < n1; n++) {
+                float d = csm_dot_q4_k(isa, row, xq + (int64_t)n * cols, xd + (int64_t)n * nb, cs + (n - n0) * nb, nsb);
+                float *out = y + (int64_t)n * ldy + r;
+                *out = accumulate ? *out + d : d;
+            }
+        }
+    }
+}
+
 #define CSM_Q4_CORR_MAX 256 /* blocks (8192 columns): 8 KiB of stack */
 
 /* y[n*ldy + r] (+)= W[r, :] . x_n for rows r0 <= r < r1 and nvec activation vectors.
@@ -100,6 +146,10 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                                 int64_t ldy, int accumulate) {
     int cols = W->cols, nb = cols / CSM_QK, r = r0;
     int64_t rb = W->row_bytes;
+    if (W->fmt == CSM_Q4_K) {
+        csm_mat_rows_q4k(isa, W, r0, r1, xq, xd, nvec, y, ldy, accumulate);
+        return;
+    }
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) {
         float d[4];
@@ -240,6 +290,104 @@ static inline void csm_quantize_row_q4_0(const float *x, void *out, int n) {
     }
 }
 
+/* Q4_K super-blocks of 256. Per sub-block of 32 values, an affine map x ~ scale*q - min over
+ * q = 0..15 (min >= 0, i.e. the range always covers 0): the min/max range first, then 21 trial
+ * grids around it, each refitted by least squares, keeping the lowest squared error. The
+ * scales and mins are then stored as 6-bit multiples of the super-block's d = max scale / 63 and
+ * dmin = max min / 63 (fp16), and the nibbles re-rounded against those stored values. GGML's
+ * reference quantizer also searches grids (with weighted errors); the layout is the same and
+ * any GGML reader decodes these blocks. */
+static inline int csm_nearest_int(float v) { return (int)lrintf(v); }
+
+/* Best (scale, min) for 32 values x: x ~ scale*q - min, q in 0..15. */
+static inline void csm_q4k_fit(const float *x, float *scale, float *min) {
+    float lo = x[0], hi = x[0];
+    for (int l = 1; l < 32; l++) {
+        lo = fminf(lo, x[l]);
+        hi = fmaxf(hi, x[l]);
+    }
+    if (lo > 0.f) lo = 0.f;
+    *scale = (hi - lo) / 15.f;
+    *min = -lo;
+    if (hi == lo) return;
+    float best = INFINITY;
+    for (int t = 0; t <= 20; t++) {
+        float iscale = (14.f + 0.1f * (float)t) / (hi - lo);
+        float sq = 0.f, sqq = 0.f, sx = 0.f, sqx = 0.f;
+        int qv[32];
+        for (int l = 0; l < 32; l++) {
+            int q = csm_nearest_int(iscale * (x[l] - lo));
+            q = q < 0 ? 0 : q > 15 ? 15 : q;
+            qv[l] = q;
+            sq += (float)q;
+            sqq += (float)(q * q);
+            sx += x[l];
+            sqx += (float)q * x[l];
+        }
+        /* least squares for x ~ a*q + b, then b <= 0 (b = -min) */
+        float det = 32.f * sqq - sq * sq, a, b;
+        if (det <= 0.f) continue;
+        a = (32.f * sqx - sq * sx) / det;
+        b = (sqq * sx - sq * sqx) / det;
+        if (b > 0.f) {
+            b = 0.f;
+            a = sqq > 0.f ? sqx / sqq : 0.f;
+        }
+        if (a <= 0.f) continue;
+        float err = 0.f;
+        for (int l = 0; l < 32; l++) {
+            float e = a * (float)qv[l] + b - x[l];
+            err += e * e;
+        }
+        if (err < best) {
+            best = err;
+            *scale = a;
+            *min = -b;
+        }
+    }
+}
+
+static inline void csm_quantize_row_q4_k(const float *x, void *out, int n) {
+    csm_block_q4_k *y = (csm_block_q4_k *)out;
+    for (int s = 0; s < n / CSM_QK_K; s++) {
+        const float *xs = x + s * CSM_QK_K;
+        float scale[8], mins[8], max_scale = 0.f, max_min = 0.f;
+        for (int j = 0; j < 8; j++) {
+            csm_q4k_fit(xs + 32 * j, scale + j, mins + j);
+            max_scale = fmaxf(max_scale, scale[j]);
+            max_min = fmaxf(max_min, mins[j]);
+        }
+        float inv_scale = max_scale > 0.f ? 63.f / max_scale : 0.f, inv_min = max_min > 0.f ? 63.f / max_min : 0.f;
+        int ls[8], lm[8];
+        for (int j = 0; j < 8; j++) {
+            ls[j] = csm_nearest_int(inv_scale * scale[j]);
+            lm[j] = csm_nearest_int(inv_min * mins[j]);
+            ls[j] = ls[j] > 63 ? 63 : ls[j];
+            lm[j] = lm[j] > 63 ? 63 : lm[j];
+        }
+        y[s].d = csm_fp32_to_fp16(max_scale / 63.f);
+        y[s].dmin = csm_fp32_to_fp16(max_min / 63.f);
+        for (int j = 0; j < 4; j++) {
+            y[s].scales[j] = (uint8_t)(ls[j] | ((ls[j + 4] >> 4) << 6));
+            y[s].scales[j + 4] = (uint8_t)(lm[j] | ((lm[j + 4] >> 4) << 6));
+            y[s].scales[j + 8] = (uint8_t)((ls[j + 4] & 0xf) | ((lm[j + 4] & 0xf) << 4));
+        }
+        float d = csm_fp16_to_fp32(y[s].d), dmin = csm_fp16_to_fp32(y[s].dmin);
+        uint8_t q[CSM_QK_K];
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            csm_q4k_scale_min(y[s].scales, j, &sc, &m);
+            float dd = d * (float)sc, dm = dmin * (float)m, id = dd != 0.f ? 1.f / dd : 0.f;
+            for (int l = 0; l < 32; l++) {
+                int v = csm_nearest_int((xs[32 * j + l] + dm) * id);
+                q[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
+            }
+        }
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) y[s].qs[32 * g + l] = (uint8_t)(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
+    }
+}
+
 static inline void csm_quantize_row_bf16(const float *x, uint16_t *y, int n) {
     for (int j = 0; j < n; j++) y[j] = csm_fp32_to_bf16(x[j]);
 }
@@ -256,6 +404,20 @@ static inline void csm_dequant_row(int fmt, const char *row, float *out, int col
         for (int i = 0; i < cols / CSM_QK; i++) {
             float d = csm_fp16_to_fp32(b[i].d);
             for (int j = 0; j < CSM_QK; j++) out[i * CSM_QK + j] = d * (float)b[i].qs[j];
+        }
+        return;
+    }
+    case CSM_Q4_K: {
+        const csm_block_q4_k *b = (const csm_block_q4_k *)row;
+        for (int s = 0; s < cols / CSM_QK_K; s++) {
+            float d = csm_fp16_to_fp32(b[s].d), dmin = csm_fp16_to_fp32(b[s].dmin);
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                csm_q4k_scale_min(b[s].scales, j, &sc, &m);
+                const uint8_t *q = b[s].qs + 32 * (j / 2);
+                float *o = out + s * CSM_QK_K + 32 * j;
+                for (int l = 0; l < 32; l++) o[l] = d * (float)sc * (float)((j & 1) ? q[l] >> 4 : q[l] & 0xf) - dmin * (float)m;
+            }
         }
         return;
     }

@@ -55,4 +55,25 @@ static inline float csm_dot_q4_0_portable(const csm_block_q4_0 *w, const int8_t 
     return acc;
 }
 
+/* Q4_K row (nsb super-blocks); cs[b] = xd[b] * sum(xq of block b), the activation block sums
+ * the mins multiply (computed once per product by csm_q4k_block_sums). */
+static inline float csm_dot_q4_k_portable(const csm_block_q4_k *w, const int8_t *xq, const float *xd,
+                                          const float *cs, int nsb) {
+    float acc = 0.f, accm = 0.f;
+    for (int s = 0; s < nsb; s++) {
+        float d = csm_fp16_to_fp32(w[s].d), dmin = csm_fp16_to_fp32(w[s].dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m, b = s * 8 + j;
+            csm_q4k_scale_min(w[s].scales, j, &sc, &m);
+            const uint8_t *q = w[s].qs + 32 * (j / 2);
+            const int8_t *x = xq + b * CSM_QK;
+            int32_t t = 0;
+            for (int l = 0; l < 32; l++) t += (int32_t)((j & 1) ? q[l] >> 4 : q[l] & 0xf) * (int32_t)x[l];
+            acc += d * (float)sc * xd[b] * (float)t;
+            accm += dmin * (float)m * cs[b];
+        }
+    }
+    return acc - accm;
+}
+
 #endif
