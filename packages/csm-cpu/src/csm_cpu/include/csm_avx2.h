@@ -408,9 +408,24 @@ CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const
     out1[3] = csm_hsum4_avx2(_mm256_extractf128_ps(c23, 1));
 }
 
-/* Q4_K row against int8 activations: per 32-value sub-block, maddubs of the nibbles (0..15,
- * unsigned) with x, scaled by d*sc*xd; the mins term is dmin * sum_j m[j]*cs[b] over the
- * precomputed activation block sums cs (csm_q4k_block_sums), 8 sub-blocks in one vector. */
+/* The 8 six-bit scales and mins of a Q4_K super-block (csm_q4k_scale_min's packing), as bytes
+ * sc[0..7] and m[0..7] of two 64-bit words, with word arithmetic instead of per-byte branches. */
+static inline void csm_q4k_unpack8(const uint8_t *s, uint64_t *sc, uint64_t *m) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    uint32_t sc_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
+    uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+    uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+    *sc = (uint64_t)sc_lo | ((uint64_t)sc_hi << 32);
+    *m = (uint64_t)m_lo | ((uint64_t)m_hi << 32);
+}
+
+/* Q4_K row against int8 activations: per 32-value sub-block j, maddubs of the nibbles (0..15,
+ * unsigned) with x, scaled by (d*sc[j])*xd[j] (all 8 in one vector, one lane broadcast each);
+ * the mins term is dmin * sum_j m[j]*cs[j] over the precomputed activation block sums
+ * (csm_q4k_block_sums), 8 sub-blocks in one vector. */
 CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const int8_t *xq, const float *xd,
                                                const float *cs, int nsb) {
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
@@ -420,23 +435,21 @@ CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const in
         _mm_prefetch((const char *)blk + CSM_PF_BYTES, _MM_HINT_T0);
         _mm_prefetch((const char *)blk + CSM_PF_BYTES + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)blk + CSM_PF_BYTES + 128, _MM_HINT_T0);
-        float d = _cvtsh_ss(blk->d), dmin = _cvtsh_ss(blk->dmin);
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) csm_q4k_scale_min(blk->scales, j, sc + j, m + j);
+        uint64_t sc8, m8;
+        csm_q4k_unpack8(blk->scales, &sc8, &m8);
+        __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)));
+        __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
+        __m256 scale = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(blk->d)), scf), _mm256_loadu_ps(xd + s * 8));
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(blk->dmin)), _mm256_mul_ps(mf, _mm256_loadu_ps(cs + s * 8)), accm);
         const int8_t *x = xq + s * CSM_QK_K;
-        const float *xds = xd + s * 8;
         for (int g = 0; g < 4; g++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * g));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m256i xl = _mm256_loadu_si256((const __m256i *)(x + 64 * g));
-            __m256i xh = _mm256_loadu_si256((const __m256i *)(x + 64 * g + 32));
-            __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), ones);
-            __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), ones);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g] * xds[2 * g]), _mm256_cvtepi32_ps(pl), acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g + 1] * xds[2 * g + 1]), _mm256_cvtepi32_ps(ph), acc);
+            __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x + 64 * g))), ones);
+            __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 64 * g + 32))), ones);
+            acc = _mm256_fmadd_ps(csm_lane_avx2(scale, 2 * g), _mm256_cvtepi32_ps(pl), acc);
+            acc = _mm256_fmadd_ps(csm_lane_avx2(scale, 2 * g + 1), _mm256_cvtepi32_ps(ph), acc);
         }
-        __m256 mins = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m));
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_mul_ps(mins, _mm256_loadu_ps(cs + s * 8)), accm);
     }
     return csm_hsum_avx2(acc) - csm_hsum_avx2(accm);
 }
