@@ -25,7 +25,7 @@ def test_neon_dot_products_match_portable(tmp_path):
     run = subprocess.run([QEMU, str(exe)], capture_output=True, text=True, timeout=300)
     print(run.stdout)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    for fmt in ("f32", "bf16", "q8_0", "q4_0"):
+    for fmt in ("f32", "bf16", "q8_0", "q4_0", "q4_k"):
         assert f"{fmt}: " in run.stdout
 
 

@@ -53,6 +53,35 @@ int main(void) {
         }
         printf("%s: %d rows, max |neon - portable| %.3g\n", names[fmt], checked, worst);
     }
+    { /* Q4_K: rows of whole super-blocks, with the activation block sums the kernels take */
+        static const int ksizes[] = {256, 1024, 2048, 8192};
+        double worst = 0.0;
+        int checked = 0;
+        for (size_t s = 0; s < sizeof(ksizes) / sizeof(ksizes[0]); s++) {
+            int n = ksizes[s], nb = n / CSM_QK;
+            float *w = malloc(n * sizeof(float)), *x = malloc(n * sizeof(float)), *cs = malloc(nb * sizeof(float));
+            char *row = malloc((size_t)csm_row_bytes(CSM_Q4_K, n));
+            int8_t *xq = malloc(n);
+            float *xd = malloc(nb * sizeof(float));
+            for (int trial = 0; trial < 20; trial++) {
+                for (int j = 0; j < n; j++) { w[j] = frand() * (1 + j % 7); x[j] = frand(); }
+                csm_quantize_row_q4_k(w, row, n);
+                csm_quantize_act(x, n, xq, xd);
+                csm_q4k_block_sums(xq, xd, nb, cs);
+                float want = csm_dot_q4_k(CSM_ISA_PORTABLE, row, xq, xd, cs, n / CSM_QK_K);
+                float got = csm_dot_q4_k(CSM_ISA_NEON, row, xq, xd, cs, n / CSM_QK_K);
+                double err = fabs((double)got - (double)want), tol = 1e-5 * (1.0 + fabs((double)want)) + 2e-6 * n;
+                if (err > worst) worst = err;
+                if (!(err <= tol)) {
+                    printf("MISMATCH q4_k n=%d trial=%d: neon %.8g portable %.8g\n", n, trial, got, want);
+                    bad = 1;
+                }
+                checked++;
+            }
+            free(w); free(x); free(cs); free(row); free(xq); free(xd);
+        }
+        printf("q4_k: %d rows, max |neon - portable| %.3g\n", checked, worst);
+    }
     printf("detected isa %d, compiled %d\n", csm_detect_isa(), csm_compiled_isas());
     return bad || csm_detect_isa() != CSM_ISA_NEON;
 }

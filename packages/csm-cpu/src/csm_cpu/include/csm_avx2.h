@@ -408,20 +408,6 @@ CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const
     out1[3] = csm_hsum4_avx2(_mm256_extractf128_ps(c23, 1));
 }
 
-/* The 8 six-bit scales and mins of a Q4_K super-block (csm_q4k_scale_min's packing), as bytes
- * sc[0..7] and m[0..7] of two 64-bit words, with word arithmetic instead of per-byte branches. */
-static inline void csm_q4k_unpack8(const uint8_t *s, uint64_t *sc, uint64_t *m) {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, s, 4);
-    memcpy(&u1, s + 4, 4);
-    memcpy(&u2, s + 8, 4);
-    uint32_t sc_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
-    uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
-    uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
-    *sc = (uint64_t)sc_lo | ((uint64_t)sc_hi << 32);
-    *m = (uint64_t)m_lo | ((uint64_t)m_hi << 32);
-}
-
 /* Q4_K row against int8 activations: per 32-value sub-block j, maddubs of the nibbles (0..15,
  * unsigned) with x, scaled by (d*sc[j])*xd[j] (all 8 in one vector, one lane broadcast each);
  * the mins term is dmin * sum_j m[j]*cs[j] over the precomputed activation block sums

@@ -105,7 +105,9 @@ static inline float csm_dot_q4_k(int isa, const char *row, const int8_t *xq, con
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) return csm_dot_q4_k_avx2((const csm_block_q4_k *)row, xq, xd, cs, nsb);
 #endif
-    (void)isa; /* NEON: the portable kernel */
+#if CSM_HAVE_NEON
+    if (isa == CSM_ISA_NEON) return csm_dot_q4_k_neon((const csm_block_q4_k *)row, xq, xd, cs, nsb);
+#endif
     return csm_dot_q4_k_portable((const csm_block_q4_k *)row, xq, xd, cs, nsb);
 }
 

@@ -69,6 +69,32 @@ static inline float csm_dot_q4_0_neon(const csm_block_q4_0 *w, const int8_t *xq,
     return acc;
 }
 
+/* Q4_K row: per 32-value sub-block an exact int32 dot of the nibbles (0..15, as int8) with x,
+ * then the portable kernel's float operations in its order (so the two agree bit for bit). */
+static inline float csm_dot_q4_k_neon(const csm_block_q4_k *w, const int8_t *xq, const float *xd, const float *cs,
+                                      int nsb) {
+    float acc = 0.f, accm = 0.f;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    for (int s = 0; s < nsb; s++) {
+        float d = csm_fp16_to_fp32(w[s].d), dmin = csm_fp16_to_fp32(w[s].dmin);
+        uint64_t sc8, m8;
+        csm_q4k_unpack8(w[s].scales, &sc8, &m8);
+        for (int j = 0; j < 8; j++) {
+            int b = s * 8 + j, sc = (int)((sc8 >> (8 * j)) & 0xff), m = (int)((m8 >> (8 * j)) & 0xff);
+            const uint8_t *q = w[s].qs + 32 * (j / 2);
+            const int8_t *x = xq + b * CSM_QK;
+            uint8x16_t r0 = vld1q_u8(q), r1 = vld1q_u8(q + 16);
+            int8x16_t n0 = vreinterpretq_s8_u8((j & 1) ? vshrq_n_u8(r0, 4) : vandq_u8(r0, m4));
+            int8x16_t n1 = vreinterpretq_s8_u8((j & 1) ? vshrq_n_u8(r1, 4) : vandq_u8(r1, m4));
+            int32x4_t t = csm_dot16_i8_neon(vdupq_n_s32(0), n0, vld1q_s8(x));
+            t = csm_dot16_i8_neon(t, n1, vld1q_s8(x + 16));
+            acc += d * (float)sc * xd[b] * (float)vaddvq_s32(t);
+            accm += dmin * (float)m * cs[b];
+        }
+    }
+    return acc - accm;
+}
+
 #else
 #define CSM_HAVE_NEON 0
 #endif
