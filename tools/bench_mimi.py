@@ -120,6 +120,8 @@ def main() -> None:
                 ts.append(time.perf_counter() - t0)
         stream[key] = ts[5:]
 
+    products_ms, products_mb = _frame_products_alone(ours, frames, args.frames)
+
     a = np.random.default_rng(0).standard_normal((2048, 512), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((512, 2048), dtype=np.float32)
     g = []
@@ -141,7 +143,46 @@ def main() -> None:
         print(f"{name:<24} {enc:>9.3f} {sec / enc:>6.1f} {dec_t:>9.3f} {sec / dec_t:>6.1f} {st:>31}")
     on, off = stream[modes[True]], stream[modes[False]]
     print(f"numpy stream ms/frame with the helper thread forced on: {1e3 * np.median(on):.1f}, off: {1e3 * np.median(off):.1f}")
+    print(f"numpy floor of one streamed frame: its products over weights >= 1 MB ({products_mb:.0f} MB), replayed "
+          f"alone with the helper thread: {products_ms:.1f} ms ({products_mb / products_ms:.1f} GB/s)")
     print("targets: encode and decode >= 10x RT, one-frame streaming decode <= 15 ms (80 ms of audio)")
+
+
+def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
+    """(median ms, MB of weights): the matrix products with weights of at least 1 MB that one
+    streamed frame runs (recorded from a real decode call), replayed back to back through the same
+    code path (csm_audio's matmul, helper thread on), i.e. with none of the frame's other work."""
+    import time
+
+    import numpy as np
+
+    from csm_audio.mimi import ops, transformer
+    from csm_audio.mimi.threads import one_blas_thread, paired_products
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = ops.matmul
+
+    def record(x, w):
+        if w.nbytes >= 1 << 20:
+            seen.append((np.array(x), w))
+        return real(x, w)
+
+    dec = model.streaming_decoder(True)
+    for t in range(5):
+        dec.decode(frames[:, t : t + 1])
+    ops.matmul = transformer.matmul = record
+    try:
+        dec.decode(frames[:, 5:6])
+    finally:
+        ops.matmul = transformer.matmul = real
+    ts = []
+    with one_blas_thread(), paired_products(True):
+        for _ in range(count):
+            t0 = time.perf_counter()
+            for x, w in seen:
+                real(x, w)
+            ts.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(ts)), sum(w.nbytes for _, w in seen) / 1e6
 
 
 if __name__ == "__main__":
