@@ -414,7 +414,7 @@ CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const
  * (csm_q4k_block_sums), 8 sub-blocks in one vector. */
 CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const int8_t *xq, const float *xd,
                                                const float *cs, int nsb) {
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     for (int s = 0; s < nsb; s++) {
         const csm_block_q4_k *blk = w + s;
@@ -434,10 +434,10 @@ CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const in
             __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x + 64 * g))), ones);
             __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 64 * g + 32))), ones);
             acc = _mm256_fmadd_ps(csm_lane_avx2(scale, 2 * g), _mm256_cvtepi32_ps(pl), acc);
-            acc = _mm256_fmadd_ps(csm_lane_avx2(scale, 2 * g + 1), _mm256_cvtepi32_ps(ph), acc);
+            acc2 = _mm256_fmadd_ps(csm_lane_avx2(scale, 2 * g + 1), _mm256_cvtepi32_ps(ph), acc2);
         }
     }
-    return csm_hsum_avx2(acc) - csm_hsum_avx2(accm);
+    return csm_hsum_avx2(_mm256_add_ps(acc, acc2)) - csm_hsum_avx2(accm);
 }
 
 #else
