@@ -104,7 +104,8 @@ def best_per_thread_count(rows: list[tuple[int, int, float]]) -> dict[int, float
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ap.add_argument("--threads", type=int, default=cpus, help="up to this many threads (default: all CPUs)")
     ap.add_argument("--json", action="store_true", help="print {threads: best GB/s} only")
     args = ap.parse_args(argv)
     try:

@@ -175,7 +175,9 @@ def test_q4_k_is_closer_than_q4_0_at_the_same_size():
     rng = np.random.default_rng(0)
     for w in (rng.standard_normal((64, 2048)), rng.laplace(size=(64, 2048)), rng.gamma(2.0, size=(64, 2048)) - 1):
         w = w.astype(np.float32)
-        rel = {f: np.sqrt(np.mean((quant.quantize(w, f).dequantize() - w) ** 2) / np.mean(w**2)) for f in ("q4_0", "q4_k")}
+        rel = {}
+        for f in ("q4_0", "q4_k"):
+            rel[f] = np.sqrt(np.mean((quant.quantize(w, f).dequantize() - w) ** 2) / np.mean(w**2))
         assert rel["q4_k"] < 0.9 * rel["q4_0"], rel
 
 

@@ -14,7 +14,8 @@ __all__ = ["quantize", "dequantize", "quantize_activations", "matmat"]
 def _gguf_type(fmt: str):
     from gguf import GGMLQuantizationType
 
-    return {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0, "q4_k": GGMLQuantizationType.Q4_K}[fmt]
+    T = GGMLQuantizationType
+    return {"q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_k": T.Q4_K}[fmt]
 
 
 def quantize(w: np.ndarray, fmt: str) -> np.ndarray:

@@ -97,7 +97,8 @@ def prepare_weights(config: CSMConfig, weights: Mapping[str, np.ndarray], fmt: s
             t = _fetch(weights, name, shape)
             if name == "audio_head":
                 for i in range(shape[0]):
-                    out[f"audio_head.{i}"] = quantize(t[i].T, _matrix_format(fmt, shape[1]), name=f"{name}[{i}]", threads=threads)
+                    fmt_i = _matrix_format(fmt, shape[1])
+                    out[f"audio_head.{i}"] = quantize(t[i].T, fmt_i, name=f"{name}[{i}]", threads=threads)
             elif len(shape) == 1:
                 out[name] = np.ascontiguousarray(t, dtype=np.float32)
                 if not np.isfinite(out[name]).all():
