@@ -440,6 +440,43 @@ CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const in
     return csm_hsum_avx2(_mm256_add_ps(acc, acc2)) - csm_hsum_avx2(accm);
 }
 
+/* Two activation vectors against one Q4_K row (prompt prefill, batches): the scales, mins and
+ * nibbles are unpacked once for both; per vector the operations and their order are
+ * csm_dot_q4_k_avx2's, so each result is bit-identical to it. */
+CSM_AVX2 static inline void csm_dot2_q4_k_avx2(const csm_block_q4_k *w, const int8_t *xq0, const float *xd0,
+                                               const float *cs0, const int8_t *xq1, const float *xd1,
+                                               const float *cs1, int nsb, float *out0, float *out1) {
+    __m256 a0 = _mm256_setzero_ps(), a0h = _mm256_setzero_ps(), m0 = _mm256_setzero_ps();
+    __m256 a1 = _mm256_setzero_ps(), a1h = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    for (int s = 0; s < nsb; s++) {
+        const csm_block_q4_k *blk = w + s;
+        uint64_t sc8, m8;
+        csm_q4k_unpack8(blk->scales, &sc8, &m8);
+        __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)));
+        __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
+        __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(blk->d)), scf), dmin = _mm256_set1_ps(_cvtsh_ss(blk->dmin));
+        __m256 s0 = _mm256_mul_ps(dsc, _mm256_loadu_ps(xd0 + s * 8)), s1 = _mm256_mul_ps(dsc, _mm256_loadu_ps(xd1 + s * 8));
+        m0 = _mm256_fmadd_ps(dmin, _mm256_mul_ps(mf, _mm256_loadu_ps(cs0 + s * 8)), m0);
+        m1 = _mm256_fmadd_ps(dmin, _mm256_mul_ps(mf, _mm256_loadu_ps(cs1 + s * 8)), m1);
+        const int8_t *x0 = xq0 + s * CSM_QK_K, *x1 = xq1 + s * CSM_QK_K;
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * g));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x0 + 64 * g))), ones);
+            __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x0 + 64 * g + 32))), ones);
+            __m256i ql = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x1 + 64 * g))), ones);
+            __m256i qh = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x1 + 64 * g + 32))), ones);
+            a0 = _mm256_fmadd_ps(csm_lane_avx2(s0, 2 * g), _mm256_cvtepi32_ps(pl), a0);
+            a0h = _mm256_fmadd_ps(csm_lane_avx2(s0, 2 * g + 1), _mm256_cvtepi32_ps(ph), a0h);
+            a1 = _mm256_fmadd_ps(csm_lane_avx2(s1, 2 * g), _mm256_cvtepi32_ps(ql), a1);
+            a1h = _mm256_fmadd_ps(csm_lane_avx2(s1, 2 * g + 1), _mm256_cvtepi32_ps(qh), a1h);
+        }
+    }
+    *out0 = csm_hsum_avx2(_mm256_add_ps(a0, a0h)) - csm_hsum_avx2(m0);
+    *out1 = csm_hsum_avx2(_mm256_add_ps(a1, a1h)) - csm_hsum_avx2(m1);
+}
+
 #else
 #define CSM_HAVE_AVX2 0
 #endif

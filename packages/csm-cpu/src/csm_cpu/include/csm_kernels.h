@@ -132,7 +132,20 @@ static inline void csm_mat_rows_q4k(int isa, const csm_mat *W, int r0, int r1, c
             csm_q4k_block_sums(xq + (int64_t)n * cols, xd + (int64_t)n * nb, nb, cs + (n - n0) * nb);
         for (int r = r0; r < r1; r++) {
             const char *row = W->data + (int64_t)r * W->row_bytes;
-            for (int n = n0; n < n1; n++) {
+            int n = n0;
+#if CSM_HAVE_AVX2
+            if (isa == CSM_ISA_AVX2) /* two vectors a pass over the row */
+                for (; n + 2 <= n1; n += 2) {
+                    float d0, d1, *o0 = y + (int64_t)n * ldy + r, *o1 = o0 + ldy;
+                    const int8_t *q0 = xq + (int64_t)n * cols;
+                    const float *s0 = xd + (int64_t)n * nb, *c0 = cs + (n - n0) * nb;
+                    csm_dot2_q4_k_avx2((const csm_block_q4_k *)row, q0, s0, c0, q0 + cols, s0 + nb, c0 + nb, nsb,
+                                       &d0, &d1);
+                    *o0 = accumulate ? *o0 + d0 : d0;
+                    *o1 = accumulate ? *o1 + d1 : d1;
+                }
+#endif
+            for (; n < n1; n++) {
                 float d = csm_dot_q4_k(isa, row, xq + (int64_t)n * cols, xd + (int64_t)n * nb, cs + (n - n0) * nb, nsb);
                 float *out = y + (int64_t)n * ldy + r;
                 *out = accumulate ? *out + d : d;
