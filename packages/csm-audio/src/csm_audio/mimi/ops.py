@@ -156,8 +156,13 @@ def _stream_rows(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
             y[r] += x[r, k : k + rows] @ ws
 
 
+def _streamed(rows: int, w: np.ndarray) -> bool:
+    """Whether a product of this many rows with w streams w (_stream_rows) instead of gemm."""
+    return rows <= _FEW_ROWS and w.nbytes >= _STREAM_MIN_BYTES
+
+
 def _product(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
-    if x.shape[0] <= _FEW_ROWS and w.nbytes >= _STREAM_MIN_BYTES:
+    if _streamed(x.shape[0], w):
         _stream_rows(x, w, y)
     else:
         np.matmul(x, w, out=y)
@@ -172,9 +177,8 @@ def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     y = np.empty((m, w.shape[1]), np.float32)
     if not is_paired() or m < 2:
         _product(x, w, y)
-    elif (m <= _FEW_ROWS and w.nbytes >= _STREAM_MIN_BYTES) or (
-        m >= _PAIR_MIN_ROWS and m * w.size >= _PAIR_MIN_MACS
-    ):  # rows split: vector products over a big weight, or gemms of >= 32 rows a thread
+    elif _streamed(m, w) or (m >= _PAIR_MIN_ROWS and m * w.size >= _PAIR_MIN_MACS):
+        # rows split: vector products over a big weight, or gemms of >= 32 rows a thread
         h = (m + 1) // 2
         split_work(lambda: _product(x[:h], w, y[:h]), lambda: _product(x[h:], w, y[h:]))
     elif m > _FEW_ROWS and m * w.size >= _PAIR_MIN_MACS and w.shape[1] >= 2 * _PAIR_MIN_COLS:

@@ -192,19 +192,18 @@ class SEANetDecoder:
         self.hop = math.prod(up.s for up, _ in self.stages)
         layers = [self.first] + [layer for pair in self.stages for layer in pair] + [self.last]
         self.halo = -(-_lead_in(layers) // self.hop)
-        tail = self.stages[len(self.stages) - _TILED_STAGES :]
-        self.tail_rate = math.prod(up.s for up, _ in tail)
-        self.tail_halo = -(-_lead_in([layer for pair in tail for layer in pair] + [self.last]) // self.tail_rate)
+        self.tail = self.stages[len(self.stages) - _TILED_STAGES :]  # run in tiles, maybe as 2 streams
+        self.tail_rate = math.prod(up.s for up, _ in self.tail)
+        self.tail_halo = -(-_lead_in([layer for pair in self.tail for layer in pair] + [self.last]) // self.tail_rate)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.step(x, self.init_state())[0]
 
     def init_state(self) -> list[Any]:
         state: list[Any] = [self.first.init_state()]
-        for up, res in self.stages:
+        for up, res in self.stages[: len(self.stages) - len(self.tail)]:
             state += [up.init_state(), res.init_state()]
-        state.append(self.last.init_state())
-        return state
+        return state + self._tail_init()
 
     def step(self, x: np.ndarray, state: list[Any], split: bool = False) -> tuple[np.ndarray, list[Any]]:
         """The next latent steps -> audio. The head (wide channels, few steps, big weights) takes the
@@ -235,7 +234,7 @@ class SEANetDecoder:
         return np.concatenate([y for y, _ in out]), out[-1][1]
 
     def _step(self, x: np.ndarray, state: list[Any], split_tail: bool) -> tuple[np.ndarray, list[Any]]:
-        n_head = len(self.stages) - _TILED_STAGES
+        n_head = len(self.stages) - len(self.tail)
         new: list[Any] = []
         x, s = self.first.step(x, state[0])
         new.append(s)
@@ -254,7 +253,7 @@ class SEANetDecoder:
 
     def _tail_init(self) -> list[Any]:
         state: list[Any] = []
-        for up, res in self.stages[len(self.stages) - _TILED_STAGES :]:
+        for up, res in self.tail:
             state += [up.init_state(), res.init_state()]
         return state + [self.last.init_state()]
 
@@ -264,7 +263,7 @@ class SEANetDecoder:
         for a in range(0, max(x.shape[0], 1), _DECODER_TILE):
             xt = x[a : a + _DECODER_TILE]
             ts = []
-            for j, (up, res) in enumerate(self.stages[len(self.stages) - _TILED_STAGES :]):
+            for j, (up, res) in enumerate(self.tail):
                 xt, s = up.step(elu(xt), tail_state[2 * j])
                 ts.append(s)
                 xt, s = res.step(xt, tail_state[2 * j + 1])

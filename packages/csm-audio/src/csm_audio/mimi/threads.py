@@ -41,7 +41,10 @@ def one_blas_thread():
 
 
 class _Task:
-    __slots__ = ("fn", "claim", "done", "error")
+    """fn, to be run by whichever thread takes `claim` first. The helper runs it with run(); the
+    caller that did not run it waits with join()."""
+
+    __slots__ = ("fn", "claim", "done", "error", "result")
 
     def __init__(self, fn):
         self.fn = fn
@@ -49,6 +52,22 @@ class _Task:
         self.done = threading.Lock()  # released by the helper when it has run fn
         self.done.acquire()
         self.error: BaseException | None = None
+        self.result: Any = None
+
+    def run(self) -> None:
+        """On the helper: call fn, keeping its result or its error for the caller."""
+        try:
+            self.result = self.fn()
+        except BaseException as e:  # handed to the caller
+            self.error = e
+        self.done.release()
+
+    def join(self) -> Any:
+        """On the caller: wait until the helper has run fn; its result, or its error raised here."""
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class _Helper:
@@ -61,11 +80,7 @@ class _Helper:
         while True:
             task = self.tasks.get()
             if task.claim.acquire(blocking=False):
-                try:
-                    task.fn()
-                except BaseException as e:  # handed to the caller
-                    task.error = e
-                task.done.release()
+                task.run()
 
     def split(self, mine, theirs) -> None:
         """Run theirs() on the helper and mine() here; both done on return."""
@@ -74,10 +89,8 @@ class _Helper:
         mine()
         if task.claim.acquire(blocking=False):  # not started yet: cheaper to run it here
             theirs()
-            return
-        task.done.acquire()
-        if task.error is not None:
-            raise task.error
+        else:
+            task.join()
 
 
 _HELPER: _Helper | None = None
@@ -136,29 +149,20 @@ def share_work(pieces: list) -> list:
     pieces from the first on, the helper thread from the last back, each the next one not yet taken.
     So a helper slowed down by a busy machine only takes fewer pieces; neither thread splits its
     pieces' work further (paired_products is off in them)."""
-    n = len(pieces)
-    results: list = [None] * n
-    claims = [threading.Lock() for _ in pieces]
-    done = [_Task(None) for _ in pieces]  # .done released, .error set by the helper per piece
+    tasks = [_Task(piece) for piece in pieces]
 
     def helper_side() -> None:
-        for i in reversed(range(n)):
-            if not claims[i].acquire(blocking=False):
+        for task in reversed(tasks):
+            if not task.claim.acquire(blocking=False):
                 return  # this thread got here first: the rest are its
-            try:
-                results[i] = pieces[i]()
-            except BaseException as e:  # handed to the caller
-                done[i].error = e
-            done[i].done.release()
+            task.run()
 
     _helper().tasks.put(_Task(helper_side))
     mine = 0
     with paired_products(False):
-        while mine < n and claims[mine].acquire(blocking=False):
-            results[mine] = pieces[mine]()
+        while mine < len(tasks) and tasks[mine].claim.acquire(blocking=False):
+            tasks[mine].result = tasks[mine].fn()
             mine += 1
-    for d in done[mine:]:
-        d.done.acquire()
-        if d.error is not None:
-            raise d.error
-    return results
+    for task in tasks[mine:]:
+        task.join()
+    return [task.result for task in tasks]

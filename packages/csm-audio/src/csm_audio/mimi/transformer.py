@@ -161,7 +161,7 @@ class Transformer:
         if not append:  # refill: the last context − 1 steps at the front of (new) buffers
             keep = min(m + n, self.context - 1)
             cap = 2 * self.context
-            if i == len(state.keys) and i < len(self.layers):
+            if i == len(state.keys):  # the first chunk: this layer's buffers
                 state.keys.append(np.empty((H, cap, hd), np.float32))
                 state.values.append(np.empty((H, cap, hd), np.float32))
             state.keys[i][:, :keep] = k[:, k.shape[1] - keep :]
