@@ -12,6 +12,7 @@ BLOCK_FORMATS = ("q8_0", "q4_0", "q4_k")
 def _shapes(fmt, rng):
     """Random odd shapes: row counts off every chunk size; column tails for the fp formats."""
     k = quant.row_multiple(fmt)
+    # q4_k (256-value super-blocks) also gets one row as long as CSM-1B's widest (8192 values)
     out = [(1, 32 * k if k > 32 else 32), (3, 2 * max(k, 32)), (17, 3 * max(k, 32))]
     for _ in range(3):
         rows = int(rng.integers(1, 80))

@@ -408,6 +408,15 @@ CSM_AVX2 static inline void csm_dot4il2_q4_0_avx2(const csm_block_q4_0 *w, const
     out1[3] = csm_hsum4_avx2(_mm256_extractf128_ps(c23, 1));
 }
 
+/* A Q4_K super-block's d*sc[j] and m[j] for its 8 sub-blocks, as float lanes. */
+CSM_AVX2 static inline void csm_q4k_scales_avx2(const csm_block_q4_k *blk, __m256 *dsc, __m256 *mins) {
+    uint64_t sc8, m8;
+    csm_q4k_unpack8(blk->scales, &sc8, &m8);
+    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)));
+    *dsc = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(blk->d)), scf);
+    *mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
+}
+
 /* Q4_K row against int8 activations: per 32-value sub-block j, maddubs of the nibbles (0..15,
  * unsigned) with x, scaled by (d*sc[j])*xd[j] (all 8 in one vector, one lane broadcast each);
  * the mins term is dmin * sum_j m[j]*cs[j] over the precomputed activation block sums
@@ -421,11 +430,9 @@ CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const in
         _mm_prefetch((const char *)blk + CSM_PF_BYTES, _MM_HINT_T0);
         _mm_prefetch((const char *)blk + CSM_PF_BYTES + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)blk + CSM_PF_BYTES + 128, _MM_HINT_T0);
-        uint64_t sc8, m8;
-        csm_q4k_unpack8(blk->scales, &sc8, &m8);
-        __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)));
-        __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
-        __m256 scale = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(blk->d)), scf), _mm256_loadu_ps(xd + s * 8));
+        __m256 dsc, mf;
+        csm_q4k_scales_avx2(blk, &dsc, &mf);
+        __m256 scale = _mm256_mul_ps(dsc, _mm256_loadu_ps(xd + s * 8));
         accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(blk->dmin)), _mm256_mul_ps(mf, _mm256_loadu_ps(cs + s * 8)), accm);
         const int8_t *x = xq + s * CSM_QK_K;
         for (int g = 0; g < 4; g++) {
@@ -451,11 +458,8 @@ CSM_AVX2 static inline void csm_dot2_q4_k_avx2(const csm_block_q4_k *w, const in
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     for (int s = 0; s < nsb; s++) {
         const csm_block_q4_k *blk = w + s;
-        uint64_t sc8, m8;
-        csm_q4k_unpack8(blk->scales, &sc8, &m8);
-        __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)));
-        __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
-        __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(blk->d)), scf), dmin = _mm256_set1_ps(_cvtsh_ss(blk->dmin));
+        __m256 dsc, mf, dmin = _mm256_set1_ps(_cvtsh_ss(blk->dmin));
+        csm_q4k_scales_avx2(blk, &dsc, &mf);
         __m256 s0 = _mm256_mul_ps(dsc, _mm256_loadu_ps(xd0 + s * 8)), s1 = _mm256_mul_ps(dsc, _mm256_loadu_ps(xd1 + s * 8));
         m0 = _mm256_fmadd_ps(dmin, _mm256_mul_ps(mf, _mm256_loadu_ps(cs0 + s * 8)), m0);
         m1 = _mm256_fmadd_ps(dmin, _mm256_mul_ps(mf, _mm256_loadu_ps(cs1 + s * 8)), m1);
