@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # make_reference, membw: imported from here by the workers too
 
 
 class FastRandomWeights:
@@ -167,7 +168,6 @@ def reference(args) -> dict:
     """Hugging Face CsmForConditionalGeneration (random init, full size), seconds per frame."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "tools"))
     from make_reference import embed_frames, hf_config
     from transformers import CsmForConditionalGeneration
 
@@ -232,7 +232,6 @@ def main() -> None:
           f"on {os.cpu_count()} CPUs", flush=True)
     bw = bandwidth(args.threads)
     print("# bandwidth GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in bw.items()), flush=True)
-    sys.path.insert(0, str(ROOT / "tools"))
     try:
         from membw import best_per_thread_count, measure
 
