@@ -2,7 +2,8 @@
 
 - Wheels: the extensions are built in a temporary directory and force-included into the wheel.
 - Editable installs (pip install -e, hatch workspaces): built in place into src/csm_cpu, where
-  the editable path finds them.
+  the editable path finds them. `python hatch_build.py` rebuilds there what is missing or older
+  than its sources (the test command runs it: a fresh clone in a reused environment has none).
 - OpenMP is used when a try-compile with the compiler's flag succeeds; otherwise the kernels
   build serial (CSM_CPU_OPENMP=0 forces that).
 - Cython directives are set once here; CSM_CPU_DEBUG=1 turns bounds/wraparound checks on.
@@ -137,7 +138,8 @@ class CythonBuildHook(BuildHookInterface):
         shutil.rmtree(self._out_dir, ignore_errors=True)
 
 
-if __name__ == "__main__":  # developer rebuild in place: python hatch_build.py
+if __name__ == "__main__":  # rebuild in place what is missing or stale: python hatch_build.py
     with tempfile.TemporaryDirectory() as tmp:
         for p in build_extensions(Path(__file__).resolve().parent, True, Path(tmp)):
-            print(p)
+            if "--quiet" not in sys.argv[1:]:
+                print(p)

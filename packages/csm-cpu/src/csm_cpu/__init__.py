@@ -7,6 +7,15 @@ import os
 # frames under load). Set OMP_WAIT_POLICY=ACTIVE on a dedicated machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .features import cpu_features  # noqa: E402  (loads the OpenMP runtime)
+try:
+    from . import _engine, _kernels  # noqa: E402, F401  (compiled; loads the OpenMP runtime)
+except ImportError as err:  # a source checkout whose extensions were never built, or a broken build
+    raise ImportError(
+        f"csm_cpu: its compiled kernels do not load from {os.path.dirname(__file__)} ({err}). "
+        "In a source checkout build them with `python packages/csm-cpu/hatch_build.py` (or "
+        "`pip install -e packages/csm-cpu`); otherwise reinstall csm-cpu."
+    ) from err
+
+from .features import cpu_features  # noqa: E402
 
 __all__ = ["cpu_features"]
