@@ -17,6 +17,8 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from pathlib import Path
+
 from app_helpers import place_in_cache, run_csm, wav_info
 
 TEXT = "Hello from the command line"
@@ -398,3 +400,75 @@ def test_bench(cli, monkeypatch, tmp_path):
     assert tools is not None and (tools / "bench_mimi.py").is_file()
     passed_through = run_csm("bench", "mimi", "--no-such-option")  # the tool's own argparse answers
     assert passed_through.returncode == 2 and b"--no-such-option" in passed_through.stderr
+
+
+# ---------------------------------------------------------------- batch
+def _voice(tmp_path):
+    clip = tmp_path / "voice.wav"
+    sf.write(str(clip), np.sin(np.arange(12_000) * 0.05).astype(np.float32) * 0.3, 16_000)
+    (tmp_path / "voice.jsonl").write_text(json.dumps({"speaker": 1, "text": "A voice to copy", "audio": "voice.wav"}))
+    return clip
+
+
+def test_batch_writes_what_say_writes(cli, tmp_path, monkeypatch):
+    from csm_app.facade import CSM
+
+    _voice(tmp_path)
+    requests = tmp_path / "requests.jsonl"
+    rows = [{"text": TEXT},
+            {"text": "Second request, said by speaker one", "speaker": 1, "output": "sub/two.flac"},
+            {"text": "Third, in the copied voice", "speaker": 1, "context": "voice.jsonl"},
+            {"text": "Fourth, in the copied voice too", "speaker": 1,
+             "context": [{"speaker": 1, "text": "A voice to copy", "audio": "voice.wav"}]}]
+    requests.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    encoded = []
+    real_encode = CSM.encode_context
+    monkeypatch.setattr(CSM, "encode_context", lambda self, ctx: encoded.append(len(ctx)) or real_encode(self, ctx))
+    out = tmp_path / "out"
+    result = cli("batch", str(requests), "-o", str(out), "-b", "3", *GREEDY)
+    assert result.exit_code == 0, result.output
+    assert encoded == [1]  # the voice file both requests name is read and encoded once
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [x["line"] for x in lines] == [1, 2, 3, 4]
+    assert [Path(x["output"]).relative_to(out).as_posix() for x in lines] == ["0001.wav", "sub/two.flac", "0003.wav", "0004.wav"]
+    assert all(x["frames"] == 10 and x["seconds"] == 0.8 and x["stop"] == "max_length" for x in lines)
+    assert sf.info(str(out / "sub" / "two.flac")).format == "FLAC"
+    voice = ["-s", "1", "--context", str(tmp_path / "voice.jsonl")]
+    for x, args in zip(lines, [[], ["-s", "1"], voice, voice]):
+        alone = tmp_path / "alone.wav"
+        said = cli("say", rows[x["line"] - 1]["text"], *GREEDY, "--no-split", "-o", str(alone), *args)
+        assert said.exit_code == 0, said.output
+        np.testing.assert_allclose(wav_info(Path(x["output"]))[0], wav_info(alone)[0], atol=1.01 / 32767)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "ok"}\n{"text": "x"', "requests.jsonl:2: not a JSON object"),
+        ('{"text": "ok"}\n{"speaker": 1}', "requests.jsonl:2: 'text' must be a non-empty string"),
+        ('{"text": "ok", "voice": "x"}', "requests.jsonl:1: unknown key(s) 'voice'"),
+        ('{"text": "a", "output": "x.wav"}\n{"text": "b", "output": "x.wav"}', "is also line 1's"),
+        ('{"text": "a", "output": "x.aiff"}', "cannot tell the audio format of output 'x.aiff'"),
+        ('{"text": "a", "speaker": -1}', "'speaker' must be an integer >= 0"),
+        ('{"text": "a", "context": [{"speaker": 0}]}', "requests.jsonl:1: context[0]: expected a JSON object with 'text'"),
+        ('{"text": "a", "context": 3}', "'context' must be a list of turns or a JSONL file path"),
+        ("\n\n", "no requests"),
+    ],
+)
+def test_batch_bad_requests_are_usage_errors(cli, tmp_path, content, message):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(content)
+    result = cli("batch", str(requests), "-o", str(tmp_path / "out"), *GREEDY)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_missing_context_audio_and_too_long_prompt_exit_1(cli, tmp_path):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"text": "a", "context": [{"text": "b", "audio": "none.wav"}]}))
+    result = cli("batch", str(requests), *GREEDY)
+    assert result.exit_code == 1 and "none.wav" in result.output
+    requests.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"text": "word " * 3000}))
+    result = cli("batch", str(requests), "-o", str(tmp_path), *GREEDY)
+    assert result.exit_code == 1 and "the batch of lines 1, 2" in result.output and "requests[1]" in result.output

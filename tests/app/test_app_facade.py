@@ -102,3 +102,35 @@ def test_make_backend_maps_quant_names_for_mlx(tiny_model):
     q4 = make_backend("mlx", config, weights, quant="q4_0", group_size=32)
     assert q4.model.quantization["bits"] == 4
     assert getattr(make_backend("mlx", config, weights, quant="f32").model, "quantization", None) is None
+
+
+def test_generate_batch_equals_each_request_alone_when_greedy(tts):
+    from csm_app import Request, Segment
+
+    clip = tts.generate("A voice to copy", temperature=0, max_audio_ms=400)
+    requests = [TEXT, Request("Another line, longer than the first one", speaker=1),
+                Request("With a voice", speaker=1, context=[Segment(1, "A voice to copy", audio=clip)])]
+    clips = tts.generate_batch(requests, temperature=0, max_audio_ms=640)
+    alone = [tts.generate(TEXT, temperature=0, max_audio_ms=640, split_sentences=False)] + [
+        tts.generate(r.text, speaker=r.speaker, context=r.context, temperature=0, max_audio_ms=640,
+                     split_sentences=False)
+        for r in requests[1:]
+    ]
+    assert len(clips) == 3
+    for got, want in zip(clips, alone):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    codes = tts.generate_batch_codes(requests, temperature=0, max_audio_ms=640)
+    assert [g.stats.stop_reasons for g in codes] == [["max_length"]] * 3
+    with pytest.raises(TypeError, match="unknown generation option.*split_sentences"):
+        tts.generate_batch([TEXT], split_sentences=False)
+
+
+def test_generate_batch_is_watermarked(tiny_model):
+    from csm_app import CSM
+
+    marked = CSM.load(tiny_model, threads=1)
+    clips = marked.generate_batch([TEXT, "A second utterance"], temperature=0, max_audio_ms=4000)
+    for clip in clips:
+        result = marked.watermarker.detect(clip, marked.sample_rate)
+        assert result.found and result.payload == 0xD4D39238

@@ -346,6 +346,8 @@ def test_batch_max_length_and_errors():
         gen.generate_batch(["a", "..."])
     with pytest.raises((TypeError, ValueError), match=r"requests\[0\].speaker"):
         gen.generate_batch([Request("a", -2)])
+    with pytest.raises(ContextOverflowError, match=r"^requests\[1\]: the target text takes"):
+        gen.generate_batch(["a", "word " * 3000])
 
 
 def test_frame_loop_rejects_a_backend_returning_the_wrong_shape():

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -89,6 +90,21 @@ def model_options(fn):
     return fn
 
 
+def generation_options(fn):
+    for opt in reversed(
+        [
+            click.option("--temperature", type=click.FloatRange(min=0), default=0.9, show_default=True, help="0 = greedy."),
+            click.option("--topk", type=click.IntRange(min=1), default=50, show_default=True),
+            click.option("--seed", type=int, help="Make sampling reproducible."),
+            click.option("--max-audio-ms", type=click.IntRange(min=80), default=90_000, show_default=True,
+                         help="Longest audio per prompt."),
+            click.option("--no-watermark", is_flag=True, help="Do not watermark the output."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
 # ---------------------------------------------------------------- say
 @main.command()
 @click.argument("text", required=False)
@@ -100,12 +116,8 @@ def model_options(fn):
 @click.option("--context-audio", multiple=True, type=click.Path(dir_okay=False), help="Audio of that turn.")
 @click.option("--context-speaker", multiple=True, type=click.IntRange(min=0), help="Speaker of that turn.")
 @click.option("--context", "context_file", type=click.Path(dir_okay=False), help="JSONL: {speaker, text, audio}.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.9, show_default=True)
-@click.option("--topk", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--seed", type=int)
-@click.option("--max-audio-ms", type=click.IntRange(min=80), default=90_000, show_default=True)
+@generation_options
 @click.option("--no-split", is_flag=True, help="Generate the text as one prompt (no sentence splitting).")
-@click.option("--no-watermark", is_flag=True, help="Do not watermark the output.")
 @model_options
 @runtime_errors
 def say(text, input_file, output, fmt, speaker, context_text, context_audio, context_speaker, context_file,
@@ -158,34 +170,20 @@ def _format_from_name(output: str) -> str:
 
 
 def _context_segments(texts, audios, speakers, jsonl, read_audio):
-    from csm_core import Segment
+    from .inputs import InputError, Turn, context_segments, read_context
 
     if audios and len(audios) != len(texts):
         raise click.UsageError(f"{len(texts)} --context-text but {len(audios)} --context-audio: give one audio per turn")
     if speakers and len(speakers) != len(texts):
         raise click.UsageError(f"{len(texts)} --context-text but {len(speakers)} --context-speaker")
     turns = [
-        {"text": t, "audio": audios[i] if audios else None, "speaker": speakers[i] if speakers else 0}
-        for i, t in enumerate(texts)
+        Turn(speakers[i] if speakers else 0, t, Path(audios[i]) if audios else None) for i, t in enumerate(texts)
     ]
-    if jsonl:
-        for n, line in enumerate(Path(jsonl).read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                turns.append({"text": row["text"], "audio": row.get("audio"), "speaker": row.get("speaker", 0)})
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise click.UsageError(f"{jsonl}:{n}: expected a JSON object with 'text' (and 'speaker', 'audio'): {e}")
-    base = Path(jsonl).parent if jsonl else Path(".")
-    out = []
-    for t in turns:
-        audio = None
-        if t["audio"]:
-            p = Path(t["audio"])
-            audio = read_audio(p if p.is_absolute() or not jsonl else base / p)
-        out.append(Segment(int(t["speaker"]), t["text"], audio=audio))
-    return out
+    try:
+        turns += read_context(jsonl) if jsonl else []
+    except InputError as e:
+        raise click.UsageError(str(e)) from e
+    return context_segments(turns, read_audio)
 
 
 class _progress:
@@ -207,6 +205,72 @@ class _progress:
     def __exit__(self, *exc):
         if self.enabled:
             sys.stderr.write("\n")
+
+
+# ---------------------------------------------------------------- batch
+@main.command()
+@click.argument("requests_file", metavar="REQUESTS.jsonl", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where the audio files go (created if missing).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="wav", show_default=True,
+              help="Format of requests without an 'output' name.")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Requests generated together (each weight is read once per frame for all of them).")
+@generation_options
+@model_options
+@runtime_errors
+def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, max_audio_ms, no_watermark,
+          model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
+    """Speak every request of a JSONL file into audio files, BATCH_SIZE at a time.
+
+    One JSON object per line: {"text": ..., "speaker": 0, "context": [{"speaker", "text", "audio"},
+    ...] or "voice.jsonl", "output": "name.wav"}; only "text" is required. Each text is one prompt.
+    Prints one JSON line per file written (line, output, seconds, frames, stop)."""
+    _setup_logging(verbose, quiet)
+    from .audio_io import read_context_audio, write_output
+    from .facade import CSM
+    from .inputs import InputError, read_batch
+
+    read_audio = functools.lru_cache(maxsize=None)(read_context_audio)  # a voice file is read once
+    try:
+        items = read_batch(requests_file, Path(output_dir), fmt, FORMATS, read_audio)
+    except InputError as e:
+        raise click.UsageError(str(e)) from e
+    tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
+                   offline=offline, watermark=not no_watermark)
+    codes: dict[int, object] = {}  # id(audio read once) -> its context segment encoded once
+
+    def encoded(segment):
+        if segment.audio is None:
+            return segment
+        if id(segment.audio) not in codes:
+            codes[id(segment.audio)] = tts.encode_context([segment])[0].codes
+        return type(segment)(segment.speaker, segment.text, codes=codes[id(segment.audio)])
+
+    empty = 0
+    for start in range(0, len(items), batch_size):
+        group = items[start : start + batch_size]
+        requests = [replace(it.request, context=tuple(map(encoded, it.request.context))) for it in group]
+        try:
+            results = tts.generate_batch_codes(requests, temperature=temperature, topk=topk, seed=seed,
+                                               max_audio_ms=max_audio_ms)
+        except ValueError as e:
+            lines = ", ".join(str(it.line) for it in group)
+            raise Fail(f"{requests_file}: the batch of lines {lines} (requests[i] is its i-th): {e}") from e
+        for it, result in zip(group, results):
+            row = {"line": it.line, "output": str(it.output), "frames": int(result.codes.shape[1]),
+                   "stop": result.stats.stop_reasons[0]}
+            if result.codes.shape[1] == 0:
+                empty += 1
+                row["error"] = "no audio was generated (the model stopped at once)"
+            else:
+                audio = tts.mark(result.audio)
+                it.output.parent.mkdir(parents=True, exist_ok=True)
+                write_output(str(it.output), audio, tts.sample_rate, it.fmt)
+                row["seconds"] = round(audio.size / tts.sample_rate, 3)
+            click.echo(json.dumps(row))
+    if empty:
+        raise Fail(f"{empty} of {len(items)} requests produced no audio (see their 'error' lines)")
 
 
 # ---------------------------------------------------------------- codec

@@ -4,6 +4,7 @@
     tts = CSM.load("sesame/csm-1b", backend="auto", quant="q8_0")
     audio = tts.generate("Hello from Sesame.", speaker=0)          # float32, 24 kHz
     for chunk in tts.stream("A longer sentence, streamed."): play(chunk)
+    clips = tts.generate_batch(["One.", Request("Two.", speaker=1)])  # one batch, a clip each
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from csm_core import Segment
-from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Generation, Generator
+from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Generation, Generator, Request
 
 from .backends import check_quant, open_backend, pick_backend
 from .discovery import DEFAULT_MODEL, ModelFiles, resolve_model
@@ -105,8 +106,7 @@ class CSM:
             seed=seed,
             split_sentences=split_sentences,
         )
-        audio = out.audio if out.audio is not None else np.zeros(0, np.float32)
-        return self._mark(audio)
+        return self.mark(_audio(out))
 
     def stream(
         self,
@@ -124,17 +124,44 @@ class CSM:
         )
         position = 0
         for chunk in chunks:
-            yield self._mark(chunk, position)
+            yield self.mark(chunk, position)
             position += chunk.size
 
-    def _mark(self, audio: np.ndarray, start_sample: int = 0) -> np.ndarray:
+    def encode_context(self, context: Sequence[Segment]) -> list[Segment]:
+        """The segments with their audio encoded into Mimi codes, to pass as context to many
+        calls without encoding the same audio again each time (a server's voices, a batch)."""
+        K = self.model.config.audio_num_codebooks
+        return [
+            s if s.audio is None or s.codes is not None
+            else Segment(s.speaker, s.text, codes=self.codec.encode(s.audio, num_codebooks=K))
+            for s in context
+        ]  # fmt: skip
+
+    def generate_batch_codes(self, requests: Sequence[Request | str], **options) -> list[Generation]:
+        """Several utterances generated together, one `Generation` each, in order (audio not
+        watermarked). Each text is one prompt. Options as `generate` except split_sentences."""
+        return self._generator.generate_batch(requests, **_options(options, batch=True))
+
+    def generate_batch(self, requests: Sequence[Request | str], **options) -> list[np.ndarray]:
+        """Several utterances generated together (each weight is read once per frame for all of
+        them): float32 24 kHz audio per request, in order, watermarked unless loaded with
+        watermark=False. A request is a text or `Request(text, speaker, context)`."""
+        return [self.mark(_audio(g)) for g in self.generate_batch_codes(requests, **options)]
+
+    def mark(self, audio: np.ndarray, start_sample: int = 0) -> np.ndarray:
+        """`audio` watermarked as the samples from `start_sample` on of an utterance (unchanged
+        when loaded with watermark=False)."""
         if self.watermarker is None or audio.size == 0:
             return audio
         return self.watermarker.embed(audio, self.sample_rate, start_sample=start_sample)
 
 
-def _options(options: dict) -> dict:
-    allowed = {"temperature", "topk", "max_audio_ms", "seed", "split_sentences"}
+def _audio(generation: Generation) -> np.ndarray:
+    return generation.audio if generation.audio is not None else np.zeros(0, np.float32)
+
+
+def _options(options: dict, batch: bool = False) -> dict:
+    allowed = {"temperature", "topk", "max_audio_ms", "seed"} | (set() if batch else {"split_sentences"})
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")

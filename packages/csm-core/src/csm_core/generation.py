@@ -311,7 +311,10 @@ class Generator:
             ]
             target = text_frames(self.tokenizer, speaker, text, self.config)
             st = GenerationStats(sentences=[text], started_at=started)
-            prompt, st.dropped_context = self._fit(ctx, target, opts.max_frames, n_user=len(ctx))
+            try:
+                prompt, st.dropped_context = self._fit(ctx, target, opts.max_frames, n_user=len(ctx))
+            except ContextOverflowError as e:
+                raise ContextOverflowError(f"requests[{b}]: {e}") from None
             st.prompt_frames.append(len(prompt))
             prompts.append(prompt)
             stats.append(st)
