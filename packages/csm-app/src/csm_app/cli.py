@@ -273,6 +273,58 @@ def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, m
         raise Fail(f"{empty} of {len(items)} requests produced no audio (see their 'error' lines)")
 
 
+# ---------------------------------------------------------------- serve
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--voice", "voices", multiple=True, metavar="NAME=CONTEXT.jsonl",
+              help="A named voice: context turns as `say --context` reads them; the last turn's speaker speaks. Repeat.")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Frames (80 ms each) per streamed audio chunk.")
+@generation_options
+@model_options
+@runtime_errors
+def serve(host, port, voices, chunk_frames, temperature, topk, seed, max_audio_ms, no_watermark, model, mimi,
+          tokenizer, offline, backend, quant, threads, verbose, quiet):
+    """Serve speech over HTTP: POST /v1/audio/speech (OpenAI-compatible), GET /v1/voices, /health.
+
+    The generation options set each request's defaults; a request may override them."""
+    _setup_logging(verbose, quiet)
+    from .audio_io import read_context_audio
+    from .facade import CSM
+    from .inputs import InputError, context_segments, read_context
+    from .server import SpeechService, Voice, make_server
+
+    contexts = {}
+    for spec in voices:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise click.UsageError(f"--voice {spec!r}: expected NAME=CONTEXT.jsonl")
+        if name.isdigit() or name in contexts:
+            raise click.UsageError(f"--voice {name!r}: " + ("digits name speaker ids" if name.isdigit() else "given twice"))
+        try:
+            turns = read_context(path)
+        except InputError as e:
+            raise click.UsageError(str(e)) from e
+        if not turns or any(t.audio is None for t in turns):
+            raise click.UsageError(f"--voice {name}: {path} " + ("has no turns" if not turns else "has a turn without 'audio'"))
+        contexts[name] = turns
+    contexts = {name: context_segments(turns, read_context_audio) for name, turns in contexts.items()}
+    tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
+                   offline=offline, watermark=not no_watermark)
+    named = [Voice(n, segs[-1].speaker, tuple(tts.encode_context(segs))) for n, segs in contexts.items()]
+    defaults = {"temperature": temperature, "topk": topk, "seed": seed, "max_audio_ms": max_audio_ms}
+    server = make_server(SpeechService(tts, named, defaults=defaults, chunk_frames=chunk_frames), host, port)
+    bound_host, bound_port = server.server_address[:2]
+    click.echo(f"csm: serving on http://{bound_host}:{bound_port} (POST /v1/audio/speech)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 # ---------------------------------------------------------------- codec
 @main.group()
 def codec() -> None:
