@@ -22,7 +22,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from numbers import Integral, Real
 
@@ -172,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
     service: SpeechService  # set on the subclass make_server builds
 
     # ---- routing ----
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         routes = {
             "/health": lambda: {"status": "ok", "busy": self.service.lock.locked(),
                                 "sample_rate": self.service.tts.sample_rate, "backend": _backend(self.service.tts)},
@@ -186,7 +185,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(ApiError(404, f"no such endpoint {path!r}; see /v1/audio/speech", kind="not_found"))
         self._json(200, routes[path]())
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         if path != "/v1/audio/speech":
             if path in ("/health", "/v1/models", "/v1/voices"):
@@ -280,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
         extra = {k.capitalize(): v for k, v in extra.items()}
         self._json(e.status, {"error": {"message": e.message, "type": e.kind, "param": e.param}}, **extra)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:  # http.server's signature
         logger.info("%s %s", self.address_string(), format % args)
 
 
