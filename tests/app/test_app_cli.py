@@ -464,11 +464,18 @@ def test_batch_bad_requests_are_usage_errors(cli, tmp_path, content, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_batch_missing_context_audio_and_too_long_prompt_exit_1(cli, tmp_path):
+def test_batch_checks_every_request_before_generating(cli, tmp_path):
     requests = tmp_path / "requests.jsonl"
     requests.write_text(json.dumps({"text": "a", "context": [{"text": "b", "audio": "none.wav"}]}))
     result = cli("batch", str(requests), *GREEDY)
     assert result.exit_code == 1 and "none.wav" in result.output
-    requests.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"text": "word " * 3000}))
-    result = cli("batch", str(requests), "-o", str(tmp_path), *GREEDY)
-    assert result.exit_code == 1 and "the batch of lines 1, 2" in result.output and "requests[1]" in result.output
+    lines = [{"text": "ok"}] * 5 + [{"text": "word " * 3000}, {"text": "b", "context": [{"text": "no audio"}]}]
+    requests.write_text("\n".join(map(json.dumps, lines)))
+    out = tmp_path / "out"
+    result = cli("batch", str(requests), "-o", str(out), "-b", "2", *GREEDY)
+    assert result.exit_code == 2 and "requests.jsonl:6: requests[5]: the target text takes" in result.output
+    assert not out.exists()  # nothing was generated
+    requests.write_text("\n".join(map(json.dumps, lines[:5] + lines[6:])))
+    result = cli("batch", str(requests), "-o", str(out), *GREEDY)
+    assert result.exit_code == 2 and "requests.jsonl:6: requests[5].context[0]" in result.output
+    assert "neither audio nor codes" in result.output and not out.exists()

@@ -346,8 +346,21 @@ def test_batch_max_length_and_errors():
         gen.generate_batch(["a", "..."])
     with pytest.raises((TypeError, ValueError), match=r"requests\[0\].speaker"):
         gen.generate_batch([Request("a", -2)])
-    with pytest.raises(ContextOverflowError, match=r"^requests\[1\]: the target text takes"):
+    with pytest.raises(ContextOverflowError, match=r"^requests\[1\]: the target text takes") as err:
         gen.generate_batch(["a", "word " * 3000])
+    assert err.value.request_index == 1
+    for bad, index, message in (
+        (["a", "b", "word " * 3000], 2, "target text takes"),
+        (["a", Request("b", -1)], 1, r"requests\[1\].speaker"),
+        ([Request("a", 0, (Segment(0, "no audio"),))], 0, r"requests\[0\].context\[0\].*neither audio nor codes"),
+        (["a", 3], 1, "must be a Request or str"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=message) as err:
+            gen.check_requests(bad)
+        assert err.value.request_index == index
+    with pytest.raises(ContextOverflowError):
+        gen.check_requests(["word " * 300])
+    gen.check_requests(["word " * 300], max_audio_ms=80)  # fits with a shorter audio limit
 
 
 def test_frame_loop_rejects_a_backend_returning_the_wrong_shape():

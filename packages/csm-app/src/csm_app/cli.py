@@ -247,16 +247,17 @@ def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, m
             codes[id(segment.audio)] = tts.encode_context([segment])[0].codes
         return type(segment)(segment.speaker, segment.text, codes=codes[id(segment.audio)])
 
+    requests = [replace(it.request, context=tuple(map(encoded, it.request.context))) for it in items]
+    try:  # every request is checked before the first is generated
+        tts.check_requests(requests, max_audio_ms=max_audio_ms)
+    except (TypeError, ValueError) as e:
+        index = getattr(e, "request_index", None)
+        raise click.UsageError(f"{requests_file}:{items[index].line}: {e}" if index is not None else str(e)) from e
     empty = 0
     for start in range(0, len(items), batch_size):
         group = items[start : start + batch_size]
-        requests = [replace(it.request, context=tuple(map(encoded, it.request.context))) for it in group]
-        try:
-            results = tts.generate_batch_codes(requests, temperature=temperature, topk=topk, seed=seed,
-                                               max_audio_ms=max_audio_ms)
-        except ValueError as e:
-            lines = ", ".join(str(it.line) for it in group)
-            raise Fail(f"{requests_file}: the batch of lines {lines} (requests[i] is its i-th): {e}") from e
+        results = tts.generate_batch_codes(requests[start : start + batch_size], temperature=temperature, topk=topk,
+                                           seed=seed, max_audio_ms=max_audio_ms)
         for it, result in zip(group, results):
             row = {"line": it.line, "output": str(it.output), "frames": int(result.codes.shape[1]),
                    "stop": result.stats.stop_reasons[0]}

@@ -137,6 +137,11 @@ class CSM:
             for s in context
         ]  # fmt: skip
 
+    def check_requests(self, requests: Sequence[Request | str], max_audio_ms: int = DEFAULT_MAX_AUDIO_MS) -> None:
+        """Raise what `generate_batch` would for these requests, without generating (the error's
+        `request_index` names the request at fault)."""
+        self._generator.check_requests(requests, max_audio_ms=max_audio_ms)
+
     def generate_batch_codes(self, requests: Sequence[Request | str], **options) -> list[Generation]:
         """Several utterances generated together, one `Generation` each, in order (audio not
         watermarked). Each text is one prompt. Options as `generate` except split_sentences."""

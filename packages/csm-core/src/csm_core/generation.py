@@ -296,28 +296,7 @@ class Generator:
         prompt (no sentence splitting). Returns one Generation per request, in order."""
         opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
         started = time.perf_counter()
-        requests = [Request(r) if isinstance(r, str) else r for r in requests]
-        if not requests:
-            raise ValueError("generate_batch needs at least one request")
-        prompts, stats = [], []
-        for b, r in enumerate(requests):
-            if not isinstance(r, Request):
-                raise TypeError(f"requests[{b}] must be a Request or str, got {type(r).__name__}")
-            speaker = check_speaker(r.speaker, f"requests[{b}].speaker")
-            (text,) = _sentences(r.text, split=False, where=f"requests[{b}].text")
-            ctx = [
-                segment_frames(s, self.tokenizer, self.codec, self.config, where=f"requests[{b}].context[{i}]")
-                for i, s in enumerate(r.context)
-            ]
-            target = text_frames(self.tokenizer, speaker, text, self.config)
-            st = GenerationStats(sentences=[text], started_at=started)
-            try:
-                prompt, st.dropped_context = self._fit(ctx, target, opts.max_frames, n_user=len(ctx))
-            except ContextOverflowError as e:
-                raise ContextOverflowError(f"requests[{b}]: {e}") from None
-            st.prompt_frames.append(len(prompt))
-            prompts.append(prompt)
-            stats.append(st)
+        requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, started)
         tokens, mask = left_pad(prompts)
         rows: list[list[np.ndarray]] = [[] for _ in requests]
         first_frame_s = None
@@ -338,7 +317,45 @@ class Generator:
             out.append(Generation(codes, audio, self._sample_rate(), segments, st))
         return out
 
+    def check_requests(self, requests: Sequence[Request | str], *, max_audio_ms: float = DEFAULT_MAX_AUDIO_MS) -> None:
+        """Raise what `generate_batch` would raise for these requests (bad text or speaker, context
+        without audio, a prompt that cannot fit), without generating. The error carries
+        `request_index`, the index of the request at fault."""
+        self._batch_prompts(requests, self._options(max_audio_ms, 0.0, 1, None, True).max_frames, 0.0)
+
     # ---- internals ----
+    def _batch_prompts(
+        self, requests, max_frames: int, started: float
+    ) -> tuple[list[Request], list[PromptFrames], list[GenerationStats]]:
+        """Each request's prompt (fitted to the window) and its stats; errors name the request."""
+        requests = [Request(r) if isinstance(r, str) else r for r in requests]
+        if not requests:
+            raise ValueError("generate_batch needs at least one request")
+        prompts, stats = [], []
+        for b, r in enumerate(requests):
+            try:
+                if not isinstance(r, Request):
+                    raise TypeError(f"requests[{b}] must be a Request or str, got {type(r).__name__}")
+                speaker = check_speaker(r.speaker, f"requests[{b}].speaker")
+                (text,) = _sentences(r.text, split=False, where=f"requests[{b}].text")
+                ctx = [
+                    segment_frames(s, self.tokenizer, self.codec, self.config, where=f"requests[{b}].context[{i}]")
+                    for i, s in enumerate(r.context)
+                ]
+                target = text_frames(self.tokenizer, speaker, text, self.config)
+                st = GenerationStats(sentences=[text], started_at=started)
+                try:
+                    prompt, st.dropped_context = self._fit(ctx, target, max_frames, n_user=len(ctx))
+                except ContextOverflowError as e:
+                    raise ContextOverflowError(f"requests[{b}]: {e}") from None
+            except (TypeError, ValueError) as e:
+                e.request_index = b
+                raise
+            st.prompt_frames.append(len(prompt))
+            prompts.append(prompt)
+            stats.append(st)
+        return requests, prompts, stats
+
     def _options(self, max_audio_ms, temperature, topk, seed, mask_undecodable) -> _Options:
         if (
             isinstance(max_audio_ms, bool)
