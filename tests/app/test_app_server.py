@@ -296,3 +296,23 @@ def test_csm_serve_same_voice_twice_is_a_usage_error(tmp_path):
     spec = f"a={tmp_path / 'v.jsonl'}"
     result = CliRunner().invoke(main, ["serve", "--voice", spec, "--voice", spec, "--model", str(tmp_path)])
     assert result.exit_code == 2 and "given twice" in result.output
+
+
+def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(server, monkeypatch):
+    def failing(job):
+        yield np.zeros(1920, np.float32)
+        raise RuntimeError("the backend fell over")
+
+    monkeypatch.setattr(server.RequestHandlerClass.service, "chunks", failing)
+    status, _, data = post(server, {"input": TEXT, "response_format": "flac"})
+    error = json.loads(data)["error"]
+    assert status == 500 and error["type"] == "server_error" and "the backend fell over" in error["message"]
+    conn = connect(server)
+    conn.request("POST", "/v1/audio/speech", body=json.dumps({"input": TEXT, "response_format": "pcm"}))
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead):  # no closing chunk: the client knows it was cut
+        resp.read()
+    monkeypatch.undo()
+    status, _, _ = post(server, {"input": TEXT, "response_format": "pcm"})
+    assert status == 200

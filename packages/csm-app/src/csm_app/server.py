@@ -200,14 +200,22 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- speech ----
     def _speak(self, job: Job) -> None:
+        chunks = self.service.chunks(job)
+        try:
+            self._answer(job, chunks)
+        finally:
+            chunks.close()  # stops generation early when the answer ended early
+
+    def _answer(self, job: Job, chunks) -> None:
         from csm_audio.io import WavStreamWriter, encode_audio
 
         from .audio_io import pcm16
 
         rate = self.service.tts.sample_rate
-        chunks = self.service.chunks(job)
         try:
             first = next(chunks, None)  # input the model cannot take fails here, before any byte is sent
+            if first is not None and job.fmt not in STREAMED:
+                data = encode_audio(np.concatenate([first, *chunks]), rate, format=job.fmt)
         except (ValueError, TypeError) as e:
             return self._error(ApiError(400, str(e), "input"))
         except Exception as e:  # noqa: BLE001 - the server boundary: answer, log, stay up
@@ -216,18 +224,16 @@ class Handler(BaseHTTPRequestHandler):
         if first is None:
             return self._error(ApiError(500, "no audio was generated (the model stopped at once)", kind="server_error"))
         if job.fmt not in STREAMED:
-            try:
-                data = encode_audio(np.concatenate([first, *chunks]), rate, format=job.fmt)
-            except Exception as e:  # noqa: BLE001 - the server boundary
-                logger.exception("generation failed")
-                return self._error(ApiError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error"))
             return self._send(200, CONTENT_TYPES[job.fmt], data, rate=rate)
         self._head(200, CONTENT_TYPES[job.fmt], {"Transfer-Encoding": "chunked", "X-Sample-Rate": str(rate)})
         out = _Chunked(self.wfile)
         try:
             wav = WavStreamWriter(out, rate) if job.fmt == "wav" else None
             for chunk in _chain(first, chunks):
-                out.write(pcm16(chunk)) if wav is None else wav.write(chunk)
+                if wav is None:
+                    out.write(pcm16(chunk))
+                else:
+                    wav.write(chunk)
                 out.flush()
             out.end()
         except (BrokenPipeError, ConnectionResetError):
@@ -236,8 +242,6 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:  # noqa: BLE001 - headers are out: end the stream unterminated so the client sees a failure
             logger.exception("generation failed while streaming")
             self.close_connection = True
-        finally:
-            chunks.close()
 
     # ---- plumbing ----
     def _body(self) -> bytes:
