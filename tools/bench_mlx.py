@@ -104,28 +104,42 @@ def prompt(cfg: CSMConfig, length: int, seed: int = 0) -> tuple[np.ndarray, np.n
 
 def bench_mlx(model: CSMModel, frames: int, runs: int, prompt_len: int, compiled: bool) -> dict:
     be = MlxBackend(model.config, model=model, compile=compiled)
+    be.reuse_prefix = False  # every run prefills its whole prompt
     params = SamplingParams(temperature=0.9, topk=50)
     tokens, mask = prompt(model.config, prompt_len)
-    prefill, frame_ms = [], []
+    prefill, frame_ms, next_prompt = [], [], {}
     mx.reset_peak_memory()
     for r in range(runs + 1):  # run 0 warms up (kernel builds, allocator)
         be.reset(1, seed=r)
         t = time.perf_counter()
         codes = be.generate_frame(tokens, mask, params)
         t_prefill = time.perf_counter() - t
-        times = []
+        times, fed_t, fed_m = [], [tokens], [mask]
         for _ in range(frames):
             row = np.zeros((1, 1, tokens.shape[2]), np.int64)
             row[0, 0, :-1] = codes[0]
             rmask = np.zeros(row.shape, bool)
             rmask[0, 0, :-1] = True
+            fed_t.append(row)
+            fed_m.append(rmask)
             t = time.perf_counter()
             codes = be.generate_frame(row, rmask, params)
             times.append(time.perf_counter() - t)
         if r:
             prefill.append(t_prefill)
             frame_ms.append(1e3 * statistics.median(times))
+    # The next sentence's prompt (as the Generator builds it): this prompt, the frames just fed,
+    # 8 new text rows. With reuse only the new rows run; without, all of them.
+    new_t, new_m = prompt(model.config, 8, seed=1)
+    next_t, next_m = np.concatenate(fed_t + [new_t], 1), np.concatenate(fed_m + [new_m], 1)
+    for reuse in (True, False):  # True first: the cache holds what the last run fed
+        be.reuse_prefix = reuse
+        be.reset(1, seed=0)
+        t = time.perf_counter()
+        be.generate_frame(next_t, next_m, params)
+        next_prompt[reuse] = time.perf_counter() - t
     return {
+        "next_prompt_s": next_prompt,
         "prefill_s": statistics.median(prefill),
         "frame_ms": statistics.median(frame_ms),
         "frame_ms_runs": frame_ms,
@@ -226,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     on_gpu = mx.default_device().type == mx.gpu
     modes = {"auto": [on_gpu], "on": [True], "off": [False], "both": [False, True]}[args.compile]
     head = f"{'impl':<14}{'dtype':<10}{'quant':<7}{'prefill s':>10}{'ms/frame':>10}{'frames/s':>10}{'x RT':>7}{'peak GiB':>10}{'GB/frame':>10}{'BW-limit f/s':>14}"
-    rows = [head, "-" * len(head)]
+    rows, notes = [head, "-" * len(head)], []
     for dt in dtypes:
         for q in quants:
             model = random_model(cfg, dt, q, args.group_size)
@@ -241,6 +255,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"{r['peak_gib']:>10.2f}{bpf / 1e9:>10.2f}{bw * 1e9 / bpf:>14.1f}"
                 )
                 print(rows[-1], f"  (runs: {', '.join(f'{m:.1f}' for m in r['frame_ms_runs'])} ms)", flush=True)
+                reuse = r["next_prompt_s"]
+                label = f"{'mlx-compiled' if compiled else 'mlx'} {name}{f' {q}-bit' if q else ''}"
+                notes.append(f"{label}: next sentence's prompt ({args.prompt} + {args.frames} + 8 "
+                             f"rows) to its first frame {reuse[True]:.3f} s reusing the cache, {reuse[False]:.3f} s "
+                             "recomputing it")
             del model
             mx.clear_cache()
             if args.hf and q is None:
@@ -255,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 print(rows[-1], flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024**2 if sys.platform != "darwin" else GIB)
-    print("\n" + "\n".join(rows))
+    print("\n" + "\n".join(rows + [""] + notes))
     print(f"\nprocess max RSS {rss:.2f} GiB; real time = {REALTIME_FPS} frames/s; "
           "BW-limit = measured read bandwidth / weight bytes per frame (batch 1)")
 

@@ -219,3 +219,58 @@ def test_bf16_numpy_weights_load_bit_exact(tiny):
     b = MlxBackend(cfg, w, dtype="bfloat16").teacher_forced_logits(tokens[None], mask[None], codes)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_prompt_prefix_in_the_cache_is_reused(tiny):
+    """The next prompt repeats the last one and its frames (as the Generator builds the next
+    sentence's prompt): only the new rows are fed, and the greedy frames still equal the uncached
+    float64 numpy forward over the whole prompt."""
+    cfg, w, tokens, mask = tiny
+    K = cfg.audio_num_codebooks
+    be = MlxBackend(cfg, w)
+    first = _greedy(be, tokens[None], mask[None], 6)
+    assert be.reused_positions == 0
+    rows = [_audio_row(first[:, i]) for i in range(5)] + [_audio_row(np.zeros((1, K), np.int64))]
+    text_t = np.zeros((1, 3, K + 1), np.int64)
+    text_t[0, :, K] = [128000, 9906, 128001]
+    text_m = np.zeros(text_t.shape, bool)
+    text_m[0, :, K] = True
+    tokens2 = np.concatenate([tokens[None]] + [t for t, _ in rows] + [text_t], 1)
+    mask2 = np.concatenate([mask[None]] + [m for _, m in rows] + [text_m], 1)
+    second = _greedy(be, tokens2, mask2, 6)
+    assert be.reused_positions == tokens.shape[0] + 5 and be.position == tokens2.shape[1] + 5
+    np.testing.assert_array_equal(second[0], R.greedy_frames(w, cfg, tokens2[0], mask2[0], 6))
+    changed = tokens2.copy()
+    changed[0, 1, K] += 1  # differs from its second row on: only the first row is kept
+    third = _greedy(be, changed, mask2, 4)
+    assert be.reused_positions == 1
+    np.testing.assert_array_equal(third[0], R.greedy_frames(w, cfg, changed[0], mask2[0], 4))
+    be.reuse_prefix = False
+    _greedy(be, changed, mask2, 2)
+    assert be.reused_positions == 0
+    codes = np.random.default_rng(2).integers(0, 2048, (1, K))
+    got, want = be.teacher_forced_logits(tokens[None], mask[None], codes), R.teacher_forced(w, cfg, tokens, mask, codes[0])
+    np.testing.assert_allclose(got[0][0], want[0], atol=1e-4)
+    np.testing.assert_allclose(got[1][0], want[1], atol=1e-4)
+
+
+def test_generator_reuses_the_context_and_earlier_sentences_on_mlx(tiny):
+    from csm_core import Segment
+    from csm_core.generation import Generator
+    from csm_core.testing.generation import FakeTokenizer
+
+    cfg, w, _, _ = tiny
+    context = [Segment(1, "Hello there.", codes=np.random.default_rng(0).integers(1, 2048, (cfg.audio_num_codebooks, 6)))]
+    runs = []
+    for reuse in (True, False):
+        be = MlxBackend(cfg, w)
+        be.reuse_prefix = reuse
+        runs.append(Generator(be, FakeTokenizer()).generate("One two. Three four. Five six.", context=context,
+                                                             temperature=0, max_audio_ms=480))
+    on, off = runs
+    np.testing.assert_array_equal(on.codes, off.codes)
+    st = on.stats
+    assert len(st.sentences) == 3 and off.stats.reused_prompt_frames == [0, 0, 0]
+    assert st.reused_prompt_frames[0] == 0
+    for j in (1, 2):
+        assert st.reused_prompt_frames[j] >= st.prompt_frames[j - 1] + st.frames[j - 1] - 1

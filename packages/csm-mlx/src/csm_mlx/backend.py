@@ -53,6 +53,7 @@ class MlxBackend:
         # (minutes), so it is off there by default.
         self.compiled = (mx.default_device().type == mx.gpu) if compile is None else bool(compile)
         self._frame_fns: dict[SamplingParams, object] = {}
+        self.reuse_prefix = True
         self.reset()
 
     @classmethod
@@ -65,17 +66,40 @@ class MlxBackend:
 
     # ---- state ----
     def reset(self, batch_size: int = 1, seed: int | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        """Start a new prompt. The caches are kept until it arrives: the part of it that repeats
+        what they hold at the same positions (a voice context, earlier sentences) is not fed
+        again (`reuse_prefix`; the kept rows were computed in other chunks, so results match a
+        fresh run to float rounding, not bit for bit)."""
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if getattr(self, "batch_size", None) != batch_size:
+            self._new_caches(int(batch_size))
+        self._fresh = True
+        self.reused_positions = 0
+        self._key = mx.random.key(np.random.SeedSequence(seed).entropy % (2**63) if seed is None else seed)
+
+    def _new_caches(self, batch_size: int) -> None:
         self.batch_size = batch_size
         cfg = self.config.backbone
         self._cache: list[KVCache] = self.model.backbone.make_cache(batch_size, cfg.max_seq_len, self.model.dtype)
         self._valid = np.zeros((batch_size, 0), dtype=bool)  # [B, filled positions]: False = padding
-        self._key = mx.random.key(np.random.SeedSequence(seed).entropy % (2**63) if seed is None else seed)
+        # what the cache holds, position by position (masked-out entries zeroed)
+        self._seen = np.zeros((batch_size, cfg.max_seq_len, self.config.audio_num_codebooks + 1), np.int32)
+        self._seen_mask = np.zeros(self._seen.shape, bool)
+        self._fresh = False
 
     @property
     def position(self) -> int:
-        return self._valid.shape[1]
+        return 0 if self._fresh else self._valid.shape[1]
+
+    def _cached_prefix(self, tokens: np.ndarray, mask: np.ndarray) -> int:
+        """Leading positions of the prompt equal to what the cache holds (at most S - 1: the last
+        position always runs, its state feeds the decoder)."""
+        n = min(tokens.shape[1] - 1, self._valid.shape[1])
+        if n <= 0:
+            return 0
+        same = (self._seen[:, :n] == tokens[:, :n]).all(axis=(0, 2)) & (self._seen_mask[:, :n] == mask[:, :n]).all(axis=(0, 2))
+        return n if same.all() else int(np.argmin(same))
 
     # ---- inputs ----
     def _check(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +138,14 @@ class MlxBackend:
     def _backbone(self, tokens: np.ndarray, mask: np.ndarray) -> mx.array:
         """Feed new rows; return the normed hidden state at the last position [B, Db] (lazy)."""
         tokens, mask = self._check(tokens, mask)
+        if self._fresh:
+            keep = self._cached_prefix(tokens, mask) if self.reuse_prefix else 0
+            for c in self._cache:
+                c.offset = keep
+            self._valid, self._fresh, self.reused_positions = self._valid[:, :keep], False, keep
+            tokens, mask = tokens[:, keep:], mask[:, keep:]
+        start, S = self.position, tokens.shape[1]
+        self._seen[:, start : start + S], self._seen_mask[:, start : start + S] = tokens, mask
         self._valid = np.concatenate([self._valid, mask.any(axis=2)], axis=1)
         emb = self.model.embed_frames(mx.array(tokens), mx.array(mask))
         h = self.model.backbone_hidden(emb, self._cache, self._attention_mask(tokens.shape[1]))
@@ -155,11 +187,11 @@ class MlxBackend:
         K = self.config.audio_num_codebooks
         if codes.shape != (tokens.shape[0], K):
             raise ValueError(f"codes must be [B={tokens.shape[0]}, {K}], got {codes.shape}")
-        self.reset(tokens.shape[0])
+        self._new_caches(tokens.shape[0])  # from empty caches, never a kept prefix
         last_h = self._backbone(tokens, mask)
         c0 = self.model.c0_logits(last_h).astype(mx.float32)
         depth = self.model.depth_logits(last_h, mx.array(codes.astype(np.int32))).astype(mx.float32)
         mx.eval(c0, depth)
         out = np.array(c0), np.array(depth)
-        self.reset(self.batch_size)
+        self._new_caches(self.batch_size)
         return out
