@@ -167,7 +167,8 @@ def test_endpoints_methods_and_body_limits(server):
     conn.request("GET", "/health")
     resp = conn.getresponse()
     health = json.loads(resp.read())
-    assert resp.status == 200 and health == {"status": "ok", "busy": False, "sample_rate": 24000, "backend": "cpu"}
+    assert resp.status == 200
+    assert health == {"status": "ok", "busy": False, "waiting": 0, "sample_rate": 24000, "backend": "cpu"}
     conn.request("GET", "/v1/voices")
     voices = json.loads(conn.getresponse().read())["voices"]
     assert voices == [{"name": "narrator", "speaker": 1, "context_turns": 1}]
@@ -316,3 +317,37 @@ def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(server, monkeypatch):
     monkeypatch.undo()
     status, _, _ = post(server, {"input": TEXT, "response_format": "pcm"})
     assert status == 200
+
+
+def test_requests_beyond_the_waiting_limit_get_503(server, monkeypatch):
+    """One request generating (held on an event), max_waiting=1 waiting: the next is refused."""
+    service = server.RequestHandlerClass.service
+    release, started = threading.Event(), threading.Event()
+
+    def held(job):
+        started.set()
+        release.wait(60)
+        yield np.zeros(1920, np.float32)
+
+    monkeypatch.setattr(service, "chunks", held)
+    monkeypatch.setattr(service, "max_waiting", 1)
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", post(server, {"input": TEXT, "response_format": "pcm"})))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=lambda: results.setdefault("second", post(server, {"input": TEXT, "response_format": "pcm"})))
+    second.start()
+    for _ in range(300):  # until the second request waits its turn
+        if service.waiting == 1:
+            break
+        threading.Event().wait(0.01)
+    conn = connect(server)
+    conn.request("GET", "/health")
+    assert json.loads(conn.getresponse().read())["waiting"] == 1
+    status, headers, data = post(server, {"input": TEXT})
+    assert status == 503 and headers["Retry-After"] == "5" and json.loads(data)["error"]["type"] == "server_busy"
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert results["first"][0] == results["second"][0] == 200 and len(results["second"][2]) == 2 * 1920
+    assert service.waiting == 0 and not service.lock.locked()

@@ -11,12 +11,14 @@ raw 16-bit little-endian mono at 24 kHz), "model" (accepted and ignored: one mod
 "speed" (1.0 only), "stream_format" ("audio" only); extensions: "temperature", "topk", "seed",
 "max_audio_ms", "split_sentences". wav and pcm are streamed (chunked transfer) as frames are
 decoded; the other formats are encoded whole when generation ends. Errors are JSON
-{"error": {"message", "type", "param"}} with status 400 (bad request), 404, 405, 411, 413 or 500.
-One model serves one request at a time: others wait for it (health and listings answer meanwhile).
+{"error": {"message", "type", "param"}} with status 400 (bad request), 404, 405, 411, 413, 500, or
+503 (with Retry-After) when `max_waiting` requests already wait. One model serves one request at a
+time: others wait their turn (health and listings answer meanwhile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -70,12 +72,32 @@ class Job:
 class SpeechService:
     """The model behind the server: checks requests, and generates one at a time."""
 
-    def __init__(self, tts, voices=(), *, defaults: dict | None = None, chunk_frames: int = 5):
+    def __init__(self, tts, voices=(), *, defaults: dict | None = None, chunk_frames: int = 5, max_waiting: int = 8):
         self.tts = tts
         self.voices = {v.name: v for v in voices}
         self.defaults = dict(defaults or {})
         self.chunk_frames = int(chunk_frames)
-        self.lock = threading.Lock()
+        self.max_waiting = int(max_waiting)
+        self.lock = threading.Lock()  # held by the request being generated
+        self.waiting = 0  # requests queued behind it
+        self._count = threading.Lock()
+
+    @contextlib.contextmanager
+    def turn(self):
+        """Wait for the model (one request at a time); ApiError 503 when `max_waiting` already wait."""
+        with self._count:
+            if self.lock.locked() and self.waiting >= self.max_waiting:
+                raise ApiError(503, f"busy: {self.waiting} requests are waiting already; retry later", kind="server_busy")
+            self.waiting += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._count:
+                self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def voice(self, value) -> Voice:
         if isinstance(value, str) and value in self.voices:
@@ -173,7 +195,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- routing ----
     def do_GET(self) -> None:  # http.server's naming
         routes = {
-            "/health": lambda: {"status": "ok", "busy": self.service.lock.locked(),
+            "/health": lambda: {"status": "ok", "busy": self.service.lock.locked(), "waiting": self.service.waiting,
                                 "sample_rate": self.service.tts.sample_rate, "backend": _backend(self.service.tts)},
             "/v1/models": lambda: {"object": "list", "data": [{"id": "csm-1b", "object": "model", "owned_by": "sesame"}]},
             "/v1/voices": self.service.describe_voices,
@@ -195,8 +217,11 @@ class Handler(BaseHTTPRequestHandler):
             job = self.service.parse(self._body())
         except ApiError as e:
             return self._error(e)
-        with self.service.lock:
-            self._speak(job)
+        try:
+            with self.service.turn():
+                self._speak(job)
+        except ApiError as e:  # only turn() raises here: the queue is full
+            self._error(e, retry_after="5")
 
     # ---- speech ----
     def _speak(self, job: Job) -> None:
@@ -280,7 +305,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", json.dumps(obj).encode() + b"\n", **extra)
 
     def _error(self, e: ApiError, **extra) -> None:
-        extra = {k.capitalize(): v for k, v in extra.items()}
+        extra = {k.replace("_", "-").title(): v for k, v in extra.items()}
         self._json(e.status, {"error": {"message": e.message, "type": e.kind, "param": e.param}}, **extra)
 
     def log_message(self, format: str, *args) -> None:  # http.server's signature
