@@ -11,6 +11,7 @@ Usage::
     for frame in gen.stream_frames("Hello there."): ...            # int64 [32] per 80 ms frame
     for chunk in (s := gen.stream_audio("Hi.", chunk_frames=5)): play(chunk)   # s.stats as it goes
     outs = gen.generate_batch([Request("Hi.", 0), Request("Bye.", 1)])        # one Generation each
+    gen.check_requests(requests)      # raise what generate_batch would (err.request_index), no generating
 
 Options (keyword-only, every method): max_audio_ms (default 90,000, the official value; per sentence
 when the text is split), temperature (0.9; 0 = greedy argmax), topk (50), seed (None; an int makes
