@@ -300,11 +300,11 @@ def test_csm_serve_same_voice_twice_is_a_usage_error(tmp_path):
 
 
 def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(server, monkeypatch):
-    def failing(job):
+    def failing(*args, **kwargs):
         yield np.zeros(1920, np.float32)
         raise RuntimeError("the backend fell over")
 
-    monkeypatch.setattr(server.RequestHandlerClass.service, "chunks", failing)
+    monkeypatch.setattr(server.RequestHandlerClass.service.tts, "stream", failing)
     status, _, data = post(server, {"input": TEXT, "response_format": "flac"})
     error = json.loads(data)["error"]
     assert status == 500 and error["type"] == "server_error" and "the backend fell over" in error["message"]
@@ -321,33 +321,96 @@ def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(server, monkeypatch):
 
 def test_requests_beyond_the_waiting_limit_get_503(server, monkeypatch):
     """One request generating (held on an event), max_waiting=1 waiting: the next is refused."""
+    from csm_app.server import END
+
     service = server.RequestHandlerClass.service
     release, started = threading.Event(), threading.Event()
 
     def held(job):
         started.set()
         release.wait(60)
-        yield np.zeros(1920, np.float32)
+        job.out.put(np.zeros(1920, np.float32))
+        job.out.put(END)
 
-    monkeypatch.setattr(service, "chunks", held)
+    monkeypatch.setattr(service, "_run_one", held)
     monkeypatch.setattr(service, "max_waiting", 1)
+    monkeypatch.setattr(service, "max_batch", 1)
     results = {}
-    first = threading.Thread(target=lambda: results.setdefault("first", post(server, {"input": TEXT, "response_format": "pcm"})))
+
+    def ask(name):
+        results[name] = post(server, {"input": TEXT, "response_format": "pcm"})
+
+    first = threading.Thread(target=ask, args=("first",))
     first.start()
     assert started.wait(30)
-    second = threading.Thread(target=lambda: results.setdefault("second", post(server, {"input": TEXT, "response_format": "pcm"})))
+    second = threading.Thread(target=ask, args=("second",))
     second.start()
-    for _ in range(300):  # until the second request waits its turn
+    for _ in range(3000):  # until the second request waits its turn
         if service.waiting == 1:
             break
         threading.Event().wait(0.01)
     conn = connect(server)
     conn.request("GET", "/health")
-    assert json.loads(conn.getresponse().read())["waiting"] == 1
+    health = json.loads(conn.getresponse().read())
+    assert health["waiting"] == 1 and health["busy"] is True
     status, headers, data = post(server, {"input": TEXT})
     assert status == 503 and headers["Retry-After"] == "5" and json.loads(data)["error"]["type"] == "server_busy"
     release.set()
     first.join(60)
     second.join(60)
     assert results["first"][0] == results["second"][0] == 200 and len(results["second"][2]) == 2 * 1920
-    assert service.waiting == 0 and not service.lock.locked()
+    assert service.waiting == 0
+
+
+def test_waiting_requests_that_can_share_a_batch_are_generated_together(tts, voice_clip):
+    """Requests queued while the model is busy go through as one batch; each gets what it would
+    alone (greedy), streamed as its own row's frames are decoded."""
+    from csm_app import Segment
+    from csm_app.server import SpeechService, Voice, make_server
+
+    narrator = Voice("narrator", 1, tuple(tts.encode_context([Segment(1, VOICE_TEXT, audio=voice_clip)])))
+    service = SpeechService(tts, [narrator], defaults={"temperature": 0, "max_audio_ms": 800}, chunk_frames=4,
+                            start=False)  # fmt: skip
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    bodies = [
+        {"input": TEXT, "response_format": "pcm"},
+        {"input": "Another line, said by one", "voice": "1", "response_format": "pcm", "max_audio_ms": 480},
+        {"input": "Said in the narrator's voice", "voice": "narrator", "response_format": "wav"},
+        {"input": "One sentence. Then a second one.", "response_format": "pcm"},  # two sentences: alone
+        {"input": "A seeded one", "response_format": "pcm", "seed": 3},  # a seed: alone
+        {"input": "Shorter again", "voice": "1", "response_format": "pcm", "max_audio_ms": 480},
+    ]
+    results = [None] * len(bodies)
+
+    def ask(i):
+        results[i] = post(srv, bodies[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+    try:
+        for i, t in enumerate(threads):
+            t.start()
+            for _ in range(3000):  # queue them in this order
+                if service.waiting == i + 1:
+                    break
+                threading.Event().wait(0.01)
+        assert service.waiting == len(bodies)
+        service.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        service.close()
+    # arrival order, joined by options: [0, 2] (defaults), [1, 5] (480 ms), then 3 and 4 alone
+    assert service.batch_sizes == [2, 2, 1, 1]
+    assert all(r[0] == 200 for r in results)
+    narrator_ctx = [Segment(1, VOICE_TEXT, audio=voice_clip)]
+    assert_same_pcm(results[0][2], expected_pcm(tts))
+    assert_same_pcm(results[2][2][44:], expected_pcm(tts, "Said in the narrator's voice", 1, narrator_ctx))
+    for i in (1, 5):
+        want = tts.stream(bodies[i]["input"], 1, temperature=0, max_audio_ms=480, chunk_frames=4)
+        from csm_app.audio_io import pcm16
+
+        assert_same_pcm(results[i][2], pcm16(np.concatenate(list(want))))
+    assert len(results[3][2]) > 0 and len(results[4][2]) == 2 * 10 * 1920

@@ -335,6 +335,35 @@ def test_batch_rows_match_single_runs_and_stop_independently():
         assert o.audio.shape == (e * 1920,)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_stream_batch_audio_streams_each_row_and_ends_each_on_its_own(chunk):
+    requests = [Request("Hi.", 0), Request("A longer sentence here.", 1, [ctx_segment()]), "Third!"]
+    eos = [2, 5, 3]
+    gen, _ = make(eos_after=eos)
+    whole = gen.generate_batch(requests, **GREEDY)
+    gen, model = make(eos_after=eos)
+    events = list(gen.stream_batch_audio(requests, chunk_frames=chunk, **GREEDY))
+    for b, (e, out) in enumerate(zip(eos, whole)):
+        mine = [c for i, c in events if i == b]
+        assert mine[-1] is None and all(c is not None for c in mine[:-1])  # chunks, then the end
+        assert [len(c) for c in mine[:-2]] == [chunk * 1920] * (len(mine) - 2)
+        np.testing.assert_array_equal(np.concatenate(mine[:-1]), out.audio)
+    ends = [n for n, (i, c) in enumerate(events) if c is None]
+    assert [events[n][0] for n in ends] == [0, 2, 1]  # each request ends when its row does
+    assert ends[0] < len(events) - 3  # row 0's end came while the others were still generating
+
+
+def test_stream_batch_audio_checks_input_before_it_starts():
+    gen, model = make()
+    with pytest.raises(ContextOverflowError) as err:
+        gen.stream_batch_audio(["a", "word " * 3000])
+    assert err.value.request_index == 1 and not model.calls
+    with pytest.raises(ValueError, match="chunk_frames"):
+        gen.stream_batch_audio(["a"], chunk_frames=0)
+    with pytest.raises(ValueError, match="codec"):
+        make(codec=False)[0].stream_batch_audio(["a"])
+
+
 def test_batch_max_length_and_errors():
     gen, _ = make()
     outs = gen.generate_batch(["a", "b"], max_audio_ms=240, seed=1)

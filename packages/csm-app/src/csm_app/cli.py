@@ -284,10 +284,12 @@ def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, m
               help="Frames (80 ms each) per streamed audio chunk.")
 @click.option("--max-waiting", type=click.IntRange(min=0), default=8, show_default=True,
               help="Requests that may wait for the model; more get 503 (Retry-After).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Waiting requests generated together (one sentence each, same options, no seed); 1: one at a time.")
 @generation_options
 @model_options
 @runtime_errors
-def serve(host, port, voices, chunk_frames, max_waiting, temperature, topk, seed, max_audio_ms, no_watermark, model, mimi,
+def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature, topk, seed, max_audio_ms, no_watermark, model, mimi,
           tokenizer, offline, backend, quant, threads, verbose, quiet):
     """Serve speech over HTTP: POST /v1/audio/speech (OpenAI-compatible), GET /v1/voices, /health.
 
@@ -317,7 +319,8 @@ def serve(host, port, voices, chunk_frames, max_waiting, temperature, topk, seed
                    offline=offline, watermark=not no_watermark)
     named = [Voice(n, segs[-1].speaker, tuple(tts.encode_context(segs))) for n, segs in contexts.items()]
     defaults = {"temperature": temperature, "topk": topk, "seed": seed, "max_audio_ms": max_audio_ms}
-    service = SpeechService(tts, named, defaults=defaults, chunk_frames=chunk_frames, max_waiting=max_waiting)
+    service = SpeechService(tts, named, defaults=defaults, chunk_frames=chunk_frames, max_waiting=max_waiting,
+                            max_batch=max_batch)
     server = make_server(service, host, port)
     bound_host, bound_port = server.server_address[:2]
     click.echo(f"csm: serving on http://{bound_host}:{bound_port} (POST /v1/audio/speech)", err=True)
@@ -327,6 +330,7 @@ def serve(host, port, voices, chunk_frames, max_waiting, temperature, topk, seed
         pass
     finally:
         server.server_close()
+        service.close()
 
 
 # ---------------------------------------------------------------- codec

@@ -153,6 +153,27 @@ class CSM:
         watermark=False. A request is a text or `Request(text, speaker, context)`."""
         return [self.mark(_audio(g)) for g in self.generate_batch_codes(requests, **options)]
 
+    def stream_batch(
+        self, requests: Sequence[Request | str], *, chunk_frames: int = 5, **options
+    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Several utterances generated together, streamed: (request index, float32 24 kHz chunk)
+        as frames are decoded, then (index, None) once that request has ended. Each request's
+        chunks are watermarked at their place in it. Input is checked before this returns."""
+        events = self._generator.stream_batch_audio(requests, chunk_frames=chunk_frames, **_options(options, batch=True))
+        return self._marked(events)
+
+    def _marked(self, events) -> Iterator[tuple[int, np.ndarray | None]]:
+        position: dict[int, int] = {}
+        try:
+            for i, chunk in events:
+                if chunk is not None:
+                    start = position.get(i, 0)
+                    position[i] = start + chunk.size
+                    chunk = self.mark(chunk, start)
+                yield i, chunk
+        finally:
+            events.close()  # a consumer that stops early stops the generation
+
     def mark(self, audio: np.ndarray, start_sample: int = 0) -> np.ndarray:
         """`audio` watermarked as the samples from `start_sample` on of an utterance (unchanged
         when loaded with watermark=False)."""

@@ -12,16 +12,19 @@ raw 16-bit little-endian mono at 24 kHz), "model" (accepted and ignored: one mod
 "max_audio_ms", "split_sentences". wav and pcm are streamed (chunked transfer) as frames are
 decoded; the other formats are encoded whole when generation ends. Errors are JSON
 {"error": {"message", "type", "param"}} with status 400 (bad request), 404, 405, 411, 413, 500, or
-503 (with Retry-After) when `max_waiting` requests already wait. One model serves one request at a
-time: others wait their turn (health and listings answer meanwhile).
+503 (with Retry-After) when `max_waiting` requests already wait. One worker thread owns the model
+and serves requests in arrival order; requests that wait together and can share a batch (one
+sentence each, the same options, no seed) are generated as one batch (`max_batch`), each streamed
+as its row's frames are decoded. Health and listings answer meanwhile.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import json
 import logging
 import math
+import queue
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +33,8 @@ from numbers import Integral, Real
 import numpy as np
 
 from csm_core import Segment
+from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Request
+from csm_core.text_split import split_sentences
 
 __all__ = ["Voice", "SpeechService", "ApiError", "make_server"]
 
@@ -61,43 +66,145 @@ class Voice:
     context: tuple[Segment, ...] = ()
 
 
-@dataclass
+END = object()  # a job's last item: its audio is complete
+
+
+@dataclass(eq=False)
 class Job:
+    """One request on its way through the model: the worker puts audio chunks on `out`, then END
+    (or the exception that stopped it); the handler sets `cancelled` when its client is gone."""
+
     text: str
     voice: Voice
     fmt: str
     options: dict = field(default_factory=dict)
+    out: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class SpeechService:
-    """The model behind the server: checks requests, and generates one at a time."""
+    """The model behind the server: checks requests and queues them for one worker thread, which
+    generates them in arrival order. Requests waiting together that can share a batch (one
+    sentence, the same options, no seed) are generated as one batch of up to `max_batch`: each
+    weight is read once per frame for all of them. More than `max_waiting` queued: 503."""
 
-    def __init__(self, tts, voices=(), *, defaults: dict | None = None, chunk_frames: int = 5, max_waiting: int = 8):
+    def __init__(self, tts, voices=(), *, defaults: dict | None = None, chunk_frames: int = 5, max_waiting: int = 8,
+                 max_batch: int = 4, start: bool = True):  # fmt: skip
         self.tts = tts
         self.voices = {v.name: v for v in voices}
         self.defaults = dict(defaults or {})
         self.chunk_frames = int(chunk_frames)
         self.max_waiting = int(max_waiting)
-        self.lock = threading.Lock()  # held by the request being generated
-        self.waiting = 0  # requests queued behind it
-        self._count = threading.Lock()
+        self.max_batch = int(max_batch)
+        self.busy = False  # the worker is generating
+        self.batch_sizes: list[int] = []  # how many requests each generation served, in order
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="csm-model", daemon=True)
+        if start:
+            self.start()
 
-    @contextlib.contextmanager
-    def turn(self):
-        """Wait for the model (one request at a time); ApiError 503 when `max_waiting` already wait."""
-        with self._count:
-            if self.lock.locked() and self.waiting >= self.max_waiting:
-                raise ApiError(503, f"busy: {self.waiting} requests are waiting already; retry later", kind="server_busy")
-            self.waiting += 1
+    @property
+    def waiting(self) -> int:
+        return len(self._jobs)
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def submit(self, job: Job) -> None:
+        with self._cv:
+            if len(self._jobs) >= self.max_waiting and (self.busy or not self._worker.is_alive()):
+                raise ApiError(503, f"busy: {len(self._jobs)} requests are waiting already; retry later",
+                               kind="server_busy")  # fmt: skip
+            self._jobs.append(job)
+            self._cv.notify()
+
+    # ---- the worker ----
+    def _work(self) -> None:
+        while (group := self._take()) is not None:
+            try:
+                self.batch_sizes.append(len(group))
+                if len(group) == 1:
+                    self._run_one(group[0])
+                else:
+                    self._run_batch(group)
+            except Exception as e:  # noqa: BLE001 - every handler of the group hears of it; the worker goes on
+                if not isinstance(e, (TypeError, ValueError)):  # those are the request's fault: a 400
+                    logger.exception("generation failed")
+                for job in group:  # a job that has its END already never reads this
+                    job.out.put(e)
+            finally:
+                with self._cv:
+                    self.busy = False
+
+    def _take(self) -> list[Job] | None:
+        """The next job and, when it can share a batch, the waiting jobs that can join it."""
+        with self._cv:
+            while True:
+                while self._jobs and self._jobs[0].cancelled.is_set():
+                    self._jobs.popleft()
+                if self._jobs or self._closed:
+                    break
+                self._cv.wait()
+            if self._closed:
+                return None
+            group = [self._jobs.popleft()]
+            if self._batchable(group[0]):
+                for job in list(self._jobs):
+                    if len(group) == self.max_batch:
+                        break
+                    if self._batchable(job) and job.options == group[0].options and not job.cancelled.is_set():
+                        self._jobs.remove(job)
+                        group.append(job)
+            self.busy = True
+            return group
+
+    def _batchable(self, job: Job) -> bool:
+        one_sentence = not job.options.get("split_sentences", True) or len(split_sentences(job.text)) <= 1
+        return self.max_batch > 1 and job.options.get("seed") is None and one_sentence
+
+    def _run_one(self, job: Job) -> None:
+        chunks = self.tts.stream(job.text, job.voice.speaker, job.voice.context, chunk_frames=self.chunk_frames,
+                                 **job.options)  # fmt: skip
         try:
-            self.lock.acquire()
+            for chunk in chunks:
+                if job.cancelled.is_set():
+                    return
+                job.out.put(chunk)
+            job.out.put(END)
         finally:
-            with self._count:
-                self.waiting -= 1
+            chunks.close()
+
+    def _run_batch(self, group: list[Job]) -> None:
+        fits = []
+        for job in group:  # a request the model cannot take fails alone, before the batch starts
+            try:
+                self.tts.check_requests([_request(job)], max_audio_ms=job.options.get("max_audio_ms", DEFAULT_MAX_AUDIO_MS))
+                fits.append(job)
+            except (TypeError, ValueError) as e:
+                job.out.put(e)
+        if len(fits) == 1:
+            return self._run_one(fits[0])
+        if not fits:
+            return
+        options = {k: v for k, v in fits[0].options.items() if k != "split_sentences"}
+        events = self.tts.stream_batch([_request(j) for j in fits], chunk_frames=self.chunk_frames, **options)
+        ended = set()
         try:
-            yield
+            for i, chunk in events:
+                fits[i].out.put(END if chunk is None else chunk)
+                if chunk is None:
+                    ended.add(i)
+                if all(i in ended or j.cancelled.is_set() for i, j in enumerate(fits)):
+                    return
         finally:
-            self.lock.release()
+            events.close()
 
     def voice(self, value) -> Voice:
         if isinstance(value, str) and value in self.voices:
@@ -148,11 +255,6 @@ class SpeechService:
                 options[name] = req[name]
         return Job(text, self.voice(req.get("voice", "0")), fmt, options)
 
-    def chunks(self, job: Job):
-        """The job's audio chunks (watermarked as the facade does); call with `lock` held."""
-        return self.tts.stream(job.text, job.voice.speaker, job.voice.context, chunk_frames=self.chunk_frames,
-                               **job.options)  # fmt: skip
-
     def describe_voices(self) -> dict:
         named = [{"name": v.name, "speaker": v.speaker, "context_turns": len(v.context)} for v in self.voices.values()]
         return {"voices": named, "speaker_ids": "any integer >= 0 (\"0\", \"1\", ...) is a voice without context"}
@@ -195,7 +297,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- routing ----
     def do_GET(self) -> None:  # http.server's naming
         routes = {
-            "/health": lambda: {"status": "ok", "busy": self.service.lock.locked(), "waiting": self.service.waiting,
+            "/health": lambda: {"status": "ok", "busy": self.service.busy, "waiting": self.service.waiting,
                                 "sample_rate": self.service.tts.sample_rate, "backend": _backend(self.service.tts)},
             "/v1/models": lambda: {"object": "list", "data": [{"id": "csm-1b", "object": "model", "owned_by": "sesame"}]},
             "/v1/voices": self.service.describe_voices,
@@ -218,35 +320,34 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as e:
             return self._error(e)
         try:
-            with self.service.turn():
-                self._speak(job)
-        except ApiError as e:  # only turn() raises here: the queue is full
-            self._error(e, retry_after="5")
+            self.service.submit(job)
+        except ApiError as e:  # the queue is full
+            return self._error(e, retry_after="5")
+        try:
+            self._answer(job)
+        finally:
+            job.cancelled.set()  # however the answer ended, the worker need not go on with it
 
     # ---- speech ----
-    def _speak(self, job: Job) -> None:
-        chunks = self.service.chunks(job)
-        try:
-            self._answer(job, chunks)
-        finally:
-            chunks.close()  # stops generation early when the answer ended early
-
-    def _answer(self, job: Job, chunks) -> None:
+    def _answer(self, job: Job) -> None:
         from csm_audio.io import WavStreamWriter, encode_audio
 
         from .audio_io import pcm16
 
         rate = self.service.tts.sample_rate
         try:
-            first = next(chunks, None)  # input the model cannot take fails here, before any byte is sent
-            if first is not None and job.fmt not in STREAMED:
-                data = encode_audio(np.concatenate([first, *chunks]), rate, format=job.fmt)
+            first = _next(job)  # waits for the model; input it cannot take fails here, before any byte
+            if first is not END and job.fmt not in STREAMED:
+                chunks = [first]
+                while (chunk := _next(job)) is not END:
+                    chunks.append(chunk)
+                data = encode_audio(np.concatenate(chunks), rate, format=job.fmt)
         except (ValueError, TypeError) as e:
             return self._error(ApiError(400, str(e), "input"))
         except Exception as e:  # noqa: BLE001 - the server boundary: answer, log, stay up
-            logger.exception("generation failed")
+            logger.error("generation failed: %s: %s", type(e).__name__, e)
             return self._error(ApiError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error"))
-        if first is None:
+        if first is END:
             return self._error(ApiError(500, "no audio was generated (the model stopped at once)", kind="server_error"))
         if job.fmt not in STREAMED:
             return self._send(200, CONTENT_TYPES[job.fmt], data, rate=rate)
@@ -254,18 +355,20 @@ class Handler(BaseHTTPRequestHandler):
         out = _Chunked(self.wfile)
         try:
             wav = WavStreamWriter(out, rate) if job.fmt == "wav" else None
-            for chunk in _chain(first, chunks):
+            chunk = first
+            while chunk is not END:
                 if wav is None:
                     out.write(pcm16(chunk))
                 else:
                     wav.write(chunk)
                 out.flush()
+                chunk = _next(job)
             out.end()
         except (BrokenPipeError, ConnectionResetError):
             logger.info("the client went away; generation stopped")
             self.close_connection = True
-        except Exception:  # noqa: BLE001 - headers are out: end the stream unterminated so the client sees a failure
-            logger.exception("generation failed while streaming")
+        except Exception as e:  # noqa: BLE001 - headers are out: end the stream unterminated so the client sees a failure
+            logger.error("generation failed while streaming: %s: %s", type(e).__name__, e)
             self.close_connection = True
 
     # ---- plumbing ----
@@ -312,9 +415,16 @@ class Handler(BaseHTTPRequestHandler):
         logger.info("%s %s", self.address_string(), format % args)
 
 
-def _chain(first, rest):
-    yield first
-    yield from rest
+def _next(job: Job):
+    """The job's next chunk or END; what stopped the worker is raised here."""
+    item = job.out.get()
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+def _request(job: Job) -> Request:
+    return Request(job.text, job.voice.speaker, job.voice.context)
 
 
 def _backend(tts) -> str | None:

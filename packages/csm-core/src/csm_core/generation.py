@@ -12,6 +12,7 @@ Usage::
     for chunk in (s := gen.stream_audio("Hi.", chunk_frames=5)): play(chunk)   # s.stats as it goes
     outs = gen.generate_batch([Request("Hi.", 0), Request("Bye.", 1)])        # one Generation each
     gen.check_requests(requests)      # raise what generate_batch would (err.request_index), no generating
+    for i, chunk in gen.stream_batch_audio(requests): ...    # chunk None: request i has ended
 
 Options (keyword-only, every method): max_audio_ms (default 90,000, the official value; per sentence
 when the text is split), temperature (0.9; 0 = greedy argmax), topk (50), seed (None; an int makes
@@ -317,6 +318,54 @@ class Generator:
             segments = [Segment(r.speaker, st.sentences[0], codes=codes)]
             out.append(Generation(codes, audio, self._sample_rate(), segments, st))
         return out
+
+    def stream_batch_audio(
+        self,
+        requests: Sequence[Request | str],
+        *,
+        chunk_frames: int = 5,
+        max_audio_ms: float = DEFAULT_MAX_AUDIO_MS,
+        temperature: float = 0.9,
+        topk: int = 50,
+        seed: int | None = None,
+        mask_undecodable: bool = True,
+    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Several utterances generated together (as `generate_batch`), their audio streamed:
+        (request index, float32 chunk of `chunk_frames` frames, a row's last may be shorter) as
+        the frames come, then (index, None) once that request has ended. Input is checked here,
+        before iteration starts; errors carry `request_index`."""
+        if self.codec is None:
+            raise ValueError("stream_batch_audio needs a codec; this Generator has none")
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+        opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
+        requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, time.perf_counter())
+        return self._batch_chunks(prompts, stats, opts, chunk_frames)
+
+    def _batch_chunks(self, prompts, stats, opts: _Options, chunk_frames: int) -> Iterator[tuple[int, np.ndarray | None]]:
+        tokens, mask = left_pad(prompts)
+        decoders = [self.codec.streaming_decoder() for _ in prompts]
+        for d in decoders:
+            d.reset()
+        buffers: list[list[np.ndarray]] = [[] for _ in prompts]
+        live = np.ones(len(prompts), bool)
+
+        def end(b: int):
+            if buffers[b]:
+                yield b, self._stream_decode(decoders[b], buffers[b], stats[b])
+            yield b, None
+
+
+        for frame, active in frame_loop(self.model, tokens, mask, opts.params, opts.max_frames, opts.seed):
+            for b in np.flatnonzero(live & ~active).tolist():  # rows that ended on this step
+                yield from end(b)
+            live = active
+            for b in np.flatnonzero(active).tolist():
+                buffers[b].append(frame[b].astype(np.int64))
+                if len(buffers[b]) == chunk_frames:
+                    yield b, self._stream_decode(decoders[b], buffers[b], stats[b])
+        for b in np.flatnonzero(live).tolist():
+            yield from end(b)
 
     def check_requests(self, requests: Sequence[Request | str], *, max_audio_ms: float = DEFAULT_MAX_AUDIO_MS) -> None:
         """Raise what `generate_batch` would raise for these requests (bad text or speaker, context
