@@ -126,11 +126,26 @@ def test_generate_batch_equals_each_request_alone_when_greedy(tts):
         tts.generate_batch([TEXT], split_sentences=False)
 
 
-def test_generate_batch_is_watermarked(tiny_model):
+def test_stream_batch_chunks_join_to_the_batch_clips(tts):
+    from csm_app import Request
+
+    requests = [TEXT, Request("Another line, said by one", speaker=1)]
+    events = list(tts.stream_batch(requests, chunk_frames=3, temperature=0, max_audio_ms=640))
+    clips = tts.generate_batch(requests, temperature=0, max_audio_ms=640)
+    for i, clip in enumerate(clips):
+        mine = [c for j, c in events if j == i]
+        assert mine[-1] is None and [c.size for c in mine[:-1]] == [3 * 1920, 3 * 1920, 2 * 1920]
+        np.testing.assert_allclose(np.concatenate(mine[:-1]), clip, atol=1e-4)
+
+
+def test_generate_batch_and_stream_batch_are_watermarked(tiny_model):
     from csm_app import CSM
 
     marked = CSM.load(tiny_model, threads=1)
-    clips = marked.generate_batch([TEXT, "A second utterance"], temperature=0, max_audio_ms=4000)
-    for clip in clips:
+    texts = [TEXT, "A second utterance"]
+    clips = marked.generate_batch(texts, temperature=0, max_audio_ms=4000)
+    events = list(marked.stream_batch(texts, temperature=0, max_audio_ms=4000, chunk_frames=5))
+    streamed = [np.concatenate([c for j, c in events if j == i and c is not None]) for i in range(2)]
+    for clip in clips + streamed:
         result = marked.watermarker.detect(clip, marked.sample_rate)
         assert result.found and result.payload == 0xD4D39238
