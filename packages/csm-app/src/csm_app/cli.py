@@ -289,8 +289,8 @@ def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, m
 @generation_options
 @model_options
 @runtime_errors
-def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature, topk, seed, max_audio_ms, no_watermark, model, mimi,
-          tokenizer, offline, backend, quant, threads, verbose, quiet):
+def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature, topk, seed, max_audio_ms,
+          no_watermark, model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
     """Serve speech over HTTP: POST /v1/audio/speech (OpenAI-compatible), GET /v1/voices, /health.
 
     The generation options set each request's defaults; a request may override them."""
@@ -306,13 +306,15 @@ def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature,
         if not sep or not name or not path:
             raise click.UsageError(f"--voice {spec!r}: expected NAME=CONTEXT.jsonl")
         if name.isdigit() or name in contexts:
-            raise click.UsageError(f"--voice {name!r}: " + ("digits name speaker ids" if name.isdigit() else "given twice"))
+            why = "digits name speaker ids" if name.isdigit() else "given twice"
+            raise click.UsageError(f"--voice {name!r}: {why}")
         try:
             turns = read_context(path)
         except InputError as e:
             raise click.UsageError(str(e)) from e
         if not turns or any(t.audio is None for t in turns):
-            raise click.UsageError(f"--voice {name}: {path} " + ("has no turns" if not turns else "has a turn without 'audio'"))
+            why = "has no turns" if not turns else "has a turn without 'audio'"
+            raise click.UsageError(f"--voice {name}: {path} {why}")
         contexts[name] = turns
     contexts = {name: context_segments(turns, read_context_audio) for name, turns in contexts.items()}
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,

@@ -185,7 +185,8 @@ class SpeechService:
         fits = []
         for job in group:  # a request the model cannot take fails alone, before the batch starts
             try:
-                self.tts.check_requests([_request(job)], max_audio_ms=job.options.get("max_audio_ms", DEFAULT_MAX_AUDIO_MS))
+                limit = job.options.get("max_audio_ms", DEFAULT_MAX_AUDIO_MS)
+                self.tts.check_requests([_request(job)], max_audio_ms=limit)
                 fits.append(job)
             except (TypeError, ValueError) as e:
                 job.out.put(e)
