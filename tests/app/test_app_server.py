@@ -1,4 +1,4 @@
-"""`csm serve` (csm_app.server) on a tiny random model: the OpenAI-compatible speech endpoint returns
+"""`csm serve` (csm_app.server, csm_app.speech_service) on a tiny random model: the OpenAI-compatible speech endpoint returns
 what the facade generates, streams wav/pcm in HTTP/1.1 chunks, answers bad requests with JSON
 errors, serves one generation at a time, and survives clients that leave mid-stream."""
 
@@ -321,7 +321,7 @@ def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(server, monkeypatch):
 
 def test_requests_beyond_the_waiting_limit_get_503(server, monkeypatch):
     """One request generating (held on an event), max_waiting=1 waiting: the next is refused."""
-    from csm_app.server import END
+    from csm_app.speech_service import END
 
     service = server.RequestHandlerClass.service
     release, started = threading.Event(), threading.Event()
