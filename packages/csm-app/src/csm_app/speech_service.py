@@ -194,8 +194,8 @@ class SpeechService:
                 fits[i].out.put(END if chunk is None else chunk)
                 if chunk is None:
                     ended.add(i)
-                if all(i in ended or j.cancelled.is_set() for i, j in enumerate(fits)):
-                    return
+                if all(k in ended or job.cancelled.is_set() for k, job in enumerate(fits)):
+                    return  # nobody is listening any more: stop generating
         finally:
             events.close()
 
