@@ -219,7 +219,7 @@ def test_a_client_leaving_mid_stream_frees_the_model(server, tts, caplog):
     status, _, data = post(server, {"input": TEXT, "response_format": "pcm"})
     assert status == 200
     assert_same_pcm(data, expected_pcm(tts))
-    assert "the client went away; generation stopped" in caplog.text
+    assert "the client went away; its audio is no longer generated" in caplog.text
 
 
 def test_csm_serve_command(tiny_model, tmp_path):
@@ -362,17 +362,32 @@ def test_requests_beyond_the_waiting_limit_get_503(server, monkeypatch):
     assert service.waiting == 0
 
 
+def paused_server(tts, voices=()):
+    """A server whose model worker has not started: requests queue until service.start()."""
+    from csm_app.server import SpeechService, make_server
+
+    service = SpeechService(tts, voices, defaults={"temperature": 0, "max_audio_ms": 800}, chunk_frames=4, start=False)
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, service
+
+
+def wait_for(condition, seconds: float = 30.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("timed out waiting")
+
+
 def test_waiting_requests_that_can_share_a_batch_are_generated_together(tts, voice_clip):
     """Requests queued while the model is busy go through as one batch; each gets what it would
     alone (greedy), streamed as its own row's frames are decoded."""
     from csm_app import Segment
-    from csm_app.server import SpeechService, Voice, make_server
+    from csm_app.server import Voice
 
     narrator = Voice("narrator", 1, tuple(tts.encode_context([Segment(1, VOICE_TEXT, audio=voice_clip)])))
-    service = SpeechService(tts, [narrator], defaults={"temperature": 0, "max_audio_ms": 800}, chunk_frames=4,
-                            start=False)  # fmt: skip
-    srv = make_server(service, "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv, service = paused_server(tts, [narrator])
     bodies = [
         {"input": TEXT, "response_format": "pcm"},
         {"input": "Another line, said by one", "voice": "1", "response_format": "pcm", "max_audio_ms": 480},
@@ -390,11 +405,7 @@ def test_waiting_requests_that_can_share_a_batch_are_generated_together(tts, voi
     try:
         for i, t in enumerate(threads):
             t.start()
-            for _ in range(3000):  # queue them in this order
-                if service.waiting == i + 1:
-                    break
-                threading.Event().wait(0.01)
-        assert service.waiting == len(bodies)
+            wait_for(lambda: service.waiting == i + 1)  # queue them in this order
         service.start()
         for t in threads:
             t.join(120)
@@ -414,3 +425,28 @@ def test_waiting_requests_that_can_share_a_batch_are_generated_together(tts, voi
 
         assert_same_pcm(results[i][2], pcm16(np.concatenate(list(want))))
     assert len(results[3][2]) > 0 and len(results[4][2]) == 2 * 10 * 1920
+
+
+def test_a_client_leaving_a_batch_leaves_the_others_served(tts, caplog):
+    caplog.set_level("INFO", logger="csm_app.server")
+    srv, service = paused_server(tts)
+    body = json.dumps({"input": TEXT, "response_format": "pcm", "max_audio_ms": 60_000}).encode()
+    leaving = socket.create_connection(srv.server_address[:2], timeout=30)
+    leaving.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    wait_for(lambda: service.waiting == 1)
+    result = {}
+    staying = threading.Thread(target=lambda: result.setdefault("r", post(srv, {"input": "Another line", "max_audio_ms": 60_000,
+                                                                               "response_format": "pcm"})))
+    staying.start()
+    wait_for(lambda: service.waiting == 2)
+    try:
+        service.start()
+        assert b"200 OK" in leaving.recv(64)
+        leaving.close()  # 750 frames asked for: the batch goes on for the other request
+        staying.join(300)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        service.close()
+    assert service.batch_sizes == [2] and result["r"][0] == 200 and len(result["r"][2]) == 2 * 750 * 1920
+    assert "the client went away; its audio is no longer generated" in caplog.text

@@ -132,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
                 chunk = job.next()
             out.end()
         except (BrokenPipeError, ConnectionResetError):
-            logger.info("the client went away; generation stopped")
+            logger.info("the client went away; its audio is no longer generated")
             self.close_connection = True
         except Exception as e:  # noqa: BLE001 - headers are out: end the stream unterminated so the client sees a failure
             logger.error("generation failed while streaming: %s: %s", type(e).__name__, e)
