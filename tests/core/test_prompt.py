@@ -5,6 +5,7 @@ import pytest
 
 from csm_core import Segment, csm_tiny
 from csm_core.prompt import (
+    HeldRows,
     ContextOverflowError,
     PromptFrames,
     audio_frames,
@@ -139,3 +140,24 @@ def test_left_pad_marks_padding_with_all_false_mask_rows():
     np.testing.assert_array_equal(tokens[0, 3:], a.tokens)
     np.testing.assert_array_equal(tokens[1], b.tokens)
     assert mask[1].all()
+
+
+def test_held_rows_find_the_shared_prefix_of_a_new_prompt():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 2048, (2, 6, 5))
+    mask = rng.random((2, 6, 5)) < 0.5
+    held = HeldRows(2, 16, 5)
+    held.record(0, tokens[:, :4], mask[:, :4])
+    held.record(4, tokens[:, 4:], mask[:, 4:])
+    assert held.shared_prefix(tokens, mask, filled=6) == 5  # the last row always runs
+    longer_t = np.concatenate([tokens, tokens[:, :3]], 1)
+    longer_m = np.concatenate([mask, mask[:, :3]], 1)
+    assert held.shared_prefix(longer_t, longer_m, filled=6) == 6
+    assert held.shared_prefix(longer_t, longer_m, filled=2) == 2  # only what the cache still holds
+    changed = longer_t.copy()
+    changed[1, 3, 0] += 1  # a token of row 1 differs at position 3
+    assert held.shared_prefix(changed, longer_m, filled=6) == 3
+    flipped = longer_m.copy()
+    flipped[0, 1, 2] = ~flipped[0, 1, 2]  # the mask counts too
+    assert held.shared_prefix(longer_t, flipped, filled=6) == 1
+    assert held.shared_prefix(tokens[:, :1], mask[:, :1], filled=6) == 0

@@ -35,6 +35,7 @@ __all__ = [
     "max_prompt_frames",
     "fit_prompt",
     "left_pad",
+    "HeldRows",
 ]
 
 
@@ -178,3 +179,28 @@ def left_pad(prompts: Sequence[PromptFrames]) -> tuple[np.ndarray, np.ndarray]:
         tokens[b, S - len(p) :] = p.tokens
         mask[b, S - len(p) :] = p.mask
     return tokens, mask
+
+
+class HeldRows:
+    """The prompt rows a backend's KV cache holds, position by position (tokens and mask
+    [B, window, K+1]), for prompt-prefix reuse: after a reset, the leading rows of a new prompt
+    equal to the held ones at the same positions need not be computed again."""
+
+    def __init__(self, batch_size: int, window: int, width: int):
+        self.tokens = np.zeros((batch_size, window, width), np.int64)
+        self.mask = np.zeros(self.tokens.shape, bool)
+
+    def record(self, start: int, tokens: np.ndarray, mask: np.ndarray) -> None:
+        """Rows [B, S, K+1] fed to the cache at positions start .. start + S."""
+        self.tokens[:, start : start + tokens.shape[1]] = tokens
+        self.mask[:, start : start + tokens.shape[1]] = mask
+
+    def shared_prefix(self, tokens: np.ndarray, mask: np.ndarray, filled: int) -> int:
+        """How many leading positions of a new prompt equal the first `filled` held rows; at most
+        S - 1, since the last position always runs (its state feeds the decoder)."""
+        n = min(tokens.shape[1] - 1, filled)
+        if n <= 0:
+            return 0
+        same = (self.tokens[:, :n] == tokens[:, :n]).all(axis=(0, 2))
+        same &= (self.mask[:, :n] == mask[:, :n]).all(axis=(0, 2))
+        return n if same.all() else int(np.argmin(same))

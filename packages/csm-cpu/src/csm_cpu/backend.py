@@ -9,6 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from csm_core.config import CSMConfig
+from csm_core.prompt import HeldRows
 from csm_core.protocols import SamplingParams
 
 from . import _engine
@@ -143,9 +144,8 @@ class CpuBackend:
             )
             self._batch = int(batch_size)
             maxpos = self._dims["backbone"]["max_seq_len"]
-            # what the backbone cache holds, row by row (masked-out entries zeroed): [B, maxpos, K+1]
-            self._seen_tokens = np.zeros((self._batch, maxpos, self.config.audio_num_codebooks + 1), np.int64)
-            self._seen_mask = np.zeros(self._seen_tokens.shape, np.uint8)
+            # what the backbone cache holds, row by row: prompt-prefix reuse compares a new prompt with it
+            self._held = HeldRows(self._batch, maxpos, self.config.audio_num_codebooks + 1)
             self._engine.reset(0)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
@@ -167,25 +167,14 @@ class CpuBackend:
         keep = 0
         if self._fresh is not None:
             if self.reuse_prefix:
-                keep = self._cached_prefix(tokens, mask)
+                keep = self._held.shared_prefix(tokens, mask, self._engine.position)
             self._engine.reset(self._fresh, keep)
             self._fresh = None
             self.reused_positions = keep
             tokens, mask = tokens[:, keep:], mask[:, keep:]
         start = self._engine.position
         self._engine.backbone(np.ascontiguousarray(tokens), np.ascontiguousarray(mask))
-        self._seen_tokens[:, start : start + tokens.shape[1]] = tokens
-        self._seen_mask[:, start : start + tokens.shape[1]] = mask
-
-    def _cached_prefix(self, tokens: np.ndarray, mask: np.ndarray) -> int:
-        """Positions at the start of the prompt whose rows equal the cached ones (at most S - 1:
-        the last position always runs, its state feeds the decoder)."""
-        n = min(tokens.shape[1] - 1, self._engine.position)
-        if n <= 0:
-            return 0
-        same = (self._seen_tokens[:, :n] == tokens[:, :n]).all(axis=(0, 2))
-        same &= (self._seen_mask[:, :n] == mask[:, :n]).all(axis=(0, 2))
-        return n if same.all() else int(np.argmin(same))
+        self._held.record(start, tokens, mask)
 
     # ---- LogitsProbe ----
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray):

@@ -13,6 +13,7 @@ from typing import Mapping
 import mlx.core as mx
 import numpy as np
 from csm_core.config import CSMConfig
+from csm_core.prompt import HeldRows
 from csm_core.protocols import SamplingParams
 
 from .cache import KVCache
@@ -83,23 +84,13 @@ class MlxBackend:
         cfg = self.config.backbone
         self._cache: list[KVCache] = self.model.backbone.make_cache(batch_size, cfg.max_seq_len, self.model.dtype)
         self._valid = np.zeros((batch_size, 0), dtype=bool)  # [B, filled positions]: False = padding
-        # what the cache holds, position by position (masked-out entries zeroed)
-        self._seen = np.zeros((batch_size, cfg.max_seq_len, self.config.audio_num_codebooks + 1), np.int32)
-        self._seen_mask = np.zeros(self._seen.shape, bool)
+        # what the cache holds, row by row: prompt-prefix reuse compares a new prompt with it
+        self._held = HeldRows(batch_size, cfg.max_seq_len, self.config.audio_num_codebooks + 1)
         self._fresh = False
 
     @property
     def position(self) -> int:
         return 0 if self._fresh else self._valid.shape[1]
-
-    def _cached_prefix(self, tokens: np.ndarray, mask: np.ndarray) -> int:
-        """Leading positions of the prompt equal to what the cache holds (at most S - 1: the last
-        position always runs, its state feeds the decoder)."""
-        n = min(tokens.shape[1] - 1, self._valid.shape[1])
-        if n <= 0:
-            return 0
-        same = (self._seen[:, :n] == tokens[:, :n]).all(axis=(0, 2)) & (self._seen_mask[:, :n] == mask[:, :n]).all(axis=(0, 2))
-        return n if same.all() else int(np.argmin(same))
 
     # ---- inputs ----
     def _check(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,13 +130,12 @@ class MlxBackend:
         """Feed new rows; return the normed hidden state at the last position [B, Db] (lazy)."""
         tokens, mask = self._check(tokens, mask)
         if self._fresh:
-            keep = self._cached_prefix(tokens, mask) if self.reuse_prefix else 0
+            keep = self._held.shared_prefix(tokens, mask, self._valid.shape[1]) if self.reuse_prefix else 0
             for c in self._cache:
                 c.offset = keep
             self._valid, self._fresh, self.reused_positions = self._valid[:, :keep], False, keep
             tokens, mask = tokens[:, keep:], mask[:, keep:]
-        start, S = self.position, tokens.shape[1]
-        self._seen[:, start : start + S], self._seen_mask[:, start : start + S] = tokens, mask
+        self._held.record(self.position, tokens, mask)
         self._valid = np.concatenate([self._valid, mask.any(axis=2)], axis=1)
         emb = self.model.embed_frames(mx.array(tokens), mx.array(mask))
         h = self.model.backbone_hidden(emb, self._cache, self._attention_mask(tokens.shape[1]))
