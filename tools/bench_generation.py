@@ -164,7 +164,6 @@ def context_scenario(gen, model, args) -> None:
         model.reuse_prefix = True
 
 
-
 def server_scenario(model, tok, codec, args) -> None:
     """N requests queued at once on csm_app.server, then the model worker starts: one at a time
     (max batch 1) vs together (max batch N). Wall time to the last byte, audio seconds served per
@@ -221,4 +220,3 @@ def server_scenario(model, tok, codec, args) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -277,10 +277,7 @@ class Generator:
     ) -> Stream[np.ndarray]:
         """Audio float32 chunks of `chunk_frames` frames (the last may be shorter), decoded by the
         codec's streaming decoder while generation goes on. Options as `stream_frames`."""
-        if self.codec is None:
-            raise ValueError("stream_audio needs a codec; this Generator has none")
-        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+        self._check_streaming("stream_audio", chunk_frames)
         frames = self.stream_frames(text, speaker, context, **options)
         return Stream(self._audio_chunks(frames, chunk_frames), frames.stats)
 
@@ -334,10 +331,7 @@ class Generator:
         (request index, float32 chunk of `chunk_frames` frames, a row's last may be shorter) as
         the frames come, then (index, None) once that request has ended. Input is checked here,
         before iteration starts; errors carry `request_index`."""
-        if self.codec is None:
-            raise ValueError("stream_batch_audio needs a codec; this Generator has none")
-        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+        self._check_streaming("stream_batch_audio", chunk_frames)
         opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
         requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, time.perf_counter())
         return self._batch_chunks(prompts, stats, opts, chunk_frames)
@@ -354,7 +348,6 @@ class Generator:
             if buffers[b]:
                 yield b, self._stream_decode(decoders[b], buffers[b], stats[b])
             yield b, None
-
 
         for frame, active in frame_loop(self.model, tokens, mask, opts.params, opts.max_frames, opts.seed):
             for b in np.flatnonzero(live & ~active).tolist():  # rows that ended on this step
@@ -374,6 +367,12 @@ class Generator:
         self._batch_prompts(requests, self._options(max_audio_ms, 0.0, 1, None, True).max_frames, 0.0)
 
     # ---- internals ----
+    def _check_streaming(self, method: str, chunk_frames: int) -> None:
+        if self.codec is None:
+            raise ValueError(f"{method} needs a codec; this Generator has none")
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+
     def _batch_prompts(
         self, requests, max_frames: int, started: float
     ) -> tuple[list[Request], list[PromptFrames], list[GenerationStats]]:
