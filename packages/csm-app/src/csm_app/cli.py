@@ -300,12 +300,12 @@ def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature,
     from .inputs import InputError, context_segments, read_context
     from .server import SpeechService, Voice, make_server
 
-    contexts = {}
+    voice_turns = {}
     for spec in voices:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise click.UsageError(f"--voice {spec!r}: expected NAME=CONTEXT.jsonl")
-        if name.isdigit() or name in contexts:
+        if name.isdigit() or name in voice_turns:
             why = "digits name speaker ids" if name.isdigit() else "given twice"
             raise click.UsageError(f"--voice {name!r}: {why}")
         try:
@@ -315,8 +315,8 @@ def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature,
         if not turns or any(t.audio is None for t in turns):
             why = "has no turns" if not turns else "has a turn without 'audio'"
             raise click.UsageError(f"--voice {name}: {path} {why}")
-        contexts[name] = turns
-    contexts = {name: context_segments(turns, read_context_audio) for name, turns in contexts.items()}
+        voice_turns[name] = turns
+    contexts = {name: context_segments(turns, read_context_audio) for name, turns in voice_turns.items()}
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
                    offline=offline, watermark=not no_watermark)
     named = [Voice(n, segs[-1].speaker, tuple(tts.encode_context(segs))) for n, segs in contexts.items()]

@@ -57,7 +57,7 @@ def parse_turn(row, where: str, base: Path) -> Turn:
     audio = row.get("audio")
     if audio is not None and not isinstance(audio, str):
         raise InputError(f"{where}: 'audio' must be a file path, got {audio!r:.80}")
-    path = None if not audio else (Path(audio) if Path(audio).is_absolute() else base / audio)
+    path = base / audio if audio else None  # an absolute path stays as it is
     return Turn(_speaker(row.get("speaker", 0), where), row["text"], path)
 
 
@@ -119,8 +119,7 @@ def read_batch(
             raise InputError(f"{where}: 'text' must be a non-empty string, got {text!r:.80}")
         context = row.get("context", [])
         if isinstance(context, str):
-            ctx_path = Path(context) if Path(context).is_absolute() else path.parent / context
-            turns = read_context(ctx_path)
+            turns = read_context(path.parent / context)
         elif isinstance(context, list):
             turns = [parse_turn(t, f"{where}: context[{i}]", path.parent) for i, t in enumerate(context)]
         else:
@@ -131,7 +130,7 @@ def read_batch(
         fmt = Path(name).suffix.lower().lstrip(".")
         if fmt not in formats:
             raise InputError(f"{where}: cannot tell the audio format of output {name!r}; end it in .{', .'.join(formats)}")
-        output = Path(name) if Path(name).is_absolute() else outdir / name
+        output = outdir / name  # an absolute name stays as it is
         if output in taken:
             raise InputError(f"{where}: output {str(output)!r} is also line {taken[output]}'s")
         taken[output] = n
