@@ -3,6 +3,7 @@
 from .config import CSMConfig, ConfigError, LlamaConfig, MimiConfig, csm_1b, csm_tiny, mimi, mimi_tiny
 from .protocols import AudioCodec, FrameModel, SamplingParams, TextTokenizer, Watermarker, WatermarkResult
 from .segment import Segment
+from .options import GenerationOptions, OptionError
 from .generation import Generation, GenerationStats, Generator, Request
 
 __version__ = "0.1.0"
@@ -27,4 +28,6 @@ __all__ = [
     "Generation",
     "GenerationStats",
     "Request",
+    "GenerationOptions",
+    "OptionError",
 ]

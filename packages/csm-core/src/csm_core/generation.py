@@ -14,9 +14,10 @@ Usage::
     gen.check_requests(requests)      # raise what generate_batch would (err.request_index), no generating
     for i, chunk in gen.stream_batch_audio(requests): ...    # chunk None: request i has ended
 
-Options (keyword-only, every method): max_audio_ms (default 90,000, the official value; per sentence
-when the text is split), temperature (0.9; 0 = greedy argmax), topk (50), seed (None; an int makes
-a run reproducible on the same backend and machine), mask_undecodable (True).
+Options: every method takes a `GenerationOptions` (csm_core.options: max_audio_ms, temperature,
+topk, seed, split_sentences, mask_undecodable; defaults as the official generator) and/or the same
+names as keyword overrides, e.g. `gen.generate("Hi.", temperature=0, seed=1)`; unknown names and bad
+values raise `OptionError` naming the field.
 
 Semantics follow the official Sesame generator (spec/csm.md §2):
 - the prompt is built by `csm_core.prompt` (context segments' text and audio frames, then the target);
@@ -47,7 +48,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -62,6 +62,7 @@ from .prompt import (
     segment_frames,
     text_frames,
 )
+from .options import DEFAULT_MAX_AUDIO_MS, FRAME_MS, GenerationOptions
 from .protocols import AudioCodec, FrameModel, SamplingParams, TextTokenizer
 from .segment import Segment
 from .text_split import has_speakable_text, split_sentences
@@ -77,8 +78,6 @@ __all__ = [
     "frame_loop",
 ]
 
-FRAME_MS = 80  # one Mimi frame at 12.5 Hz
-DEFAULT_MAX_AUDIO_MS = 90_000  # official default: 1125 frames
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -216,23 +215,11 @@ class Generator:
 
     # ---- public API ----
     def generate(
-        self,
-        text: str,
-        speaker: int = 0,
-        context: Sequence[Segment] = (),
-        *,
-        max_audio_ms: float = DEFAULT_MAX_AUDIO_MS,
-        temperature: float = 0.9,
-        topk: int = 50,
-        seed: int | None = None,
-        split_sentences: bool = True,
-        mask_undecodable: bool = True,
-    ) -> Generation:
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+        options: GenerationOptions | None = None, **overrides,
+    ) -> Generation:  # fmt: skip
         """Generate `text` spoken by `speaker` after `context`; codes (and audio with a codec)."""
-        stream = self.stream_frames(
-            text, speaker, context, max_audio_ms=max_audio_ms, temperature=temperature, topk=topk,
-            seed=seed, split_sentences=split_sentences, mask_undecodable=mask_undecodable,
-        )  # fmt: skip
+        stream = self.stream_frames(text, speaker, context, options, **overrides)
         codes = self._stack(list(stream))
         audio = self._decode(codes)
         stream.stats._mark()
@@ -240,22 +227,14 @@ class Generator:
         return Generation(codes, audio, self._sample_rate(), segments, stream.stats)
 
     def stream_frames(
-        self,
-        text: str,
-        speaker: int = 0,
-        context: Sequence[Segment] = (),
-        *,
-        max_audio_ms: float = DEFAULT_MAX_AUDIO_MS,
-        temperature: float = 0.9,
-        topk: int = 50,
-        seed: int | None = None,
-        split_sentences: bool = True,
-        mask_undecodable: bool = True,
-    ) -> Stream[np.ndarray]:
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+        options: GenerationOptions | None = None, **overrides,
+    ) -> Stream[np.ndarray]:  # fmt: skip
         """Frames int64 [K] as they are generated. Input is checked here, before iteration starts."""
-        opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
+        options = GenerationOptions.resolve(options, overrides)
+        opts = self._options(options)
         speaker = check_speaker(speaker)
-        sentences = _sentences(text, split_sentences)
+        sentences = _sentences(text, options.split_sentences)
         targets = [text_frames(self.tokenizer, speaker, s, self.config) for s in sentences]
         for target in targets:  # a target too long for the window fails now, not mid-stream
             fit_prompt([], target, max_prompt_frames(self.window, opts.max_frames))
@@ -267,33 +246,21 @@ class Generator:
         return Stream(self._run(sentences, targets, speaker, ctx, opts, stats), stats)
 
     def stream_audio(
-        self,
-        text: str,
-        speaker: int = 0,
-        context: Sequence[Segment] = (),
-        *,
-        chunk_frames: int = 5,
-        **options,
-    ) -> Stream[np.ndarray]:
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+        options: GenerationOptions | None = None, *, chunk_frames: int = 5, **overrides,
+    ) -> Stream[np.ndarray]:  # fmt: skip
         """Audio float32 chunks of `chunk_frames` frames (the last may be shorter), decoded by the
         codec's streaming decoder while generation goes on. Options as `stream_frames`."""
         self._check_streaming("stream_audio", chunk_frames)
-        frames = self.stream_frames(text, speaker, context, **options)
+        frames = self.stream_frames(text, speaker, context, options, **overrides)
         return Stream(self._audio_chunks(frames, chunk_frames), frames.stats)
 
     def generate_batch(
-        self,
-        requests: Sequence[Request | str],
-        *,
-        max_audio_ms: float = DEFAULT_MAX_AUDIO_MS,
-        temperature: float = 0.9,
-        topk: int = 50,
-        seed: int | None = None,
-        mask_undecodable: bool = True,
+        self, requests: Sequence[Request | str], options: GenerationOptions | None = None, **overrides
     ) -> list[Generation]:
         """Several independent utterances in one batch (B = len(requests)); each text is one
         prompt (no sentence splitting). Returns one Generation per request, in order."""
-        opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
+        opts = self._options(GenerationOptions.resolve(options, overrides))
         started = time.perf_counter()
         requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, started)
         tokens, mask = left_pad(prompts)
@@ -317,22 +284,15 @@ class Generator:
         return out
 
     def stream_batch_audio(
-        self,
-        requests: Sequence[Request | str],
-        *,
-        chunk_frames: int = 5,
-        max_audio_ms: float = DEFAULT_MAX_AUDIO_MS,
-        temperature: float = 0.9,
-        topk: int = 50,
-        seed: int | None = None,
-        mask_undecodable: bool = True,
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        self, requests: Sequence[Request | str], options: GenerationOptions | None = None, *,
+        chunk_frames: int = 5, **overrides,
+    ) -> Iterator[tuple[int, np.ndarray | None]]:  # fmt: skip
         """Several utterances generated together (as `generate_batch`), their audio streamed:
         (request index, float32 chunk of `chunk_frames` frames, a row's last may be shorter) as
         the frames come, then (index, None) once that request has ended. Input is checked here,
         before iteration starts; errors carry `request_index`."""
         self._check_streaming("stream_batch_audio", chunk_frames)
-        opts = self._options(max_audio_ms, temperature, topk, seed, mask_undecodable)
+        opts = self._options(GenerationOptions.resolve(options, overrides))
         requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, time.perf_counter())
         return self._batch_chunks(prompts, stats, opts, chunk_frames)
 
@@ -360,11 +320,13 @@ class Generator:
         for b in np.flatnonzero(live).tolist():
             yield from end(b)
 
-    def check_requests(self, requests: Sequence[Request | str], *, max_audio_ms: float = DEFAULT_MAX_AUDIO_MS) -> None:
+    def check_requests(
+        self, requests: Sequence[Request | str], options: GenerationOptions | None = None, **overrides
+    ) -> None:
         """Raise what `generate_batch` would raise for these requests (bad text or speaker, context
         without audio, a prompt that cannot fit), without generating. The error carries
         `request_index`, the index of the request at fault."""
-        self._batch_prompts(requests, self._options(max_audio_ms, 0.0, 1, None, True).max_frames, 0.0)
+        self._batch_prompts(requests, self._options(GenerationOptions.resolve(options, overrides)).max_frames, 0.0)
 
     # ---- internals ----
     def _check_streaming(self, method: str, chunk_frames: int) -> None:
@@ -405,48 +367,11 @@ class Generator:
             stats.append(st)
         return requests, prompts, stats
 
-    def _options(self, max_audio_ms, temperature, topk, seed, mask_undecodable) -> _Options:
-        if (
-            isinstance(max_audio_ms, bool)
-            or not isinstance(max_audio_ms, (int, float))
-            or not (max_audio_ms > 0 and math.isfinite(max_audio_ms))
-        ):
-            raise ValueError(f"max_audio_ms must be a positive finite number, got {max_audio_ms!r}")
-        max_frames = int(max_audio_ms / FRAME_MS)
-        if max_frames < 1:
-            raise ValueError(f"max_audio_ms={max_audio_ms} is shorter than one {FRAME_MS} ms frame")
-        if max_prompt_frames(self.window, max_frames) < 1:
-            raise ContextOverflowError(
-                f"max_audio_ms={max_audio_ms} asks for {max_frames} frames, but the {self.window}-position "
-                f"window must also hold the prompt: use at most {(self.window - 3) * FRAME_MS} ms"
-            )
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-                raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
-            seed = int(seed)
-        codec_size = self.codec.codebook_size if self.codec is not None else 2048
-        params = SamplingParams(temperature, topk, mask_undecodable, codec_size)
-        return _Options(max_frames, params, seed)
+    def _options(self, options: GenerationOptions) -> _Options:
+        return run_options(options, self.window, self.codec)
 
-    def _fit(
-        self, ctx: list[PromptFrames], target: PromptFrames, max_frames: int, n_user: int
-    ) -> tuple[PromptFrames, int]:
-        """Prompt = kept context + target; returns it and how many caller segments were dropped.
-        Generated sentences (ctx[n_user:]) are dropped before the caller's context."""
-        limit = max_prompt_frames(self.window, max_frames)
-        order = list(range(n_user, len(ctx))) + list(range(n_user))
-        keep = fit_prompt(ctx, target, limit, order)
-        dropped_user = sum(1 for i in range(n_user) if i not in keep)
-        dropped_own = len(ctx) - len(keep) - dropped_user
-        if dropped_user:
-            logger.warning(
-                "context too long for the %d-position window with %d audio frames requested: "
-                "dropped the %d oldest of %d context segment(s)", self.window, max_frames, dropped_user, n_user,
-            )  # fmt: skip
-        if dropped_own:
-            logger.info("dropped %d earlier generated sentence(s) from the context to fit the window", dropped_own)
-        prompt = PromptFrames.concat([ctx[i] for i in keep] + [target])
-        return prompt, dropped_user
+    def _fit(self, ctx: list[PromptFrames], target: PromptFrames, max_frames: int, n_user: int):
+        return fit_context(self.window, ctx, target, max_frames, n_user)
 
     def _run(
         self,
@@ -516,6 +441,38 @@ class Generator:
 
     def _sample_rate(self) -> int | None:
         return None if self.codec is None else int(self.codec.sample_rate)
+
+
+def run_options(options: GenerationOptions, window: int, codec: AudioCodec | None) -> _Options:
+    """A run's frame limit and sampling parameters; the limit must leave room for a prompt."""
+    max_frames = options.max_frames
+    if max_prompt_frames(window, max_frames) < 1:
+        raise ContextOverflowError(
+            f"max_audio_ms={options.max_audio_ms:g} asks for {max_frames} frames, but the {window}-position "
+            f"window must also hold the prompt: use at most {(window - 3) * FRAME_MS} ms"
+        )
+    codec_size = codec.codebook_size if codec is not None else 2048
+    return _Options(max_frames, options.sampling(codec_size), options.seed)
+
+
+def fit_context(
+    window: int, ctx: list[PromptFrames], target: PromptFrames, max_frames: int, n_user: int
+) -> tuple[PromptFrames, int]:
+    """Prompt = kept context + target; returns it and how many caller segments were dropped.
+    Generated sentences (ctx[n_user:]) are dropped before the caller's context."""
+    limit = max_prompt_frames(window, max_frames)
+    order = list(range(n_user, len(ctx))) + list(range(n_user))
+    keep = fit_prompt(ctx, target, limit, order)
+    dropped_user = sum(1 for i in range(n_user) if i not in keep)
+    dropped_own = len(ctx) - len(keep) - dropped_user
+    if dropped_user:
+        logger.warning(
+            "context too long for the %d-position window with %d audio frames requested: "
+            "dropped the %d oldest of %d context segment(s)", window, max_frames, dropped_user, n_user,
+        )  # fmt: skip
+    if dropped_own:
+        logger.info("dropped %d earlier generated sentence(s) from the context to fit the window", dropped_own)
+    return PromptFrames.concat([ctx[i] for i in keep] + [target]), dropped_user
 
 
 def _sentences(text: str, split: bool, where: str = "text") -> list[str]:

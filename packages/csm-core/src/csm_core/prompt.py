@@ -204,3 +204,16 @@ class HeldRows:
         same = (self.tokens[:, :n] == tokens[:, :n]).all(axis=(0, 2))
         same &= (self.mask[:, :n] == mask[:, :n]).all(axis=(0, 2))
         return n if same.all() else int(np.argmin(same))
+
+    def record_row(self, row: int, start: int, tokens: np.ndarray, mask: np.ndarray) -> None:
+        """One slot's rows [S, K+1] fed at positions start .. start + S (continuous batching)."""
+        self.tokens[row, start : start + tokens.shape[0]] = tokens
+        self.mask[row, start : start + tokens.shape[0]] = mask
+
+    def shared_prefix_row(self, row: int, tokens: np.ndarray, mask: np.ndarray, filled: int) -> int:
+        """`shared_prefix` for one slot's prompt [S, K+1] against what that slot holds."""
+        n = min(tokens.shape[0] - 1, filled)
+        if n <= 0:
+            return 0
+        same = (self.tokens[row, :n] == tokens[:n]).all(axis=1) & (self.mask[row, :n] == mask[:n]).all(axis=1)
+        return n if same.all() else int(np.argmin(same))

@@ -10,7 +10,7 @@ Array conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -20,9 +20,12 @@ __all__ = [
     "TextTokenizer",
     "SamplingParams",
     "FrameModel",
+    "SlotFeed",
+    "SlotModel",
     "LogitsProbe",
     "AudioCodec",
     "StreamingDecoder",
+    "BatchStreamingDecoder",
     "Watermarker",
     "WatermarkResult",
 ]
@@ -90,6 +93,58 @@ class FrameModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SlotFeed:
+    """Rows for one slot in one `SlotModel.step` call: tokens int64 [S, K+1] and mask bool [S, K+1]
+    at the slot's current position (S >= 1). With `params`, a frame is sampled from the last
+    row's state after feeding; without, the rows are only fed (a chunk of a prompt)."""
+
+    slot: int
+    tokens: np.ndarray
+    mask: np.ndarray
+    params: SamplingParams | None = None
+
+
+@runtime_checkable
+class SlotModel(Protocol):
+    """A backend that holds `slots` independent rows (continuous batching): each slot has its own
+    position, KV cache, sampling parameters and random stream; requests join and leave a slot
+    between `step` calls without disturbing the others.
+
+    Usage: open_slots(n) once → admit(slot, seed, prompt) → step([SlotFeed, ...]) per frame (each
+    running slot feeds its last frame with params; a joining slot feeds prompt chunks, the last one
+    with params) → admit() again for the next request in that slot. A free slot is simply not fed.
+
+    Determinism: a slot's codes depend only on its own rows, its params and its seed: the same
+    request gives the same codes in any slot, next to any others, and as `reset(1, seed)` on the
+    FrameModel path (bit-exact where the backend's products are batch-independent, as on csm-cpu).
+    """
+
+    config: CSMConfig
+    name: str
+
+    @property
+    def slots(self) -> int: ...
+
+    def open_slots(self, slots: int) -> None:
+        """Allocate caches for `slots` rows (all free), replacing any batch or slots held before."""
+        ...
+
+    def admit(self, slot: int, seed: int, tokens: np.ndarray, mask: np.ndarray) -> int:
+        """Start a request in `slot` with the random stream of `seed`, for the prompt tokens/mask
+        [S, K+1] it will feed. Returns how many leading prompt rows the slot's cache already holds
+        (prompt-prefix reuse, at most S - 1; 0 if the backend cannot reuse): the slot's position is
+        then that number and the caller feeds only the rest."""
+        ...
+
+    def slot_position(self, slot: int) -> int: ...
+
+    def step(self, feeds: Sequence[SlotFeed]) -> np.ndarray:
+        """Feed every slot's rows (at most one feed per slot), then sample a frame for each feed
+        that has params: int32 [n, K], one row per such feed, in feed order."""
+        ...
+
+
 @runtime_checkable
 class LogitsProbe(Protocol):
     """Optional backend hook used by parity tests and benchmarks."""
@@ -112,6 +167,22 @@ class StreamingDecoder(Protocol):
 
 
 @runtime_checkable
+class BatchStreamingDecoder(Protocol):
+    """Several independent streaming decodes advanced together (each weight read once per call for
+    all rows); each row's output equals its own `StreamingDecoder` on the same codes."""
+
+    rows: int
+
+    def reset_row(self, row: int) -> None:
+        """Start a new stream in `row` (its state is emptied)."""
+        ...
+
+    def decode(self, rows: Sequence[int], codes: np.ndarray) -> np.ndarray:
+        """codes [n, K, f] for the n distinct `rows` → float32 [n, f·frame_size]."""
+        ...
+
+
+@runtime_checkable
 class AudioCodec(Protocol):
     sample_rate: int
     frame_size: int
@@ -127,6 +198,9 @@ class AudioCodec(Protocol):
         ...
 
     def streaming_decoder(self) -> StreamingDecoder: ...
+
+    # Optional: `batch_streaming_decoder(rows) -> BatchStreamingDecoder`. Callers fall back to one
+    # StreamingDecoder per row where a codec lacks it.
 
 
 @dataclass(frozen=True)
