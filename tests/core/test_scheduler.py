@@ -131,7 +131,7 @@ def test_bad_requests_are_refused_at_submit_and_disturb_nothing(parts):
     sched, _ = make(parts, slots=1, max_waiting=1)
     job = sched.submit("Keep going.", 0, seed=6, max_audio_ms=6 * FRAME_MS)
     sched.step()
-    with pytest.raises(OptionError, match="unknown option 'temprature'") as e:
+    with pytest.raises(OptionError, match="unknown generation option 'temprature'") as e:
         sched.submit("x", temprature=0.5)
     assert e.value.field == "temprature"
     for bad, field in [(dict(temperature=-1), "temperature"), (dict(topk=0), "topk"), (dict(seed="7"), "seed"),

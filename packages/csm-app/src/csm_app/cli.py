@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 import traceback
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -209,69 +208,91 @@ class _progress:
 
 # ---------------------------------------------------------------- batch
 @main.command()
-@click.argument("requests_file", metavar="REQUESTS.jsonl", type=click.Path(exists=True, dir_okay=False))
+@click.argument("requests_file", metavar="REQUESTS", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Where the audio files go (created if missing).")
+              help="Where the audio files and manifest.jsonl go (created if missing).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="wav", show_default=True,
               help="Format of requests without an 'output' name.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Requests generated together (each weight is read once per frame for all of them).")
+@click.option("--slots", "-b", "--batch-size", "slots", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Requests generated together; a finished one's slot is refilled at once.")
 @generation_options
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Run on a Ray cluster (csm-app[ray]): 'auto' (the flag alone), an address, or 'local'.")
+@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: model copies (actors).")
+@click.option("--threads-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray: CPUs (and kernel threads) per actor.")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Ray: GPUs per actor (MLX CUDA).")
 @model_options
 @runtime_errors
-def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, max_audio_ms, no_watermark,
-          model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
-    """Speak every request of a JSONL file into audio files, BATCH_SIZE at a time.
+def batch(requests_file, output_dir, fmt, slots, temperature, topk, seed, max_audio_ms, no_watermark, ray_address,
+          actors, threads_per_actor, gpus_per_actor, model, mimi, tokenizer, offline, backend, quant, threads,
+          verbose, quiet):
+    """Speak every request of REQUESTS (.jsonl, .csv or .parquet) into audio files, exactly once.
 
-    One JSON object per line: {"text": ..., "speaker": 0, "context": [{"speaker", "text", "audio"},
-    ...] or "voice.jsonl", "output": "name.wav"}; only "text" is required. Each text is one prompt.
-    Prints one JSON line per file written (line, output, seconds, frames, stop)."""
+    A row: {"text": ..., "id", "speaker", "voice": "voice.jsonl", "context": [{"speaker", "text",
+    "audio"}, ...] or a JSONL path, "output": "name.wav", and options: "seed", "temperature", "topk",
+    "max_audio_ms", "split_sentences"}; only "text" is required. Every row has an id (given, or from
+    its line and content) and a seed (given, or from --seed and its id). Files are written whole
+    under a temporary name and renamed; manifest.jsonl records each finished file; running the same
+    command again skips what is finished. Prints one JSON line per file written."""
     _setup_logging(verbose, quiet)
-    from .audio_io import read_context_audio, write_output
-    from .facade import CSM
-    from .inputs import InputError, read_batch
+    from csm_core import GenerationOptions
 
-    read_audio = functools.lru_cache(maxsize=None)(read_context_audio)  # a voice file is read once
+    from .corpus import Manifest, Progress, read_rows
+    from .inputs import InputError
+
+    base = GenerationOptions(temperature=temperature, topk=topk, max_audio_ms=max_audio_ms)
     try:
-        items = read_batch(requests_file, Path(output_dir), fmt, FORMATS, read_audio)
+        rows = read_rows(requests_file, fmt, FORMATS, base, base_seed=seed or 0)
     except InputError as e:
         raise click.UsageError(str(e)) from e
-    tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark)
-    codes: dict[int, object] = {}  # id(audio read once) -> its context segment encoded once
+    out_dir = Path(output_dir)
+    manifest = Manifest(out_dir)
+    todo = [r for r in rows if not manifest.done(out_dir, r.id)]
+    if len(todo) < len(rows):
+        logger.warning("%d of %d rows are already done (%s); generating the other %d",
+                       len(rows) - len(todo), len(rows), manifest.path, len(todo))
+    if not todo:
+        return
+    load = dict(model=model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
+                offline=offline, watermark=not no_watermark)
+    progress = Progress(len(rows), len(rows) - len(todo), sys.stderr.write if not quiet and _is_terminal(sys.stderr) else None)
+    if ray_address is not None:
+        from .corpus_ray import run_ray
 
-    def encoded(segment):
-        if segment.audio is None:
-            return segment
-        if id(segment.audio) not in codes:
-            codes[id(segment.audio)] = tts.encode_context([segment])[0].codes
-        return type(segment)(segment.speaker, segment.text, codes=codes[id(segment.audio)])
+        results = run_ray(ray_address, todo, out_dir, load, slots=slots, actors=actors,
+                          threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor)
+    else:
+        results = _batch_local(todo, out_dir, load, slots, quant)
+    failed = 0
+    for row in results:
+        if "error" in row:
+            failed += 1
+        else:
+            manifest.append(row)
+        progress.update(row)
+        click.echo(json.dumps(row))
+    if progress.write is not None:
+        sys.stderr.write("\n")
+    if failed:
+        raise Fail(f"{failed} of {len(todo)} requests produced no audio (see their 'error' lines)")
 
-    requests = [replace(it.request, context=tuple(map(encoded, it.request.context))) for it in items]
-    try:  # every request is checked before the first is generated
-        tts.check_requests(requests, max_audio_ms=max_audio_ms)
-    except (TypeError, ValueError) as e:
-        index = getattr(e, "request_index", None)
-        raise click.UsageError(f"{requests_file}:{items[index].line}: {e}" if index is not None else str(e)) from e
-    empty = 0
-    for start in range(0, len(items), batch_size):
-        group = items[start : start + batch_size]
-        results = tts.generate_batch_codes(requests[start : start + batch_size], temperature=temperature, topk=topk,
-                                           seed=seed, max_audio_ms=max_audio_ms)
-        for it, result in zip(group, results):
-            row = {"line": it.line, "output": str(it.output), "frames": int(result.codes.shape[1]),
-                   "stop": result.stats.stop_reasons[0]}
-            if result.codes.shape[1] == 0:
-                empty += 1
-                row["error"] = "no audio was generated (the model stopped at once)"
-            else:
-                audio = tts.mark(result.audio)
-                it.output.parent.mkdir(parents=True, exist_ok=True)
-                write_output(str(it.output), audio, tts.sample_rate, it.fmt)
-                row["seconds"] = round(audio.size / tts.sample_rate, 3)
-            click.echo(json.dumps(row))
-    if empty:
-        raise Fail(f"{empty} of {len(items)} requests produced no audio (see their 'error' lines)")
+
+def _batch_local(todo, out_dir: Path, load: dict, slots: int, quant):
+    """Load the model, check every row against it, then generate (a generator of manifest rows)."""
+    from .corpus import VoiceCache, check_rows, clean_temporaries, generate_rows, run_meta
+    from .facade import CSM
+
+    tts = CSM.load(**load)
+    sched = tts.scheduler(slots=slots, chunk_frames=25)
+    voices = VoiceCache(tts)
+    try:  # every request is checked against the model before the first is generated
+        check_rows(sched, todo, voices, out_dir)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    clean_temporaries(out_dir)
+    return generate_rows(tts, sched, todo, out_dir, meta=run_meta(tts, quant), voices=voices)
 
 
 # ---------------------------------------------------------------- serve

@@ -16,8 +16,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from csm_core import Segment
-from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Generation, Generator, Request
+from csm_core import GenerationOptions, Segment
+from csm_core.generation import Generation, Generator, Request
+from csm_core.scheduler import Scheduler
+from csm_core.slots import FrameModelSlots
 
 from .backends import check_quant, open_backend, pick_backend
 from .discovery import DEFAULT_MODEL, ModelFiles, resolve_model
@@ -79,49 +81,30 @@ class CSM:
         return cls(frame_model, tok, codec, marker, info=LoadedParts(files, name))
 
     # ---- generation ----
-    def generate_codes(self, text: str, speaker: int = 0, context: Sequence[Segment] = (), **options) -> Generation:
+    # Options: a csm_core.GenerationOptions and/or its field names as keywords (temperature, topk,
+    # max_audio_ms, seed, split_sentences, mask_undecodable); unknown names raise a TypeError.
+    def generate_codes(
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (), options: GenerationOptions | None = None,
+        **overrides,
+    ) -> Generation:  # fmt: skip
         """The whole `Generation`: codes int64 [32, T], audio (not watermarked), per-sentence
-        segments to reuse as context, stats. Options as `generate`."""
-        return self._generator.generate(text, speaker=speaker, context=context, **_options(options))
+        segments to reuse as context, stats."""
+        return self._generator.generate(text, speaker, context, options, **overrides)
 
     def generate(
-        self,
-        text: str,
-        speaker: int = 0,
-        context: Sequence[Segment] = (),
-        temperature: float = 0.9,
-        topk: int = 50,
-        max_audio_ms: int = DEFAULT_MAX_AUDIO_MS,
-        seed: int | None = None,
-        split_sentences: bool = True,
-    ) -> np.ndarray:
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (), options: GenerationOptions | None = None,
+        **overrides,
+    ) -> np.ndarray:  # fmt: skip
         """float32 mono audio at 24 kHz, watermarked unless loaded with watermark=False."""
-        out = self._generator.generate(
-            text,
-            speaker=speaker,
-            context=context,
-            temperature=temperature,
-            topk=topk,
-            max_audio_ms=max_audio_ms,
-            seed=seed,
-            split_sentences=split_sentences,
-        )
-        return self.mark(_audio(out))
+        return self.mark(_audio(self._generator.generate(text, speaker, context, options, **overrides)))
 
     def stream(
-        self,
-        text: str,
-        speaker: int = 0,
-        context: Sequence[Segment] = (),
-        *,
-        chunk_frames: int = 5,
-        **options,
-    ) -> Iterator[np.ndarray]:
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (), options: GenerationOptions | None = None,
+        *, chunk_frames: int = 5, **overrides,
+    ) -> Iterator[np.ndarray]:  # fmt: skip
         """Audio chunks (float32, 24 kHz) as frames are produced; each chunk is watermarked
         at its position in the utterance, so the joined stream carries one continuous mark."""
-        chunks = self._generator.stream_audio(
-            text, speaker=speaker, context=context, chunk_frames=chunk_frames, **_options(options)
-        )
+        chunks = self._generator.stream_audio(text, speaker, context, options, chunk_frames=chunk_frames, **overrides)
         position = 0
         for chunk in chunks:
             yield self.mark(chunk, position)
@@ -137,29 +120,34 @@ class CSM:
             for s in context
         ]  # fmt: skip
 
-    def check_requests(self, requests: Sequence[Request | str], max_audio_ms: int = DEFAULT_MAX_AUDIO_MS) -> None:
+    def check_requests(self, requests: Sequence[Request | str], options: GenerationOptions | None = None, **overrides) -> None:
         """Raise what `generate_batch` would for these requests, without generating (the error's
         `request_index` names the request at fault)."""
-        self._generator.check_requests(requests, max_audio_ms=max_audio_ms)
+        self._generator.check_requests(requests, options, **overrides)
 
-    def generate_batch_codes(self, requests: Sequence[Request | str], **options) -> list[Generation]:
+    def generate_batch_codes(
+        self, requests: Sequence[Request | str], options: GenerationOptions | None = None, **overrides
+    ) -> list[Generation]:
         """Several utterances generated together, one `Generation` each, in order (audio not
         watermarked). Each text is one prompt. Options as `generate` except split_sentences."""
-        return self._generator.generate_batch(requests, **_options(options, batch=True))
+        return self._generator.generate_batch(requests, options, **overrides)
 
-    def generate_batch(self, requests: Sequence[Request | str], **options) -> list[np.ndarray]:
+    def generate_batch(
+        self, requests: Sequence[Request | str], options: GenerationOptions | None = None, **overrides
+    ) -> list[np.ndarray]:
         """Several utterances generated together (each weight is read once per frame for all of
         them): float32 24 kHz audio per request, in order, watermarked unless loaded with
         watermark=False. A request is a text or `Request(text, speaker, context)`."""
-        return [self.mark(_audio(g)) for g in self.generate_batch_codes(requests, **options)]
+        return [self.mark(_audio(g)) for g in self.generate_batch_codes(requests, options, **overrides)]
 
     def stream_batch(
-        self, requests: Sequence[Request | str], *, chunk_frames: int = 5, **options
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        self, requests: Sequence[Request | str], options: GenerationOptions | None = None, *, chunk_frames: int = 5,
+        **overrides,
+    ) -> Iterator[tuple[int, np.ndarray | None]]:  # fmt: skip
         """Several utterances generated together, streamed: (request index, float32 24 kHz chunk)
         as frames are decoded, then (index, None) once that request has ended. Each request's
         chunks are watermarked at their place in it. Input is checked before this returns."""
-        events = self._generator.stream_batch_audio(requests, chunk_frames=chunk_frames, **_options(options, batch=True))
+        events = self._generator.stream_batch_audio(requests, options, chunk_frames=chunk_frames, **overrides)
         return self._marked(events)
 
     def _marked(self, events) -> Iterator[tuple[int, np.ndarray | None]]:
@@ -174,6 +162,22 @@ class CSM:
         finally:
             events.close()  # a consumer that stops early stops the generation
 
+    def scheduler(
+        self, slots: int = 4, *, chunk_frames: int | None = 5, prefill_rows: int = 128, max_waiting: int | None = None
+    ) -> Scheduler:
+        """A continuous-batching scheduler on this model (csm_core.scheduler): requests join and
+        leave `slots` rows as they come, each with its own options and seed. Its audio is not
+        watermarked: mark each job's chunks with `mark(chunk, start_sample)`. While it runs, it owns
+        the backend: do not call generate() etc. from another thread meanwhile."""
+        model = self.model
+        if not hasattr(model, "open_slots"):
+            if slots != 1:
+                logger.warning("the %s backend holds one slot: requests run one at a time", getattr(model, "name", "?"))
+                slots = 1
+            model = FrameModelSlots(lambda: self.model)
+        return Scheduler(model, self.tokenizer, self.codec, slots=slots, chunk_frames=chunk_frames,
+                         prefill_rows=prefill_rows, max_waiting=max_waiting)
+
     def mark(self, audio: np.ndarray, start_sample: int = 0) -> np.ndarray:
         """`audio` watermarked as the samples from `start_sample` on of an utterance (unchanged
         when loaded with watermark=False)."""
@@ -184,14 +188,6 @@ class CSM:
 
 def _audio(generation: Generation) -> np.ndarray:
     return generation.audio if generation.audio is not None else np.zeros(0, np.float32)
-
-
-def _options(options: dict, batch: bool = False) -> dict:
-    allowed = {"temperature", "topk", "max_audio_ms", "seed"} | (set() if batch else {"split_sentences"})
-    unknown = set(options) - allowed
-    if unknown:
-        raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
-    return options
 
 
 def load_codec(path, model_config=None):

@@ -80,6 +80,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# a batch row is one prompt: split_sentences has no meaning there
+BATCH_OPTIONS = tuple(n for n in GenerationOptions.field_names() if n != "split_sentences")
 
 
 @dataclass
@@ -260,7 +262,7 @@ class Generator:
     ) -> list[Generation]:
         """Several independent utterances in one batch (B = len(requests)); each text is one
         prompt (no sentence splitting). Returns one Generation per request, in order."""
-        opts = self._options(GenerationOptions.resolve(options, overrides))
+        opts = self._options(GenerationOptions.resolve(options, overrides, BATCH_OPTIONS))
         started = time.perf_counter()
         requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, started)
         tokens, mask = left_pad(prompts)
@@ -292,7 +294,7 @@ class Generator:
         the frames come, then (index, None) once that request has ended. Input is checked here,
         before iteration starts; errors carry `request_index`."""
         self._check_streaming("stream_batch_audio", chunk_frames)
-        opts = self._options(GenerationOptions.resolve(options, overrides))
+        opts = self._options(GenerationOptions.resolve(options, overrides, BATCH_OPTIONS))
         requests, prompts, stats = self._batch_prompts(requests, opts.max_frames, time.perf_counter())
         return self._batch_chunks(prompts, stats, opts, chunk_frames)
 
@@ -326,7 +328,8 @@ class Generator:
         """Raise what `generate_batch` would raise for these requests (bad text or speaker, context
         without audio, a prompt that cannot fit), without generating. The error carries
         `request_index`, the index of the request at fault."""
-        self._batch_prompts(requests, self._options(GenerationOptions.resolve(options, overrides)).max_frames, 0.0)
+        options = GenerationOptions.resolve(options, overrides, BATCH_OPTIONS)
+        self._batch_prompts(requests, self._options(options).max_frames, 0.0)
 
     # ---- internals ----
     def _check_streaming(self, method: str, chunk_frames: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from .protocols import SamplingParams
 
-__all__ = ["FRAME_MS", "DEFAULT_MAX_AUDIO_MS", "GenerationOptions", "OptionError"]
+__all__ = ["FRAME_MS", "DEFAULT_MAX_AUDIO_MS", "GenerationOptions", "OptionError", "UnknownOptionError"]
 
 FRAME_MS = 80  # one Mimi frame at 12.5 Hz
 DEFAULT_MAX_AUDIO_MS = 90_000  # official default: 1125 frames
@@ -28,6 +28,10 @@ class OptionError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+class UnknownOptionError(OptionError, TypeError):
+    """An option name that does not exist (a TypeError too, as for an unknown keyword argument)."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +67,24 @@ class GenerationOptions:
 
     @classmethod
     def from_mapping(
-        cls, values: Mapping[str, Any], *, where: str = "", base: "GenerationOptions | None" = None
+        cls,
+        values: Mapping[str, Any],
+        *,
+        where: str = "",
+        base: "GenerationOptions | None" = None,
+        allowed: "tuple[str, ...] | None" = None,
     ) -> "GenerationOptions":
         """Options from JSON/CLI/HTTP input on top of `base` (default: the defaults). Unknown names and
         bad values raise OptionError whose message and `field` name the field (`where` prefixes it,
-        e.g. "requests.jsonl:3" or "body")."""
+        e.g. "requests.jsonl:3" or "body"). `allowed` narrows the names a caller accepts."""
         if not isinstance(values, Mapping):
             raise OptionError(where or "options", f"{where or 'options'} must be a mapping, got {type(values).__name__}")
         names = cls.field_names()
-        unknown = [k for k in values if k not in names]
+        accepted = names if allowed is None else allowed
+        unknown = [k for k in values if k not in accepted]
         if unknown:
             field = _join(where, str(unknown[0]))
-            raise OptionError(field, f"unknown option {field!r}; known: {', '.join(names)}")
+            raise UnknownOptionError(field, f"unknown generation option {field!r}; known: {', '.join(accepted)}")
         base = base if base is not None else cls()
         merged = {n: getattr(base, n) for n in names}
         merged.update(values)
@@ -85,13 +95,15 @@ class GenerationOptions:
         return obj
 
     @classmethod
-    def resolve(cls, options: "GenerationOptions | None", overrides: Mapping[str, Any]) -> "GenerationOptions":
+    def resolve(
+        cls, options: "GenerationOptions | None", overrides: Mapping[str, Any], allowed: "tuple[str, ...] | None" = None
+    ) -> "GenerationOptions":
         """`options` (or the defaults) with keyword overrides, as the Python API takes them."""
         if options is not None and not isinstance(options, GenerationOptions):
             raise TypeError(f"options must be a GenerationOptions, got {type(options).__name__}")
         if not overrides:
             return options if options is not None else cls()
-        return cls.from_mapping(overrides, base=options)
+        return cls.from_mapping(overrides, base=options, allowed=allowed)
 
     def replace(self, **changes: Any) -> "GenerationOptions":
         return GenerationOptions.from_mapping(changes, base=self)

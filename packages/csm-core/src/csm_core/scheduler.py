@@ -194,6 +194,26 @@ class Scheduler:
     ) -> Job:
         """Queue a request; everything is checked here (text, speaker, context, options, fit in
         the window), so a bad request fails now and never disturbs the running ones."""
+        options, parts = self._prepare(text, speaker, context, options, overrides)
+        seed = options.seed if options.seed is not None else int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        with self._lock:
+            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
+                raise QueueFullError(f"{len(self._waiting)} requests are already waiting (max_waiting={self.max_waiting})")
+            job = Job(self._next_id, text, int(speaker), options, GenerationStats(started_at=time.perf_counter()), listener)
+            self._next_id += 1
+            job._sentences, job._targets, job._ctx, job._params = parts
+            job._n_user, job._seed = len(job._ctx), seed
+            self._waiting.append(job)
+        return job
+
+    def check(
+        self, text: str, speaker: int = 0, context: Sequence[Segment] = (), options: GenerationOptions | None = None,
+        **overrides,
+    ) -> GenerationOptions:  # fmt: skip
+        """Raise what `submit` would raise for this request, without queueing it; returns its options."""
+        return self._prepare(text, speaker, context, options, overrides)[0]
+
+    def _prepare(self, text, speaker, context, options, overrides):
         options = GenerationOptions.resolve(options, overrides)
         opts = run_options(options, self.window, self.codec)
         speaker = check_speaker(speaker)
@@ -205,16 +225,7 @@ class Scheduler:
             segment_frames(s, self.tokenizer, self.codec, self.config, where=f"context[{i}]")
             for i, s in enumerate(context)
         ]
-        seed = options.seed if options.seed is not None else int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-        with self._lock:
-            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
-                raise QueueFullError(f"{len(self._waiting)} requests are already waiting (max_waiting={self.max_waiting})")
-            job = Job(self._next_id, text, speaker, options, GenerationStats(started_at=time.perf_counter()), listener)
-            self._next_id += 1
-            job._sentences, job._targets, job._ctx, job._n_user = sentences, targets, ctx, len(ctx)
-            job._seed, job._params = seed, opts.params
-            self._waiting.append(job)
-        return job
+        return options, (sentences, targets, ctx, opts.params)
 
     # ---- state ----
     @property
