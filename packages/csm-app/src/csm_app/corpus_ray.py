@@ -91,9 +91,7 @@ def run_ray(
         concurrency=actors,
         num_cpus=threads_per_actor,
         num_gpus=gpus_per_actor or None,
-        max_restarts=-1,
-        max_task_retries=-1,
-    )
+    )  # Ray Data restarts dead actors and retries their blocks by default (max_restarts=-1)
     seen: set[str] = set()
     for item in results.iter_rows():
         rec = json.loads(item["result"])
