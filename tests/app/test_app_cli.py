@@ -134,7 +134,7 @@ def test_say_watermark_on_is_detected(cli, tmp_path, greedy_audio):
         (["--format", "aiff"], "'aiff' is not one of"),
         (["--max-audio-ms", "-80"], "-80 is not in the range"),
         (["-o", "out.xyz"], "cannot tell the audio format from 'out.xyz'"),
-        (["--quant", "q2_k"], "'q2_k' is not one of"),
+        (["--quant", "q2_k"], "unknown quant 'q2_k'"),
         (["--threads", "0"], "0 is not in the range"),
         (["--context-text", "a", "--context-text", "b", "--context-audio", "x.wav"], "give one audio per turn"),
     ],

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .backends import QUANTS
 from .discovery import DEFAULT_MODEL
 
 FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "pcm")
@@ -64,6 +63,16 @@ def _check_backend(ctx, param, value: str) -> str:
     return value
 
 
+def _check_quant_name(ctx, param, value: str | None) -> str | None:
+    from .backends import BackendError, check_quant
+
+    try:
+        check_quant(value)
+    except BackendError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 def _is_terminal(stream) -> bool:
     try:
         return stream.isatty()
@@ -79,7 +88,8 @@ def model_options(fn):
             click.option("--tokenizer", type=click.Path(), help="tokenizer.json or tokenizer.model."),
             click.option("--offline", is_flag=True, help="Never download; use only local files."),
             click.option("--backend", default="auto", show_default=True, callback=_check_backend, help="auto, cpu or mlx."),
-            click.option("--quant", type=click.Choice(QUANTS), help="Weight format for the backend."),
+            click.option("--quant", callback=_check_quant_name,
+                         help="Weight format for the backend (cpu: f32, bf16, q8_0, q4_0, q4_k)."),
             click.option("--threads", type=click.IntRange(min=1), help="Compute threads (default: all cores)."),
             click.option("-v", "--verbose", count=True, help="Debug logging and full tracebacks."),
             click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
@@ -469,7 +479,7 @@ def info(model):
     """Versions, installed backends, CPU features, threads, and whether the model is found."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .backends import available_backends
+    from .backends import BackendError, available_backends, backend_classes, pick_backend
     from .discovery import ModelNotFound, hub_cache_dir, resolve_model
 
     for dist in ("csm-core", "csm-tokenizers", "csm-cpu", "csm-mlx", "csm-audio", "csm-app"):
@@ -477,14 +487,19 @@ def info(model):
             click.echo(f"{dist:15} {version(dist)}")
         except PackageNotFoundError:
             click.echo(f"{dist:15} not installed")
-    click.echo(f"backends        {', '.join(sorted(available_backends())) or 'none'}")
+    classes = backend_classes()
+    broken = sorted(set(available_backends()) - set(classes))
+    click.echo(f"backends        {', '.join(classes) or 'none'}" + (f" (not importable: {', '.join(broken)})" if broken else ""))
     try:
-        import csm_cpu
-
-        feats = csm_cpu.cpu_features()
-        click.echo(f"cpu features    {feats}")
-    except ImportError:
-        pass
+        auto = pick_backend("auto")
+    except BackendError as e:
+        auto = f"none ({e})"
+    click.echo(f"auto picks      {auto}")
+    for name, cls in classes.items():
+        describe = cls.describe() if hasattr(cls, "describe") else ""
+        quants = ", ".join(getattr(cls, "quants", ()))
+        layout = getattr(cls, "file_layout", None)
+        click.echo(f"  {name:13} {describe}; formats {quants}" + (f"; opens and writes {layout} files" if layout else ""))
     import os
 
     click.echo(f"cores           {os.cpu_count()}")
@@ -502,18 +517,22 @@ def info(model):
 @main.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("destination", type=click.Path())
-@click.option("--to", "target", type=click.Choice(["gguf", "mlx"]), required=True, help="Output format.")
-@click.option("--quant", type=click.Choice(QUANTS), help="Weight format (default: q8_0 for gguf, bf16 for mlx).")
-@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
-              help="mlx quantization group size.")
+@click.option("--to", "target", required=True, help="Output layout: a backend's converted files (gguf: cpu, mlx: mlx).")
+@click.option("--quant", help="Weight format (default: the backend's: q8_0 for gguf, bf16 for mlx).")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), help="mlx quantization group size (default 64).")
 @click.option("-v", "--verbose", count=True)
 @runtime_errors
 def convert(source, destination, target, quant, group_size, verbose):
     """Convert a CSM checkpoint (original, .pt, Hugging Face) for a backend."""
     _setup_logging(verbose, False)
+    from .backends import BackendError
     from .convert import convert_checkpoint
 
-    out = convert_checkpoint(source, destination, target, quant=quant, group_size=int(group_size))
+    options = {"group_size": int(group_size)} if group_size else {}
+    try:
+        out = convert_checkpoint(source, destination, target, quant=quant, **options)
+    except BackendError as e:
+        raise click.UsageError(str(e)) from e
     click.echo(f"wrote {out}")
 
 

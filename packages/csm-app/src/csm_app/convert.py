@@ -1,17 +1,20 @@
 """`csm convert`: a CSM checkpoint (original, .pt, Hugging Face or the sesame/csm-1b snapshot) → a
-backend's own format. gguf: csm_cpu.gguf_io (quantized at conversion, memory-mapped at load);
-mlx: csm_mlx.convert (MLX safetensors, optionally quantized in affine groups)."""
+backend's own converted file, written by the backend whose `file_layout` is the target (csm-cpu:
+"gguf", quantized at conversion and memory-mapped at load; csm-mlx: "mlx", MLX safetensors)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .backends import MLX_QUANT, QUANTS, BackendError
+from .backends import BackendError, backend_classes, backend_for_layout, check_quant
 
-__all__ = ["convert_checkpoint", "TARGETS"]
+__all__ = ["convert_checkpoint", "targets"]
 
-TARGETS = ("gguf", "mlx")
+
+def targets() -> tuple[str, ...]:
+    """The converted layouts the installed backends write."""
+    return tuple(sorted({cls.file_layout for cls in backend_classes().values() if getattr(cls, "file_layout", None)}))
 
 
 def convert_checkpoint(
@@ -19,41 +22,21 @@ def convert_checkpoint(
     dst: str | os.PathLike,
     target: str,
     quant: str | None = None,
-    group_size: int = 64,
+    **options,
 ) -> Path:
     """Write `src` converted for `target` to `dst`; returns the written file.
 
-    quant: "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k" (default: q8_0 for gguf, bf16 for mlx).
-    group_size: mlx quantization group (32, 64 or 128)."""
-    if target not in TARGETS:
-        raise BackendError(f"unknown conversion target {target!r}; expected one of {', '.join(TARGETS)}")
-    if quant is not None and quant not in QUANTS:
-        raise BackendError(f"unknown quant {quant!r}; expected one of {', '.join(QUANTS)}")
+    quant: one of the target backend's formats (default: its choice for conversion, e.g. q8_0 for
+    gguf, bf16 for mlx); options: backend-specific (mlx: group_size 32, 64 or 128)."""
+    owner = backend_for_layout(target)
+    if owner is None:
+        raise BackendError(f"unknown conversion target {target!r}; the installed backends write: {', '.join(targets()) or 'none'}")
+    name, cls = owner
+    check_quant(quant, name)
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or directory")
-    if target == "gguf":
-        return _to_gguf(src, dst, quant or "q8_0")
-    return _to_mlx(src, dst, quant or "bf16", group_size)
-
-
-def _to_gguf(src: Path, dst: Path, quant: str) -> Path:
-    try:
-        from csm_cpu import gguf_io
-    except ImportError as e:
-        raise BackendError(f"GGUF conversion needs csm-cpu with its GGUF writer (csm_cpu.gguf_io): {e}") from None
     from csm_core.weights import load_csm_checkpoint
 
     config, weights = load_csm_checkpoint(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    gguf_io.write_gguf(dst, config, weights, quant)
-    return dst
-
-
-def _to_mlx(src: Path, dst: Path, quant: str, group_size: int) -> Path:
-    try:
-        from csm_mlx.convert import convert
-    except ImportError as e:
-        raise BackendError(f"MLX conversion needs csm-mlx (pip install 'csm-app[mlx]'): {e}") from None
-    dtype, bits = MLX_QUANT[quant]
-    return Path(convert(src, dst, dtype=dtype, quant_bits=bits, group_size=group_size))
+    return Path(cls.convert(config, weights, dst, quant=quant, **options))

@@ -9,7 +9,8 @@ Recognised arrangements (spec/csm.md §3):
   ``model.safetensors`` or an index, Mimi inside);
 - the original layout (``model.safetensors`` or ``ckpt.pt`` + ``config.json``), with Mimi and the
   tokenizer given explicitly (``mimi=``, ``tokenizer=``), found beside it, or in the hub cache;
-- converted files: a CSM ``.gguf`` (csm-cpu) or an MLX ``.safetensors`` written by csm_mlx.convert.
+- converted files of an installed backend (each is asked whether it recognizes a file: csm-cpu's
+  ``.gguf``, csm-mlx's ``.safetensors`` written by csm_mlx.convert).
 
 Nothing is downloaded unless the repo is missing from the cache, offline mode is off
 (``offline=False`` and ``HF_HUB_OFFLINE`` unset) and the optional ``huggingface_hub`` is installed.
@@ -32,7 +33,6 @@ TOKENIZER_REPOS = ("meta-llama/Llama-3.2-1B", "unsloth/Llama-3.2-1B")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "original/tokenizer.model")
 HF_INDEX = "transformers.safetensors.index.json"
 CSM_FILES = ("model.safetensors", "model.safetensors.index.json", HF_INDEX, "ckpt.pt")
-MLX_FORMAT = "csm-mlx/1"  # csm_mlx.convert.FORMAT, read from the file header without importing mlx
 CODEC_PREFIX = "codec_model."
 
 
@@ -43,7 +43,7 @@ class ModelNotFound(FileNotFoundError):
 @dataclass
 class ModelFiles:
     """Where each part of a model lives. layout: "original", "hf", "sesame" (the hub repo with both
-    layouts), "gguf" or "mlx" (converted files that carry their own config)."""
+    layouts), or a backend's `file_layout` ("gguf", "mlx": converted files that carry their own config)."""
 
     root: Path
     weights: Path  # a file or an *.index.json
@@ -127,22 +127,6 @@ def _read_json(path: Path | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _safetensors_metadata(path: Path) -> dict:
-    """The __metadata__ of a .safetensors header ({} for anything else)."""
-    if path.suffix != ".safetensors" or not path.is_file():
-        return {}
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 100_000_000:
-                return {}
-            header = json.loads(f.read(n))
-    except (OSError, ValueError):
-        return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
-
-
 def _has_codec(path: Path) -> bool:
     """Whether a CSM checkpoint file or index holds Mimi as codec_model.* (HF layout)."""
     from csm_core.weights import tensor_names
@@ -183,21 +167,37 @@ def _locate_root(name: str, offline: bool, looked: list[str]) -> tuple[Path, Pat
     return snap, None
 
 
+def _converted_layout(file: Path) -> str | None:
+    """The layout of a backend's own converted file (each installed backend is asked), or None."""
+    from .backends import backend_classes
+
+    for cls in backend_classes().values():
+        if getattr(cls, "file_layout", None) and cls.recognizes(file):
+            return cls.file_layout
+    return None
+
+
 def _weights_and_layout(root: Path, file: Path | None, config: dict, looked: list[str]) -> tuple[Path | None, str]:
     if file is not None:
         looked.append(str(file))
-        if file.suffix == ".gguf":
-            return file, "gguf"
-        if _safetensors_metadata(file).get("format") == MLX_FORMAT:
-            return file, "mlx"
+        layout = _converted_layout(file)
+        if layout:
+            return file, layout
         return file, ("hf" if config.get("model_type") == "csm" and "backbone_flavor" not in config else "original")
     weights = _first(root, CSM_FILES, looked)
     if weights is None:
-        ggufs = sorted(root.glob("*.gguf"))
-        looked.append(f"{root}/*.gguf")
-        return (ggufs[0], "gguf") if len(ggufs) == 1 else (None, "")
-    if _safetensors_metadata(weights).get("format") == MLX_FORMAT:
-        return weights, "mlx"
+        from .backends import backend_classes
+
+        for cls in backend_classes().values():
+            for pattern in getattr(cls, "file_patterns", ()):
+                looked.append(f"{root}/{pattern}")
+                hits = [p for p in sorted(root.glob(pattern)) if cls.recognizes(p)]
+                if len(hits) == 1:
+                    return hits[0], cls.file_layout
+        return None, ""
+    layout = _converted_layout(weights)
+    if layout:
+        return weights, layout
     if weights.name in ("model.safetensors", "ckpt.pt") and (root / HF_INDEX).is_file():
         return weights, "sesame"  # the hub repo: both layouts side by side
     if weights.name == HF_INDEX or config.get("model_type") == "csm" and "backbone_flavor" not in config:

@@ -20,6 +20,7 @@ __all__ = [
     "TextTokenizer",
     "SamplingParams",
     "FrameModel",
+    "BackendClass",
     "SlotFeed",
     "SlotModel",
     "LogitsProbe",
@@ -90,6 +91,56 @@ class FrameModel(Protocol):
         Batches of prompts with different lengths are left-padded: a position whose mask row is
         all False is padding and is never attended to (it still takes a position slot).
         """
+        ...
+
+
+@runtime_checkable
+class BackendClass(Protocol):
+    """What an entry point of the `csm.backends` group loads: a FrameModel class that describes
+    itself, so that the app (`auto`, `convert`, model discovery, `csm info`) reads these instead of
+    knowing backends by name. Installing a package that registers one is what makes it available.
+
+    quants: weight formats it builds from canonical weights, in the app's vocabulary ("f32",
+    "bf16", "q8_0", "q4_0", "q4_k", ...); default_quant: the one used when none is asked for;
+    file_layout: the name of its own converted files' layout ("gguf", "mlx"), or None;
+    file_patterns: glob patterns of such files in a model directory.
+    """
+
+    name: str
+    quants: tuple[str, ...]
+    default_quant: str
+    file_layout: str | None
+    file_patterns: tuple[str, ...]
+
+    @classmethod
+    def preference(cls) -> int:
+        """How well it suits this machine: `auto` picks the highest; < 0 means never by `auto`."""
+        ...
+
+    @classmethod
+    def build(cls, config: CSMConfig, weights: Any, *, quant: str | None = None, threads: int | None = None,
+              **options: Any) -> FrameModel:  # fmt: skip
+        """A loaded model from canonical weights (quant None: default_quant)."""
+        ...
+
+    @classmethod
+    def recognizes(cls, path: Any) -> bool:
+        """Whether `path` is one of its converted files (cheap: a suffix or a header)."""
+        ...
+
+    @classmethod
+    def open_file(cls, path: Any, *, threads: int | None = None) -> FrameModel:
+        """A loaded model from one of its converted files."""
+        ...
+
+    @classmethod
+    def convert(cls, config: CSMConfig, weights: Any, dst: Any, *, quant: str | None = None, **options: Any) -> Any:
+        """Write canonical weights as its converted file `dst`; returns the path written."""
+        ...
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line for `csm info`: what it runs on here (instruction set, device)."""
         ...
 
 

@@ -67,7 +67,44 @@ class CpuBackend:
     threads: kernel threads (default: CSM_NUM_THREADS or all CPUs of this process).
     """
 
+    # ---- the backend contract (csm_core.protocols.BackendClass): what the app reads ----
     name = "cpu"
+    quants = ("f32", "bf16", "q8_0", "q4_0", "q4_k")
+    default_quant = "f32"
+    file_layout = "gguf"
+    file_patterns = ("*.gguf",)
+
+    @classmethod
+    def preference(cls) -> int:
+        return 1  # runs anywhere; a backend for this machine's accelerator ranks higher
+
+    @classmethod
+    def build(cls, config: CSMConfig, weights, *, quant: str | None = None, threads: int | None = None) -> "CpuBackend":
+        return cls(config, weights, quant or cls.default_quant, threads=threads)
+
+    @classmethod
+    def recognizes(cls, path) -> bool:
+        return Path(path).suffix == ".gguf"  # the reader checks the header, with a clear error
+
+    @classmethod
+    def open_file(cls, path, *, threads: int | None = None) -> "CpuBackend":
+        return cls.from_gguf(path, threads=threads)
+
+    @classmethod
+    def convert(cls, config: CSMConfig, weights, dst, *, quant: str | None = None) -> Path:
+        from .gguf_io import write_gguf
+
+        dst = Path(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_gguf(dst, config, weights, quant or "q8_0")
+        return dst
+
+    @classmethod
+    def describe(cls) -> str:
+        from .features import cpu_features
+
+        f = cpu_features()
+        return f"{f['active']} kernels (detected {f['detected']}), {default_threads()} threads, openmp {f['openmp']}"
 
     def __init__(
         self,

@@ -26,7 +26,64 @@ __all__ = ["MlxBackend"]
 class MlxBackend:
     """FrameModel on MLX. Build with ``MlxBackend(config, weights)`` (a canonical dict) or ``MlxBackend.load(path)``."""
 
+    # ---- the backend contract (csm_core.protocols.BackendClass): what the app reads ----
     name = "mlx"
+    quants = ("f32", "bf16", "q8_0", "q4_0", "q4_k")
+    default_quant = "f32"
+    file_layout = "mlx"
+    file_patterns = ("*.safetensors",)
+    # the app's weight formats as MLX (dtype, affine quantization bits): q4_k has no MLX twin, so
+    # it takes MLX's own 4-bit groups as q4_0 does
+    QUANT = {"f32": ("float32", None), "bf16": ("bfloat16", None), "q8_0": ("bfloat16", 8),
+             "q4_0": ("bfloat16", 4), "q4_k": ("bfloat16", 4)}  # fmt: skip
+
+    @classmethod
+    def preference(cls) -> int:
+        import platform
+        import sys
+
+        if sys.platform == "darwin" and platform.machine() == "arm64":
+            return 10  # Apple silicon: MLX is the fast path
+        return 5 if mx.default_device().type == mx.gpu else -1  # mlx[cpu] on Linux is for tests only
+
+    @classmethod
+    def build(cls, config: CSMConfig, weights, *, quant: str | None = None, threads: int | None = None,
+              group_size: int = 64) -> "MlxBackend":  # fmt: skip
+        if threads is not None:
+            import logging
+
+            logging.getLogger(__name__).info("the mlx backend picks its own threads; threads=%s is ignored", threads)
+        dtype, bits = cls.QUANT[quant or cls.default_quant]
+        return cls(config, weights, dtype=dtype, quant_bits=bits, group_size=group_size)
+
+    @classmethod
+    def recognizes(cls, path) -> bool:
+        from .convert import FORMAT
+
+        from csm_core.weights.safetensors_io import read_safetensors_header
+
+        path = Path(path)
+        if path.suffix != ".safetensors" or not path.is_file():
+            return False
+        try:
+            return read_safetensors_header(path)[1].get("format") == FORMAT
+        except (OSError, ValueError):
+            return False
+
+    @classmethod
+    def open_file(cls, path, *, threads: int | None = None) -> "MlxBackend":
+        return cls.load(path)
+
+    @classmethod
+    def convert(cls, config: CSMConfig, weights, dst, *, quant: str | None = None, group_size: int = 64) -> Path:
+        from .convert import convert_weights
+
+        dtype, bits = cls.QUANT[quant or "bf16"]
+        return Path(convert_weights(config, weights, dst, dtype=dtype, quant_bits=bits, group_size=group_size))
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"MLX {mx.__version__} on {mx.default_device()}"
 
     def __init__(
         self,

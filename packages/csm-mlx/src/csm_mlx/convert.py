@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten
 from .model import CSMModel, WeightsError, resolve_dtype
 from .quantize import check_quant, quantize_model
 
-__all__ = ["convert", "load_model", "FORMAT"]
+__all__ = ["convert", "convert_weights", "load_model", "FORMAT"]
 
 FORMAT = "csm-mlx/1"
 _DTYPE_NAMES = {mx.float32: "float32", mx.bfloat16: "bfloat16", mx.float16: "float16"}
@@ -51,10 +51,20 @@ def convert(
 ) -> Path:
     """Convert ``src`` to ``dst`` (a ``.safetensors`` file, or a directory that gets ``model.safetensors``
     + ``config.json``). Returns the path of the written safetensors file."""
-    dt = resolve_dtype(dtype)
     if quant_bits is not None:
         check_quant(quant_bits, group_size)  # fail before reading gigabytes
     cfg, weights = load_csm_checkpoint(src, config)
+    return convert_weights(cfg, weights, dst, dtype, quant_bits, group_size)
+
+
+def convert_weights(
+    cfg: CSMConfig, weights, dst: str | Path, dtype: str = "bfloat16", quant_bits: int | None = None,
+    group_size: int = 64,
+) -> Path:  # fmt: skip
+    """`convert` from canonical weights already in memory (`weights` is released as it is cast)."""
+    dt = resolve_dtype(dtype)
+    if quant_bits is not None:
+        check_quant(quant_bits, group_size)
     model = CSMModel(cfg).load_canonical(weights, dt)
     del weights
     if quant_bits is not None:
