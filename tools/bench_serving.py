@@ -54,7 +54,10 @@ REALTIME_FPS = 12.5
 
 
 def tokenizer():
-    path = ROOT.parent / "shared" / "testdata" / "llama3" / "tokenizer.model"
+    """The real Llama-3 tokenizer ($CSM_LLAMA3_TOKENIZER or beside the checkout), else bytes."""
+    import os
+
+    path = Path(os.environ.get("CSM_LLAMA3_TOKENIZER") or ROOT.parent / "shared" / "testdata" / "llama3" / "tokenizer.model")
     if path.is_file():
         from csm_tokenizers import load_tokenizer
 
