@@ -178,7 +178,9 @@ class MlxMimiBatchStreamingDecoder:
         mx.eval(self._arrays())
 
     def _arrays(self) -> list[mx.array]:
-        return [self._up, *_leaves(self._seanet), *self._tr.keys, *self._tr.values]
+        """Every state array (rows first); empty ones (kernel-1 convs keep no tail) are left out:
+        MLX cannot gather from or scatter into them."""
+        return [a for a in [self._up, *_leaves(self._seanet), *self._tr.keys, *self._tr.values] if a.size]
 
     def reset_row(self, row: int) -> None:
         row = self._check_rows([row])[0]
@@ -202,7 +204,8 @@ class MlxMimiBatchStreamingDecoder:
             return np.zeros((len(rows), 0), np.float32)
         every = rows == list(range(self.rows))
         idx = None if every else mx.array(np.array(rows, np.int32))
-        take = (lambda a: a) if every else (lambda a: a[idx])  # noqa: E731
+        n = len(rows)
+        take = (lambda a: a) if every else (lambda a: a[idx] if a.size else mx.zeros((n, *a.shape[1:]), a.dtype))  # noqa: E731
         tr = RowsState(self._tr.offsets[rows], [take(a) for a in self._tr.keys], [take(a) for a in self._tr.values])
         z = m.quantizer.decode(mx.array(c.transpose(1, 0, 2)))  # [n, f, d] at 12.5 Hz
         x, up = m.upsample.step(z, take(self._up))  # [n, 2f, d]
@@ -211,7 +214,8 @@ class MlxMimiBatchStreamingDecoder:
         if every:
             self._up, self._seanet, self._tr = up, seanet, tr
         else:
-            for full, part in zip(self._arrays(), [up, *_leaves(seanet), *tr.keys, *tr.values]):
+            parts = [a for a in [up, *_leaves(seanet), *tr.keys, *tr.values] if a.size]
+            for full, part in zip(self._arrays(), parts):
                 full[idx] = part
             self._tr.offsets[rows] = tr.offsets
         mx.eval(y, self._arrays())
