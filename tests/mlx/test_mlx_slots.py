@@ -289,8 +289,8 @@ def test_sparse_slots_and_joiners_padded_together(tiny, monkeypatch):
     modes = []
     plan = SlotRows.plan
 
-    def spy(self, fed):
-        out = plan(self, fed)
+    def spy(self, st, group):
+        out = plan(self, st, group)
         modes.append(("gathered" if out[0].rows is not None else "sliced", out[1].shape[0], out[1].shape[1]))
         return out
 

@@ -213,33 +213,33 @@ class MlxBackend:
     def step(self, feeds: Sequence[SlotFeed]) -> np.ndarray:
         """Feed every slot's rows, then sample a frame for each feed with params: int32 [n, K]."""
         rows = self._open()
-        fed = rows.check(feeds)
         K = self.config.audio_num_codebooks
-        if not fed:
+        if not feeds:
             return np.zeros((0, K), np.int32)
-        rows.record(fed)
+        st = rows.check(feeds)
+        rows.record(st)
         hidden, order = [], []
-        for group in ([f for f in fed if len(f.tokens) == 1], [f for f in fed if len(f.tokens) > 1]):
-            if not group:
+        for group in (np.flatnonzero(st.lens == 1), np.flatnonzero(st.lens > 1)):
+            if not group.size:
                 continue
-            group.sort(key=lambda f: f.slot)
-            plan, tokens, mask, attn, last = rows.plan(group)
+            group = group[np.argsort(st.slots[group])]
+            plan, tokens, mask, attn, last = rows.plan(st, group)
             emb = self.model.embed_frames(tokens, mask)
-            h = self.model.backbone_hidden(emb, rows.cache.views(plan), attn)  # [m, S, Db]
-            pick = [(f.index, j) for f, j in zip(group, last) if feeds[f.index].params is not None]
-            if pick:
-                hidden.append(h.reshape(-1, h.shape[-1])[mx.array(np.array([j for _, j in pick], np.int32))])
-                order += [i for i, _ in pick]
-        idx, params, streams = rows.sampled(fed, feeds)
-        if not idx:
+            h = self.model.backbone_hidden(emb, rows.cache.views(plan), attn)  # [M, S, Db]
+            pick = st.sampled[group]
+            if pick.any():
+                hidden.append(h.reshape(-1, h.shape[-1])[mx.array(last[pick].astype(np.int32))])
+                order.append(group[pick])
+        if not hidden:
             mx.eval(rows.cache.state)
             return np.zeros((0, K), np.int32)
         last_h = mx.concatenate(hidden) if len(hidden) > 1 else hidden[0]
-        where = {i: n for n, i in enumerate(order)}
-        last_h = last_h[mx.array(np.array([where[i] for i in idx], np.int32))]  # feed order
-        codes = self._decode(last_h, params, frame_keys(*streams))
+        order = np.concatenate(order)
+        if (np.diff(order) < 0).any():
+            last_h = last_h[mx.array(np.argsort(order).astype(np.int32))]  # feed order
+        codes = self._decode(last_h, st.params, rows.frame_keys(st))
         mx.eval(codes, rows.cache.state)
-        rows.advance(feeds, idx)
+        rows.advance(st)
         return np.array(codes, dtype=np.int32)
 
     def _open(self) -> SlotRows:

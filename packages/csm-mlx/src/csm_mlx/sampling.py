@@ -37,7 +37,7 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 def frame_keys(seeds: Sequence[int], streams: Sequence[int], counters: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Per-row keys for one frame: uint32 [R] twice, from (seed mod 2**64, stream, counter)."""
-    s = np.array([int(x) & _M64 for x in seeds], np.uint64)
+    s = seeds if isinstance(seeds, np.ndarray) and seeds.dtype == np.uint64 else np.array([int(x) & _M64 for x in seeds], np.uint64)
     with np.errstate(over="ignore"):
         z = _splitmix64(s)
         z = _splitmix64(z ^ np.asarray(streams, np.uint64))

@@ -24,17 +24,24 @@ from csm_core.protocols import SamplingParams, SlotFeed
 from csm_core.slots import check_slot_feeds
 
 from .cache import SlotCache, SlotPlan
+from .sampling import frame_keys
 
 __all__ = ["SlotRows"]
 
 
 @dataclass
-class _Fed:
-    index: int  # position in the step's feeds
-    slot: int
-    start: int  # the slot's position before this step
-    tokens: np.ndarray  # int32 [S, K+1]
-    mask: np.ndarray  # bool [S, K+1]
+class _Step:
+    """One step's feeds as arrays (in feed order) — the host work of a step is vectorised, since it
+    runs for hundreds of slots between device calls."""
+
+    slots: np.ndarray  # int64 [n]
+    starts: np.ndarray  # int64 [n]: each slot's position before this step
+    lens: np.ndarray  # int64 [n]: rows fed
+    first: np.ndarray  # int64 [n]: each feed's first row in tokens/mask
+    tokens: np.ndarray  # int32 [sum(lens), K+1], masked entries zero
+    mask: np.ndarray  # bool [sum(lens), K+1]
+    sampled: np.ndarray  # bool [n]: the feed has params
+    params: list  # SamplingParams of the sampled feeds, in feed order
 
 
 class SlotRows:
@@ -45,7 +52,7 @@ class SlotRows:
         self.valid = np.zeros((slots, W), bool)  # real (non-padding) rows fed at each position
         self.held = HeldRows(slots, W, config.audio_num_codebooks + 1)
         self.admitted = np.zeros(slots, bool)
-        self.seeds = [0] * slots
+        self.seeds = np.zeros(slots, np.uint64)  # mod 2**64
         self.counters = np.zeros(slots, np.int64)  # frames sampled since admit
 
     # ---- admitting ----
@@ -71,75 +78,86 @@ class SlotRows:
             keep = self.held.shared_prefix_row(slot, np.where(mask, tokens, 0), mask, int(self.positions[slot]))
         self.positions[slot] = keep
         self.admitted[slot] = True
-        self.seeds[slot] = int(seed)
+        self.seeds[slot] = int(seed) & 0xFFFFFFFFFFFFFFFF
         self.counters[slot] = 0
         return keep
 
     # ---- one step ----
-    def check(self, feeds: Sequence[SlotFeed]) -> list[_Fed]:
+    def check(self, feeds: Sequence[SlotFeed]) -> _Step:
         """Every check before anything is written: shapes, slots, window, token ranges, params."""
         K, V, T = self.config.audio_num_codebooks, self.config.audio_vocab_size, self.config.text_vocab_size
         checked = check_slot_feeds(feeds, self.slots, K + 1, self.positions, self.window)
-        out = []
-        for i, (f, (tokens, mask)) in enumerate(zip(feeds, checked)):
-            if not self.admitted[f.slot]:
-                raise ValueError(f"feeds[{i}]: slot {f.slot} holds no request; admit() it first")
-            if f.params is not None and not isinstance(f.params, SamplingParams):
-                raise TypeError(f"feeds[{i}].params must be a SamplingParams or None, got {type(f.params).__name__}")
-            if tokens.min() < 0 or tokens[:, :K].max() >= V or tokens[:, K].max() >= T:
-                raise ValueError(f"feeds[{i}]: token ids out of range (audio codes must be in [0, {V}), text ids in [0, {T}))")
-            out.append(_Fed(i, int(f.slot), int(self.positions[f.slot]), tokens.astype(np.int32), mask))
-        return out
+        slots = np.array([f.slot for f in feeds], np.int64)
+        idle = ~self.admitted[slots]
+        if idle.any():
+            i = int(np.argmax(idle))
+            raise ValueError(f"feeds[{i}]: slot {slots[i]} holds no request; admit() it first")
+        params = []
+        for i, f in enumerate(feeds):
+            if f.params is not None:
+                if not isinstance(f.params, SamplingParams):
+                    raise TypeError(f"feeds[{i}].params must be a SamplingParams or None, got {type(f.params).__name__}")
+                params.append(f.params)
+        lens = np.array([t.shape[0] for t, _ in checked], np.int64)
+        tokens = np.concatenate([t for t, _ in checked])
+        bad = (tokens < 0).any(axis=1) | (tokens[:, :K] >= V).any(axis=1) | (tokens[:, K] >= T)
+        if bad.any():
+            i = int(np.searchsorted(np.cumsum(lens), np.argmax(bad), side="right"))
+            raise ValueError(f"feeds[{i}]: token ids out of range (audio codes must be in [0, {V}), text ids in [0, {T}))")
+        return _Step(
+            slots, self.positions[slots].copy(), lens, np.cumsum(lens) - lens, tokens.astype(np.int32),
+            np.concatenate([m for _, m in checked]), np.array([f.params is not None for f in feeds]), params,
+        )
 
-    def record(self, fed: Sequence[_Fed]) -> None:
-        for f in fed:
-            S = f.tokens.shape[0]
-            self.held.record_row(f.slot, f.start, f.tokens, f.mask)
-            self.valid[f.slot, f.start : f.start + S] = f.mask.any(axis=1)
-            self.positions[f.slot] = f.start + S
+    def record(self, st: _Step) -> None:
+        """The fed rows into the held record and the valid map; the slots' positions advance."""
+        slot, pos = np.repeat(st.slots, st.lens), np.repeat(st.starts, st.lens) + _within(st.lens)
+        self.held.tokens[slot, pos] = st.tokens
+        self.held.mask[slot, pos] = st.mask
+        self.valid[slot, pos] = st.mask.any(axis=1)
+        self.positions[st.slots] = st.starts + st.lens
 
-    def plan(self, fed: Sequence[_Fed]) -> tuple[SlotPlan, mx.array, mx.array, mx.array, np.ndarray]:
-        """A backbone call over `fed` (sorted by slot): the plan, tokens int32 / mask bool
-        [m, S, K+1], the attention mask bool [m, 1, S, L], and for each feed its last row's flat
-        index into the call's [m·S] outputs."""
-        slots = np.array([f.slot for f in fed])
-        lens = np.array([f.tokens.shape[0] for f in fed])
-        S, m = int(lens.max()), len(fed)
+    def plan(self, st: _Step, group: np.ndarray) -> tuple[SlotPlan, mx.array, mx.array, mx.array, np.ndarray]:
+        """A backbone call over the feeds `group` (indices into st, distinct slots): the plan,
+        tokens int32 / mask bool [M, S, K+1], the attention mask bool [M, 1, S, L], and for each of
+        the group's feeds its last row's flat index into the call's [M·S] outputs."""
+        slots, starts, lens = st.slots[group], st.starts[group], st.lens[group]
+        S, m = int(lens.max()), len(group)
         lo, hi = int(slots.min()), int(slots.max()) + 1
         ranged = hi - lo == m or (S == 1 and hi - lo <= 2 * m)  # a slice of the cache, few dummy rows
         rows = slots - lo if ranged else np.arange(m)
         M = hi - lo if ranged else m
-        width = fed[0].tokens.shape[1]
-        tokens = np.zeros((M, S, width), np.int32)
-        mask = np.zeros((M, S, width), bool)
-        offset = np.zeros(M, np.int32)
+        L = int((starts + lens).max())
+        within = _within(lens)
+        r, src = np.repeat(rows, lens), np.repeat(st.first[group], lens) + within
+        tokens = np.zeros((M, S, st.tokens.shape[1]), np.int32)
+        mask = np.zeros(tokens.shape, bool)
+        tokens[r, within], mask[r, within] = st.tokens[src], st.mask[src]
         q = np.zeros((M, S), np.int64)  # each query's position; dummy rows sit at 0
-        for r, f, n in zip(rows, fed, lens):
-            tokens[r, :n], mask[r, :n], offset[r] = f.tokens, f.mask, f.start
-            q[r] = f.start + np.minimum(np.arange(S), n - 1)  # padded queries repeat the last real one
-        L = int((np.array([f.start for f in fed]) + lens).max())
+        q[rows] = starts[:, None] + np.minimum(np.arange(S)[None, :], lens[:, None] - 1)  # padding repeats the last row
+        offset = np.zeros(M, np.int32)
+        offset[rows] = starts
         vrows = np.zeros((M, L), bool)
         vrows[rows] = self.valid[slots, :L]
         k = np.arange(L)
         allowed = (k <= q[:, :, None]) & (vrows[:, None, :] | (k == q[:, :, None]))  # [M, S, L]
-        flat = np.concatenate([r * S + np.arange(n) for r, n in zip(rows, lens)])
-        write_slot = np.repeat(slots, lens)
-        write_pos = np.concatenate([f.start + np.arange(n) for f, n in zip(fed, lens)])
-        select = None if flat.size == M * S else mx.array(flat.astype(np.int32))
+        select = None if r.size == M * S else mx.array((r * S + within).astype(np.int32))
         plan = SlotPlan(
-            mx.array(offset), mx.array(write_slot.astype(np.int32)), mx.array(write_pos.astype(np.int32)), select, L,
+            mx.array(offset), mx.array(np.repeat(slots, lens).astype(np.int32)),
+            mx.array((np.repeat(starts, lens) + within).astype(np.int32)), select, L,
             lo=lo if ranged else None, hi=hi if ranged else None, rows=None if ranged else mx.array(slots.astype(np.int32)),
         )
         return plan, mx.array(tokens), mx.array(mask), mx.array(allowed[:, None]), rows * S + lens - 1
 
-    def sampled(self, fed: Sequence[_Fed], feeds: Sequence[SlotFeed]) -> tuple[list[int], list[SamplingParams], tuple]:
-        """The sampled feeds' indices, params and random-stream inputs (seed, stream 0, counter)."""
-        idx = [f.index for f in fed if feeds[f.index].params is not None]
-        slots = [feeds[i].slot for i in idx]
-        seeds = [self.seeds[s] for s in slots]
-        counters = [int(self.counters[s]) for s in slots]
-        return idx, [feeds[i].params for i in idx], (seeds, [0] * len(idx), counters)
+    def frame_keys(self, st: _Step) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled feeds' random-stream keys: (seed, stream 0, frames the slot has sampled)."""
+        slots = st.slots[st.sampled]
+        return frame_keys(self.seeds[slots], np.zeros(slots.size, np.uint64), self.counters[slots])
 
-    def advance(self, feeds: Sequence[SlotFeed], idx: Sequence[int]) -> None:
-        for i in idx:
-            self.counters[feeds[i].slot] += 1
+    def advance(self, st: _Step) -> None:
+        self.counters[st.slots[st.sampled]] += 1
+
+
+def _within(lens: np.ndarray) -> np.ndarray:
+    """0..len-1 for each length, concatenated."""
+    return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
