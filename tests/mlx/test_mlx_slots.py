@@ -5,6 +5,7 @@ numpy reference, greedy and seeded sampling against MlxBackend's FrameModel path
 for requests admitted at different steps, with different prompt lengths, chunking, options, seeds.
 """
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,6 +172,37 @@ def test_through_the_scheduler_jobs_equal_the_generator_alone(tiny):
     assert sum(sum(j.stats.reused_prompt_frames) for j in submitted) > 0  # later sentences kept their prefix
 
 
+def test_scheduler_audio_through_the_batched_mlx_mimi(tiny):
+    """Jobs decoded by MlxMimi's batched streaming decoder (rows joining and leaving, chunks of
+    2 frames): each job's audio equals the whole-clip decode of its codes."""
+    from csm_core.config import mimi_tiny
+    from csm_core.scheduler import Scheduler
+    from csm_core.testing.generation import FakeTokenizer
+    from csm_core.testing.mimi import random_mimi_weights
+    from csm_mlx.mimi import MlxMimi
+
+    cfg, _, be = tiny
+    codec = MlxMimi(mimi_tiny(), random_mimi_weights(mimi_tiny(), 0))
+    sched = Scheduler(be, FakeTokenizer(), codec, slots=2, prefill_rows=8, chunk_frames=2)
+    jobs = [sched.submit(t, 0, seed=i, max_audio_ms=ms) for i, (t, ms) in enumerate(
+        [("One two.", 400), ("Three. Four five.", 240), ("Six.", 560)])]
+    results = [sched.result(j) for j in jobs]
+    for r in results:
+        assert r.codes.shape[1] > 0 and r.audio.shape == (r.codes.shape[1] * 1920,)
+        assert np.abs(r.audio - codec.decode(r.codes)).max() <= 1e-5
+
+
+def test_frame_model_batch_rows_have_their_own_streams(tiny):
+    cfg, _, be = tiny
+    t, m = prompt(cfg, 40)
+    be.reset(2, 5)
+    two = be.generate_frame(np.stack([t, t]), np.stack([m, m]), HOT)
+    be.reset(1, 5)
+    one = be.generate_frame(t[None], m[None], HOT)
+    np.testing.assert_array_equal(two[0], one[0])  # row 0 is the seed's own stream
+    assert not np.array_equal(two[0], two[1])
+
+
 def test_prefix_reuse_per_slot(tiny):
     """A slot keeps the rows it holds; admitting a prompt that repeats them feeds only the rest,
     and the codes equal a fresh run. Other slots are untouched; reuse_prefix=False turns it off."""
@@ -307,3 +339,23 @@ def test_sparse_slots_and_joiners_padded_together(tiny, monkeypatch):
         np.testing.assert_array_equal(g, alone(single, r))
     assert ("gathered", 2, 1) in modes  # slots 0 and 5 decoding alone
     assert ("gathered", 2, 9) in modes  # slots 1 and 3 joining: 9 and 5 rows in one call
+
+
+ON_GPU = mx.default_device().type == mx.gpu
+
+
+@pytest.mark.skipif(
+    not ON_GPU and not os.environ.get("CSM_MLX_COMPILE_TESTS"),
+    reason="mx.compile on the CPU backend builds its kernels with the C++ compiler at first use (minutes); "
+    "set CSM_MLX_COMPILE_TESTS=1 to run",
+)
+def test_compiled_slots_equal_eager(tiny):
+    """The compiled depth decoder (rows padded to a power of two) gives the eager codes, on both paths."""
+    cfg, _, be = tiny
+    compiled = MlxBackend(cfg, model=be.model, compile=True)
+    params = [HOT, GREEDY, SamplingParams(1.3, 5), HOT, SamplingParams(0.9, 1)]
+    eager_codes = run_schedule(be, mixed_requests(cfg, params), 3)
+    reqs = mixed_requests(cfg, params)
+    for g, e in zip(run_schedule(compiled, reqs, 3), eager_codes):
+        np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(alone(compiled, reqs[0]), eager_codes[0])
