@@ -78,7 +78,8 @@ class MlxBackend:
         """Start a new prompt. The caches are kept until it arrives: the part of it that repeats
         what they hold at the same positions (a voice context, earlier sentences) is not fed
         again (`reuse_prefix`; the kept rows were computed in other chunks, so results match a
-        fresh run to float rounding, not bit for bit)."""
+        fresh run to float rounding, not bit for bit). Row b samples from the random stream
+        (seed, b, frame index); seed None draws a fresh one."""
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):

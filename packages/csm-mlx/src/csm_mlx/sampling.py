@@ -102,9 +102,6 @@ class RowSampling:
     def arrays(self) -> tuple[mx.array, ...]:
         return self.temperature, self.topk, self.limit, self.key0, self.key1
 
-    def with_arrays(self, arrays: Sequence[mx.array]) -> "RowSampling":
-        return RowSampling(*arrays, kmax=self.kmax, greedy=self.greedy)
-
 
 def _bucket_k(k: int, vocab: int) -> int:
     """Round the largest top-k up to a power of two (fewer compiled variants), at most V."""
