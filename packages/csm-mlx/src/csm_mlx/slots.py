@@ -9,6 +9,9 @@ streams: one batched graph, S = 1) and once for the slots that feed several rows
 right-padded to the longest with rows that are neither written nor sampled). Each call writes the
 new keys/values at the slots' own positions (a scatter) and attends under a mask built from each
 slot's length and valid rows. Only the feeds that sample run the depth decoder, all together.
+
+Host memory: the held rows are int64/bool [slots, window, K+1] (~0.6 MiB per slot at CSM-1B
+size), next to the device KV caches (csm_mlx.cache.SlotCache).
 """
 
 from __future__ import annotations
