@@ -12,6 +12,15 @@ transformers on the same kind of device through torch as the peer.
     python tools/bench_mlx.py --dtype bf16 --quant 4 --quant 8     # also 4- and 8-bit
     python tools/bench_mlx.py --config tiny --dtype fp32 --frames 5 --runs 2   # smoke test
     python tools/bench_mlx.py --dtype bf16 --hf                    # + transformers peer (torch)
+    python tools/bench_mlx.py --dtype bf16 --slots 64,128,256,512  # continuous batching: N slots decoding
+    python tools/bench_mlx.py --tiny --dtype fp32 --slots 4,8 --frames 5 --runs 1   # smoke test
+
+--slots N[,N...]: the SlotModel path (MlxBackend.open_slots/admit/step). Every slot is admitted with
+its own prompt (lengths prompt .. prompt + 15, so positions differ), the prompts are prefilled, then
+each timed step feeds all N slots their last frame and samples the next (T=0.9, top-k 50, one seed
+per slot). Reported per N: ms per step (median), aggregate frames/s, frames/s per stream, and the
+batched Mimi streaming decode of N rows (random Mimi weights, float32, chunks of --chunk-frames
+frames) in ms per step; a stream is real time while model + codec stay under 80 ms a step.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from csm_core.protocols import SamplingParams  # noqa: E402
 from csm_mlx.backend import MlxBackend  # noqa: E402
 from csm_mlx.model import CSMModel, resolve_dtype  # noqa: E402
 from csm_mlx.quantize import quantize_model  # noqa: E402
+from csm_core.protocols import SlotFeed  # noqa: E402
 
 REALTIME_FPS = 12.5
 GIB = 1024**3
@@ -153,6 +163,111 @@ def bench_mlx(model: CSMModel, frames: int, runs: int, prompt_len: int, compiled
     }
 
 
+def slot_prompt(cfg: CSMConfig, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    tokens, mask = prompt(cfg, length, seed)
+    return tokens[0], mask[0]
+
+
+def bench_slots(model: CSMModel, slots: int, frames: int, runs: int, prompt_len: int, compiled: bool,
+                codec, chunk_frames: int) -> dict:
+    """One SlotModel run with `slots` slots all decoding; see the module docstring."""
+    cfg = model.config
+    K = cfg.audio_num_codebooks
+    be = MlxBackend(cfg, model=model, compile=compiled)
+    params = SamplingParams(temperature=0.9, topk=50)
+    mx.reset_peak_memory()
+    t = time.perf_counter()
+    be.open_slots(slots)
+    open_s = time.perf_counter() - t
+    prompts = [slot_prompt(cfg, prompt_len + s % 16, seed=s) for s in range(slots)]
+    for s, (tok, msk) in enumerate(prompts):
+        be.admit(s, s, tok, msk)
+    last = np.zeros((slots, K), np.int32)
+    t = time.perf_counter()
+    group = 32  # prompts prefilled per step
+    for a in range(0, slots, group):
+        feeds = [SlotFeed(s, *prompts[s], params) for s in range(a, min(slots, a + group))]
+        last[a : a + len(feeds)] = be.step(feeds)
+    prefill_s = time.perf_counter() - t
+    mask = np.zeros((1, K + 1), bool)
+    mask[0, :K] = True
+
+    def step() -> np.ndarray:
+        tokens = np.zeros((slots, 1, K + 1), np.int64)
+        tokens[:, 0, :K] = last
+        return be.step([SlotFeed(s, tokens[s], mask, params) for s in range(slots)])
+
+    for _ in range(3):  # warm-up: compiled graphs for this row count, kernels
+        last = step()
+    step_ms = []
+    for _ in range(runs):
+        for _ in range(frames):
+            t = time.perf_counter()
+            last = step()
+            step_ms.append(1e3 * (time.perf_counter() - t))
+    out = {"open_s": open_s, "prefill_s": prefill_s, "step_ms": statistics.median(step_ms),
+           "step_p90_ms": float(np.percentile(step_ms, 90)), "cache_gib": be._slots.cache.nbytes / GIB,
+           "positions": (int(be.slot_position(0)), int(be.slot_position(slots - 1)))}
+    del be
+    if codec is not None:
+        dec = codec.batch_streaming_decoder(slots)
+        rng = np.random.default_rng(0)
+        rows = list(range(slots))
+        codec_ms = []
+        for i in range(runs + 1):  # the first call builds the kernels
+            codes = rng.integers(0, codec.codebook_size, (slots, K, chunk_frames))
+            t = time.perf_counter()
+            dec.decode(rows, codes)
+            if i:
+                codec_ms.append(1e3 * (time.perf_counter() - t) / chunk_frames)
+        out["codec_ms"] = statistics.median(codec_ms)
+        del dec
+    out["peak_gib"] = mx.get_peak_memory() / GIB
+    return out
+
+
+def run_slots(args, cfg: CSMConfig, dtypes, quants, modes) -> None:
+    from csm_core.config import mimi, mimi_tiny
+    from csm_core.testing.mimi import random_mimi_weights
+    from csm_mlx.mimi import MlxMimi
+
+    counts = [int(n) for n in args.slots.split(",")]
+    codec = None
+    if args.chunk_frames > 0:
+        mcfg = mimi_tiny() if args.config == "tiny" else mimi()
+        codec = MlxMimi(mcfg, random_mimi_weights(mcfg, 0))
+    print(f"slots: {args.frames} steps x {args.runs} runs per N, prompts of {args.prompt}..{args.prompt + 15} text "
+          f"frames; Mimi decode in chunks of {args.chunk_frames} frames (0: off)\n")
+    head = (f"{'impl':<14}{'dtype':<10}{'quant':<7}{'slots':>6}{'ms/step':>9}{'p90':>8}{'frames/s':>10}"
+            f"{'f/s/stream':>11}{'mimi ms':>9}{'total ms':>9}{'RT streams':>11}{'KV GiB':>8}{'peak GiB':>10}{'prefill s':>10}")
+    rows = [head, "-" * len(head)]
+    print(head, flush=True)
+    for dt in dtypes:
+        for q in quants:
+            model = random_model(cfg, dt, q, args.group_size)
+            name = str(dt).split(".")[-1]
+            for compiled in modes:
+                for n in counts:
+                    r = bench_slots(model, n, args.frames, args.runs, args.prompt, compiled, codec, args.chunk_frames)
+                    codec_ms = r.get("codec_ms", float("nan"))
+                    total = r["step_ms"] + (0.0 if codec is None else codec_ms)
+                    rt = n if 1e3 / total >= REALTIME_FPS else 0
+                    rows.append(
+                        f"{'mlx-compiled' if compiled else 'mlx':<14}{name:<10}{(str(q) + 'b') if q else '-':<7}{n:>6}"
+                        f"{r['step_ms']:>9.1f}{r['step_p90_ms']:>8.1f}{n * 1e3 / r['step_ms']:>10.0f}"
+                        f"{1e3 / r['step_ms']:>11.1f}{codec_ms:>9.1f}{total:>9.1f}{rt:>11}{r['cache_gib']:>8.2f}"
+                        f"{r['peak_gib']:>10.2f}{r['prefill_s']:>10.2f}"
+                    )
+                    print(rows[-1], flush=True)
+                    mx.clear_cache()
+            del model
+            mx.clear_cache()
+    print("\n" + "\n".join(rows))
+    print(f"\nms/step: one SlotModel step, every slot feeding 1 row and sampling a frame; frames/s = slots / step; "
+          f"mimi ms: batched streaming decode of all rows per frame step; RT streams: slots if model + codec "
+          f"<= {1e3 / REALTIME_FPS:.0f} ms a step, else 0")
+
+
 def bench_hf(cfg: CSMConfig, dtype_name: str, frames: int, runs: int, prompt_len: int) -> dict | str:
     """transformers' CsmForConditionalGeneration (random init, llama3 RoPE) on cuda if present, else cpu."""
     try:
@@ -219,6 +334,9 @@ def bench_hf(cfg: CSMConfig, dtype_name: str, frames: int, runs: int, prompt_len
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=["full", "tiny"], default="full", help="CSM-1B shapes or the tiny test model")
+    ap.add_argument("--tiny", action="store_true", help="same as --config tiny (tiny CSM and Mimi: smoke tests)")
+    ap.add_argument("--slots", help="N[,N...]: continuous-batching steps with N slots decoding (see above)")
+    ap.add_argument("--chunk-frames", type=int, default=5, help="--slots: Mimi frames per decode call (0: no codec)")
     ap.add_argument("--dtype", action="append", help="float32/fp32, bfloat16/bf16, float16/fp16 (repeatable; default bf16)")
     ap.add_argument("--quant", action="append", default=[], help="'none', 4 or 8 (repeatable; default none)")
     ap.add_argument("--group-size", type=int, default=64, help="quantization group size (32, 64, 128)")
@@ -230,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="mx.compile the depth decoder (auto: on a GPU only; both: time each)")
     ap.add_argument("--hf", action="store_true", help="also time transformers (torch) on cuda if present, else cpu")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.config = "tiny"
+    if args.slots is not None and not all(n.strip().isdigit() and int(n) > 0 for n in args.slots.split(",")):
+        ap.error(f"--slots wants positive integers separated by commas, got {args.slots!r}")
 
     if args.device != "default":
         mx.set_default_device(mx.cpu if args.device == "cpu" else mx.gpu)
@@ -241,10 +363,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mlx {mx.__version__} on {dev} ({info.get('device_name', '?')}), {platform.machine()} {platform.system()}")
     bw = read_bandwidth(0.25 if args.config == "tiny" else 1.0)
     print(f"measured read bandwidth: {bw:.1f} GB/s; CSM {args.config}: {cfg.num_parameters() / 1e9:.3f} G params")
-    print(f"{args.frames} frames x {args.runs} runs after a {args.prompt}-frame prompt; sampling T=0.9 top-k 50\n")
-
     on_gpu = mx.default_device().type == mx.gpu
     modes = {"auto": [on_gpu], "on": [True], "off": [False], "both": [False, True]}[args.compile]
+    if args.slots is not None:
+        return run_slots(args, cfg, dtypes, quants, modes)
+    print(f"{args.frames} frames x {args.runs} runs after a {args.prompt}-frame prompt; sampling T=0.9 top-k 50\n")
     head = f"{'impl':<14}{'dtype':<10}{'quant':<7}{'prefill s':>10}{'ms/frame':>10}{'frames/s':>10}{'x RT':>7}{'peak GiB':>10}{'GB/frame':>10}{'BW-limit f/s':>14}"
     rows, notes = [head, "-" * len(head)], []
     for dt in dtypes:

@@ -121,3 +121,53 @@ def test_full_size_matches_numpy_mimi():
     codes = ref.encode(audio)
     assert np.mean(ours.encode(audio) == codes) >= 0.99  # near-ties may flip deep in the residual
     assert np.abs(ours.decode(codes) - ref.decode(codes)).max() <= 1e-5 * max(1.0, np.abs(ref.decode(codes)).max())
+
+
+def test_batch_streaming_decoder_rows_equal_their_own_decode(oracle, codec):
+    """Three rows advanced together in calls over changing subsets of rows (in any order) with
+    changing chunk lengths; one row runs past the 250-step window, one is reset and restarted:
+    each row's output equals the decode of its own stream (≤ 1e-5)."""
+    from csm_core.protocols import BatchStreamingDecoder
+
+    rng = np.random.default_rng(0)
+    streams = [oracle["codes32_long"], rng.integers(0, 2048, (32, 40)), rng.integers(0, 2048, (32, 60))]
+    restart = rng.integers(0, 2048, (32, 30))
+    dec = codec.batch_streaming_decoder(3)
+    assert isinstance(dec, BatchStreamingDecoder) and dec.rows == 3
+    for r in range(3):
+        dec.reset_row(r)
+    done, out = [0, 0, 0], [[], [], []]
+    calls = [([0, 1, 2], 5), ([2, 0], 1), ([1], 7), ([0, 1, 2], 3), ([0], 110), ([2, 1], 4), ([0, 2], 1), ([0, 1, 2], 2)]
+    calls += [([0], 1)] * 6 + [([0, 2], 3), ([1], 9), ([0, 2, 1], 1)]  # row 0: single frames over step 250
+    for i, (rows, f) in enumerate(calls):
+        if i == 9:  # row 1 ends its stream; a new one starts there
+            np.testing.assert_allclose(np.concatenate(out[1]), codec.decode(streams[1][:, : done[1]]), atol=1e-5)
+            dec.reset_row(1)
+            streams[1], done[1], out[1] = restart, 0, []
+        codes = np.stack([streams[r][:, done[r] : done[r] + f] for r in rows])
+        audio = dec.decode(rows, codes)
+        assert audio.shape == (len(rows), f * 1920) and audio.dtype == np.float32
+        for r, a in zip(rows, audio):
+            out[r].append(a)
+            done[r] += f
+    assert done[0] == 132 and dec.frames(0) == 132  # 264 transformer steps > the 250-step window
+    for r in range(3):
+        want = codec.decode(streams[r][:, : done[r]])
+        assert np.abs(np.concatenate(out[r]) - want).max() <= 1e-5, r
+
+
+def test_batch_streaming_decoder_rejects_bad_input(codec):
+    dec = codec.batch_streaming_decoder(2)
+    ok = np.zeros((1, 32, 2), np.int64)
+    with pytest.raises(ValueError, match=r"rows must be integers in \[0, 2\), got 2"):
+        dec.decode([2], ok)
+    with pytest.raises(ValueError, match="rows must be distinct"):
+        dec.decode([0, 0], np.zeros((2, 32, 2), np.int64))
+    with pytest.raises(ValueError, match=r"codes must be an integer array \[n=2 rows"):
+        dec.decode([0, 1], ok)
+    with pytest.raises(ValueError, match="out of range"):
+        dec.decode([1], np.full((1, 32, 2), 2048))
+    with pytest.raises(ValueError, match="rows must be an integer >= 1"):
+        codec.batch_streaming_decoder(0)
+    assert dec.frames(0) == dec.frames(1) == 0  # nothing was decoded
+    assert dec.decode([1], np.zeros((1, 32, 0), np.int64)).shape == (1, 0)

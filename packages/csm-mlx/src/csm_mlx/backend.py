@@ -1,24 +1,31 @@
-"""``MlxBackend``: the CSM FrameModel (+ LogitsProbe) on MLX.
+"""``MlxBackend``: the CSM FrameModel (+ LogitsProbe) and SlotModel on MLX.
 
 One frame = backbone step on the new rows → c0 → 31 depth-decoder steps, sampled on the device and
 built as one lazy graph that is evaluated once (``mx.eval`` of the codes and the KV caches).
 Left-padded batches: a row whose mask is all False is padding; no real row ever attends to it.
+
+Both paths sample with per-row random streams (csm_mlx.sampling): row b of ``reset(B, seed)`` draws
+from (seed, stream b, frame index), a slot from (its seed, stream 0, its frame index), so a seeded
+request gives the same codes through ``reset(1, seed)`` and in any slot next to any others (up to
+the float rounding of different batch shapes; exact on mlx[cpu] in the tests).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
 from csm_core.config import CSMConfig
 from csm_core.prompt import HeldRows
-from csm_core.protocols import SamplingParams
+from csm_core.protocols import SamplingParams, SlotFeed
 
-from .cache import KVCache
+from .cache import KVCache, SlotCache
 from .model import CSMModel, resolve_dtype
 from .quantize import quantize_model
+from .sampling import RowSampling, frame_keys
+from .slots import SlotRows
 
 __all__ = ["MlxBackend"]
 
@@ -110,8 +117,9 @@ class MlxBackend:
         # kernels). On the CPU backend every fused kernel is built with the C++ compiler at first use
         # (minutes), so it is off there by default.
         self.compiled = (mx.default_device().type == mx.gpu) if compile is None else bool(compile)
-        self._frame_fns: dict[SamplingParams, object] = {}
+        self._frame_fns: dict[tuple[int, bool], object] = {}
         self.reuse_prefix = True
+        self._slots: SlotRows | None = None
         self.reset()
 
     @classmethod
@@ -127,14 +135,19 @@ class MlxBackend:
         """Start a new prompt. The caches are kept until it arrives: the part of it that repeats
         what they hold at the same positions (a voice context, earlier sentences) is not fed
         again (`reuse_prefix`; the kept rows were computed in other chunks, so results match a
-        fresh run to float rounding, not bit for bit)."""
+        fresh run to float rounding, not bit for bit). Row b samples from the random stream
+        (seed, b, frame index); seed None draws a fresh one."""
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__} {seed!r}")
+        self._slots = None  # the FrameModel path replaces any slots
         if getattr(self, "batch_size", None) != batch_size:
             self._new_caches(int(batch_size))
         self._fresh = True
         self.reused_positions = 0
-        self._key = mx.random.key(np.random.SeedSequence(seed).entropy % (2**63) if seed is None else seed)
+        self._seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self._frames = 0  # frames sampled since reset: the random streams' counter
 
     def _new_caches(self, batch_size: int) -> None:
         self.batch_size = batch_size
@@ -201,30 +214,96 @@ class MlxBackend:
     # ---- FrameModel ----
     def generate_frame(self, tokens: np.ndarray, mask: np.ndarray, params: SamplingParams) -> np.ndarray:
         """Feed [B, S, K+1] rows at the current position → int32 codes [B, K]."""
-        K = self.config.audio_num_codebooks
-        keys = None
-        if not params.greedy:
-            split = mx.random.split(self._key, K + 1)
-            self._key, keys = split[0], split[1:]
+        if self._slots is not None:
+            raise RuntimeError("slots are open: use step(), or reset() to return to the FrameModel path")
+        B = self.batch_size
+        keys = frame_keys([self._seed] * B, range(B), [self._frames] * B)
         last_h = self._backbone(tokens, mask)
-        if self.compiled:
-            codes = self._frame_fn(params)(last_h, mx.zeros((K, 2), mx.uint32) if keys is None else keys)
-        else:
-            codes = self.model.decode_frame(last_h, params, keys)
-        mx.eval(codes, self._key, [c.state for c in self._cache])
+        codes = self._decode(last_h, [params] * B, keys)
+        mx.eval(codes, [c.state for c in self._cache])
+        self._frames += 1
         return np.array(codes, dtype=np.int32)
 
-    def _frame_fn(self, params: SamplingParams):
-        """The compiled rest-of-frame (c0 + depth decoder + sampling) for these sampling params."""
-        fn = self._frame_fns.get(params)
+    def _decode(self, last_h: mx.array, params: list[SamplingParams], keys) -> mx.array:
+        """c0 + depth decoder + sampling for rows last_h [R, Db] → codes [R, K] (lazy). Compiled:
+        rows are padded to a power of two so that a few traced graphs serve every row count."""
+        V = self.config.audio_vocab_size
+        R = last_h.shape[0]
+        if not self.compiled:
+            return self.model.decode_frame(last_h, RowSampling.build(params, keys, V))
+        rows = 1 << max(0, R - 1).bit_length()
+        rs = RowSampling.build(params, keys, V, rows)
+        if rows > R:
+            last_h = mx.concatenate([last_h, mx.zeros((rows - R, last_h.shape[1]), last_h.dtype)])
+        fn = self._frame_fns.get((rs.kmax, rs.greedy))
         if fn is None:
-            model = self.model
-            if params.greedy:
-                fn = mx.compile(lambda last_h, keys: model.decode_frame(last_h, params, None))
-            else:
-                fn = mx.compile(lambda last_h, keys: model.decode_frame(last_h, params, keys))
-            self._frame_fns[params] = fn
-        return fn
+            model, kmax, greedy = self.model, rs.kmax, rs.greedy
+            fn = mx.compile(lambda h, t, k, lim, k0, k1: model.decode_frame(h, RowSampling(t, k, lim, k0, k1, kmax, greedy)))
+            self._frame_fns[(kmax, greedy)] = fn
+        return fn(last_h, *rs.arrays())[:R]
+
+    # ---- SlotModel ----
+    @property
+    def slots(self) -> int:
+        return 0 if self._slots is None else self._slots.slots
+
+    def open_slots(self, slots: int) -> None:
+        """KV caches for `slots` independent rows, allocated once for the whole window (see
+        csm_mlx.cache.SlotCache for the memory: 32 KiB per slot per position in bf16 at CSM-1B
+        size, 64 MiB per slot); replaces the FrameModel batch and any slots held before."""
+        if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
+            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        b = self.config.backbone
+        self._slots = None
+        self._new_caches(1)  # frees the FrameModel caches
+        cache = SlotCache(b.num_layers, int(slots), b.num_kv_heads, b.head_dim, b.max_seq_len, self.model.dtype)
+        self._slots = SlotRows(self.config, int(slots), cache)
+
+    def admit(self, slot: int, seed: int, tokens: np.ndarray, mask: np.ndarray) -> int:
+        """Start a request in `slot` (random stream of `seed`); returns the leading prompt rows its
+        cache already holds (`reuse_prefix`), which the caller does not feed again."""
+        return self._open().admit(slot, seed, tokens, mask, self.reuse_prefix)
+
+    def slot_position(self, slot: int) -> int:
+        rows = self._open()
+        return int(rows.positions[rows.check_slot(slot)])
+
+    def step(self, feeds: Sequence[SlotFeed]) -> np.ndarray:
+        """Feed every slot's rows, then sample a frame for each feed with params: int32 [n, K]."""
+        rows = self._open()
+        K = self.config.audio_num_codebooks
+        if not feeds:
+            return np.zeros((0, K), np.int32)
+        st = rows.check(feeds)
+        rows.record(st)
+        hidden, order = [], []
+        for group in (np.flatnonzero(st.lens == 1), np.flatnonzero(st.lens > 1)):
+            if not group.size:
+                continue
+            group = group[np.argsort(st.slots[group])]
+            plan, tokens, mask, attn, last = rows.plan(st, group)
+            emb = self.model.embed_frames(tokens, mask)
+            h = self.model.backbone_hidden(emb, rows.cache.views(plan), attn)  # [M, S, Db]
+            pick = st.sampled[group]
+            if pick.any():
+                hidden.append(h.reshape(-1, h.shape[-1])[mx.array(last[pick].astype(np.int32))])
+                order.append(group[pick])
+        if not hidden:
+            mx.eval(rows.cache.state)
+            return np.zeros((0, K), np.int32)
+        last_h = mx.concatenate(hidden) if len(hidden) > 1 else hidden[0]
+        order = np.concatenate(order)
+        if (np.diff(order) < 0).any():
+            last_h = last_h[mx.array(np.argsort(order).astype(np.int32))]  # feed order
+        codes = self._decode(last_h, st.params, rows.frame_keys(st))
+        mx.eval(codes, rows.cache.state)
+        rows.advance(st)
+        return np.array(codes, dtype=np.int32)
+
+    def _open(self) -> SlotRows:
+        if self._slots is None:
+            raise RuntimeError("no slots are open: call open_slots(n) first")
+        return self._slots
 
     # ---- LogitsProbe ----
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,12 +12,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from csm_core.config import CSMConfig
-from csm_core.protocols import SamplingParams
 from csm_core.weights import CheckpointError, validate_weights
 
 from .cache import KVCache
 from .llama import Transformer
-from .sampling import sample
+from .sampling import RowSampling, sample_rows
 
 __all__ = ["CSMModel", "DTYPES", "resolve_dtype", "to_mx", "WeightsError"]
 
@@ -107,21 +106,18 @@ class CSMModel(nn.Module):
         K = self.config.audio_num_codebooks
         return self.decoder.make_cache(batch_size, K, self.dtype, step=K)
 
-    def decode_frame(self, last_h: mx.array, params: SamplingParams, keys: mx.array | None) -> mx.array:
-        """The rest of a frame, lazily: sample c0, then 31 depth-decoder steps → int32 [B, K].
-
-        ``keys`` [K, 2] random keys (one per codebook) when sampling, else None.
-        """
+    def decode_frame(self, last_h: mx.array, rows: RowSampling) -> mx.array:
+        """The rest of a frame, lazily: sample c0, then 31 depth-decoder steps → int32 [B, K];
+        row b is sampled with row b of ``rows`` (its parameters and random keys)."""
         K = self.config.audio_num_codebooks
-        key = (lambda i: keys[i]) if keys is not None else (lambda i: None)
-        c = sample(self.c0_logits(last_h), params, key(0))
+        c = sample_rows(self.c0_logits(last_h), rows, 0)
         codes = [c]
         cache = self.make_decoder_cache(last_h.shape[0])
         # positions 0, 1: the backbone state and codebook 0; the decoder cache is fresh every frame
         x = mx.concatenate([last_h[:, None, :], self.embed_audio(0, c)], axis=1)
         h = self.decoder(self.projection(x), cache, "causal")
         for i in range(1, K):
-            c = sample(h[:, -1] @ self.audio_head[i - 1], params, key(i))
+            c = sample_rows(h[:, -1] @ self.audio_head[i - 1], rows, i)
             codes.append(c)
             if i < K - 1:
                 h = self.decoder(self.projection(self.embed_audio(i, c)), cache, None)

@@ -4,6 +4,6 @@ Same contract as csm-audio's numpy Mimi (csm_core.protocols.AudioCodec / Streami
 exact causal window mask of the transformer (moshi_mlx has none; spec §8) and per-layer conv padding.
 """
 
-from .codec import MlxMimi, MlxMimiStreamingDecoder
+from .codec import MlxMimi, MlxMimiBatchStreamingDecoder, MlxMimiStreamingDecoder
 
-__all__ = ["MlxMimi", "MlxMimiStreamingDecoder"]
+__all__ = ["MlxMimi", "MlxMimiStreamingDecoder", "MlxMimiBatchStreamingDecoder"]

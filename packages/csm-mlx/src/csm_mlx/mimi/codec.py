@@ -2,14 +2,15 @@
 
 Encode: SEANet → transformer → stride-2 replicate-padded downsample → split RVQ (whole clip).
 Decode: split RVQ → depthwise upsample → transformer → SEANet, always streamed from a state, so a
-whole-clip decode is one chunk and ``streaming_decoder()`` gives the same samples chunk by chunk.
-Each call builds one lazy graph and evaluates it once.
+whole-clip decode is one chunk and ``streaming_decoder()`` gives the same samples chunk by chunk;
+``batch_streaming_decoder(rows)`` advances many such streams together (each weight read once per
+call for all rows). Each call builds one lazy graph and evaluates it once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -19,9 +20,9 @@ from csm_core.weights import canonical_mimi_weights as _canonical, load_mimi_che
 from .conv import Conv1d, ConvTranspose1d
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
-from .transformer import Transformer
+from .transformer import RowsState, Transformer
 
-__all__ = ["MlxMimi", "MlxMimiStreamingDecoder"]
+__all__ = ["MlxMimi", "MlxMimiStreamingDecoder", "MlxMimiBatchStreamingDecoder"]
 
 
 def canonical_mimi_weights(weights: Mapping[str, Any], config: MimiConfig, source: str = "weights") -> dict[str, np.ndarray]:
@@ -89,6 +90,10 @@ class MlxMimi:
     def streaming_decoder(self) -> "MlxMimiStreamingDecoder":
         return MlxMimiStreamingDecoder(self)
 
+    def batch_streaming_decoder(self, rows: int) -> "MlxMimiBatchStreamingDecoder":
+        """`rows` independent streaming decodes advanced together (csm_core BatchStreamingDecoder)."""
+        return MlxMimiBatchStreamingDecoder(self, rows)
+
     # ---- input checks at the boundary ----
     def _check_num_codebooks(self, k: int | None) -> int:
         k = self.num_codebooks if k is None else k
@@ -152,3 +157,86 @@ class MlxMimiStreamingDecoder:
         y, self._seanet = m.decoder.step(x, self._seanet)  # [1, n·1920, 1]
         mx.eval(y, self._up, self._tr.keys, self._tr.values, self._seanet)
         return np.array(y[0, :, 0])
+
+
+class MlxMimiBatchStreamingDecoder:
+    """Streams in `rows` rows decoded together: ``decode(rows, codes [n, K, f])`` → float32
+    [n, f·1920], each row exactly what its own MlxMimiStreamingDecoder gives (to float rounding).
+
+    State per row (float32): the upsample and SEANet conv tails (~2k values per layer) and the
+    decoder transformer's last context − 1 keys/values (8 layers · 2 · 249 · 512 values, 8 MiB at
+    Mimi size). A call gathers the named rows' state, runs them as one batch and writes it back.
+    """
+
+    def __init__(self, model: MlxMimi, rows: int):
+        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
+            raise ValueError(f"rows must be an integer >= 1, got {rows!r}")
+        self.model, self.rows = model, int(rows)
+        self._up = model.upsample.init_state(self.rows)
+        self._seanet = model.decoder.init_state(self.rows)
+        self._tr = model.decoder_transformer.init_rows_state(self.rows)
+        mx.eval(self._arrays())
+
+    def _arrays(self) -> list[mx.array]:
+        """Every state array (rows first); empty ones (kernel-1 convs keep no tail) are left out:
+        MLX cannot gather from or scatter into them."""
+        return [a for a in [self._up, *_leaves(self._seanet), *self._tr.keys, *self._tr.values] if a.size]
+
+    def reset_row(self, row: int) -> None:
+        row = self._check_rows([row])[0]
+        for a in self._arrays():
+            a[row] = 0
+        self._tr.offsets[row] = 0
+
+    def frames(self, row: int) -> int:
+        """Frames decoded in `row` since its last reset."""
+        row = self._check_rows([row])[0]
+        return int(self._tr.offsets[row]) // self.model.config.downsample_stride
+
+    def decode(self, rows: Sequence[int], codes: np.ndarray) -> np.ndarray:
+        m = self.model
+        rows = self._check_rows(rows)
+        c = np.asarray(codes)
+        if c.ndim != 3 or c.shape[0] != len(rows):
+            raise ValueError(f"codes must be an integer array [n={len(rows)} rows, num_codebooks, frames], got shape {c.shape}")
+        c = np.stack([m._check_codes(c[i]) for i in range(len(rows))])  # [n, K, f] int32
+        if c.shape[2] == 0:
+            return np.zeros((len(rows), 0), np.float32)
+        every = rows == list(range(self.rows))
+        idx = None if every else mx.array(np.array(rows, np.int32))
+        n = len(rows)
+        take = (lambda a: a) if every else (lambda a: a[idx] if a.size else mx.zeros((n, *a.shape[1:]), a.dtype))  # noqa: E731
+        tr = RowsState(self._tr.offsets[rows], [take(a) for a in self._tr.keys], [take(a) for a in self._tr.values])
+        z = m.quantizer.decode(mx.array(c.transpose(1, 0, 2)))  # [n, f, d] at 12.5 Hz
+        x, up = m.upsample.step(z, take(self._up))  # [n, 2f, d]
+        x, tr = m.decoder_transformer.step_rows(x, tr)
+        y, seanet = m.decoder.step(x, _tree(take, self._seanet))  # [n, f·1920, 1]
+        if every:
+            self._up, self._seanet, self._tr = up, seanet, tr
+        else:
+            parts = [a for a in [up, *_leaves(seanet), *tr.keys, *tr.values] if a.size]
+            for full, part in zip(self._arrays(), parts):
+                full[idx] = part
+            self._tr.offsets[rows] = tr.offsets
+        mx.eval(y, self._arrays())
+        return np.array(y[:, :, 0])
+
+    def _check_rows(self, rows: Sequence[int]) -> list[int]:
+        out = []
+        for r in rows:
+            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r < self.rows:
+                raise ValueError(f"rows must be integers in [0, {self.rows}), got {r!r}")
+            out.append(int(r))
+        if len(set(out)) != len(out):
+            raise ValueError(f"rows must be distinct, got {out}")
+        if not out:
+            raise ValueError("rows is empty")
+        return out
+
+
+def _leaves(tree) -> list[mx.array]:
+    return [a for t in tree for a in (_leaves(t) if isinstance(t, list) else [t])]
+
+
+def _tree(fn, tree):
+    return [_tree(fn, t) if isinstance(t, list) else fn(t) for t in tree]

@@ -1,4 +1,5 @@
-"""Causal convolutions on time-major activations x [1, T, C] (MLX's NLC layout), whole clip or streaming.
+"""Causal convolutions on time-major activations x [B, T, C] (MLX's NLC layout), whole clip or streaming
+(B = 1 for a clip; B rows of independent streams for the batched streaming decoder).
 
 Whole clip (encoder) uses moshi ≤0.2.4 / HF per-layer padding: left k − s, right ``extra`` so the last
 window is full (spec/mimi.md §2). Streaming keeps the last k − s inputs of a conv and the k − s
@@ -53,12 +54,12 @@ class Conv1d:
             right = mx.zeros((1, extra, self.cin), x.dtype)
         return self._conv(mx.concatenate([left, x, right], axis=1))
 
-    def init_state(self) -> mx.array:
-        """The last k − s inputs [1, k−s, Cin], zeros before the first chunk."""
-        return mx.zeros((1, self.pad, self.cin), mx.float32)
+    def init_state(self, batch: int = 1) -> mx.array:
+        """The last k − s inputs [B, k−s, Cin], zeros before the first chunk."""
+        return mx.zeros((batch, self.pad, self.cin), mx.float32)
 
     def step(self, x: mx.array, state: mx.array) -> tuple[mx.array, mx.array]:
-        """Streaming: x [1, n·s, Cin] → ([1, n, Cout], new state); equals forward() over the whole stream."""
+        """Streaming: x [B, n·s, Cin] → ([B, n, Cout], new state); equals forward() over the whole stream."""
         xp = mx.concatenate([state, x], axis=1) if self.pad else x
         return self._conv(xp), xp[:, xp.shape[1] - self.pad :]
 
@@ -84,27 +85,28 @@ class ConvTranspose1d:
             self.w = mx.array(np.ascontiguousarray(w.transpose(0, 2, 1).reshape(cin, -1)))
         self.b = None if bias is None else mx.array(np.asarray(bias, np.float32))
 
-    def init_state(self) -> mx.array:
-        """Partial outputs (bias excluded) for the next chunk [1, (nb−1)·s, Cout]."""
-        return mx.zeros((1, (self.nb - 1) * self.s, self.cout), mx.float32)
+    def init_state(self, batch: int = 1) -> mx.array:
+        """Partial outputs (bias excluded) for the next chunk [B, (nb−1)·s, Cout]."""
+        return mx.zeros((batch, (self.nb - 1) * self.s, self.cout), mx.float32)
 
     def forward(self, x: mx.array) -> mx.array:
         """Whole clip: x [1, T, Cin] → [1, T·s, Cout]."""
         return self.step(x, self.init_state())[0]
 
     def step(self, x: mx.array, state: mx.array) -> tuple[mx.array, mx.array]:
-        n, s, c, nb = x.shape[1], self.s, self.cout, self.nb
+        """x [B, n, Cin] → ([B, n·s, Cout], new state)."""
+        B, n, s, c, nb = x.shape[0], x.shape[1], self.s, self.cout, self.nb
         if self.depthwise:
-            y = x[0][:, None, :] * self.w[None]  # [n, k', C]
+            y = x[:, :, None, :] * self.w[None, None]  # [B, n, k', C]
         else:
-            y = x[0] @ self.w  # [n, k'·C]
-        y = y.reshape(n, nb, s, c)
+            y = x @ self.w  # [B, n, k'·C]
+        y = y.reshape(B, n, nb, s, c)
         # output block t = Σ_p y[t − p, p]; blocks t ≥ n are the spill-over
-        full = mx.concatenate([y[:, 0], mx.zeros((nb - 1, s, c), y.dtype)], axis=0)  # [n + nb − 1, s, C]
+        full = mx.concatenate([y[:, :, 0], mx.zeros((B, nb - 1, s, c), y.dtype)], axis=1)  # [B, n + nb − 1, s, C]
         for p in range(1, nb):
-            full = full + mx.pad(y[:, p], [(p, nb - 1 - p), (0, 0), (0, 0)])
-        full = full + mx.pad(state.reshape(nb - 1, s, c), [(0, n), (0, 0), (0, 0)])
-        out = full[:n].reshape(1, n * s, c)
+            full = full + mx.pad(y[:, :, p], [(0, 0), (p, nb - 1 - p), (0, 0), (0, 0)])
+        full = full + mx.pad(state.reshape(B, nb - 1, s, c), [(0, 0), (0, n), (0, 0), (0, 0)])
+        out = full[:, :n].reshape(B, n * s, c)
         if self.b is not None:
             out = out + self.b
-        return out, full[n:].reshape(1, (nb - 1) * s, c)
+        return out, full[:, n:].reshape(B, (nb - 1) * s, c)

@@ -33,8 +33,8 @@ class _ResBlock:
     def forward(self, x: mx.array) -> mx.array:
         return x + self.conv2.forward(elu(self.conv1.forward(elu(x))))
 
-    def init_state(self) -> list[mx.array]:
-        return [self.conv1.init_state(), self.conv2.init_state()]
+    def init_state(self, batch: int = 1) -> list[mx.array]:
+        return [self.conv1.init_state(batch), self.conv2.init_state(batch)]
 
     def step(self, x: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
         h, s1 = self.conv1.step(elu(x), state[0])
@@ -62,7 +62,7 @@ class SEANetEncoder:
 
 
 class SEANetDecoder:
-    """[1, T, dimension] at 25 Hz → audio [1, T·hop, 1]; streaming (a whole clip is one chunk)."""
+    """[B, T, dimension] at 25 Hz → audio [B, T·hop, 1]; streaming (a whole clip is one chunk)."""
 
     def __init__(self, config: MimiConfig, w: Weights):
         self.first = _conv(w, "decoder.model.0")
@@ -74,11 +74,11 @@ class SEANetDecoder:
             idx += 3
         self.last = _conv(w, f"decoder.model.{idx + 1}")
 
-    def init_state(self) -> list[Any]:
-        state: list[Any] = [self.first.init_state()]
+    def init_state(self, batch: int = 1) -> list[Any]:
+        state: list[Any] = [self.first.init_state(batch)]
         for up, res in self.stages:
-            state += [up.init_state(), res.init_state()]
-        return state + [self.last.init_state()]
+            state += [up.init_state(batch), res.init_state(batch)]
+        return state + [self.last.init_state(batch)]
 
     def step(self, x: mx.array, state: list[Any]) -> tuple[mx.array, list[Any]]:
         x, s = self.first.step(x, state[0])

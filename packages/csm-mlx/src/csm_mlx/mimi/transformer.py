@@ -16,7 +16,7 @@ import mlx.core as mx
 import numpy as np
 from csm_core.config import MimiConfig
 
-__all__ = ["Transformer", "TransformerState", "gelu"]
+__all__ = ["Transformer", "TransformerState", "RowsState", "gelu"]
 
 _QUERY_BLOCK = 256  # queries per attention call: bounds the [H, q, k] score buffer on long clips
 
@@ -31,6 +31,17 @@ class TransformerState:
     offset: int = 0
     keys: list[mx.array] = field(default_factory=list)  # per layer [1, H, m, hd], m < context
     values: list[mx.array] = field(default_factory=list)
+
+
+@dataclass
+class RowsState:
+    """Independent streams advanced together: per row its offset (host int64 [R]); per layer the
+    keys/values [R, H, context − 1, hd] of each row's last context − 1 steps, right-aligned (the
+    entries before a young row's first step are zeros and masked out)."""
+
+    offsets: np.ndarray
+    keys: list[mx.array]
+    values: list[mx.array]
 
 
 class _Layer:
@@ -75,6 +86,43 @@ class Transformer:
             new.keys.append(k)
             new.values.append(v)
         return x, new
+
+    def init_rows_state(self, rows: int) -> RowsState:
+        shape = (rows, self.heads, self.context - 1, self.head_dim)
+        zeros = lambda: [mx.zeros(shape, mx.float32) for _ in self.layers]  # noqa: E731
+        return RowsState(np.zeros(rows, np.int64), zeros(), zeros())
+
+    def step_rows(self, x: mx.array, state: RowsState) -> tuple[mx.array, RowsState]:
+        """The next n steps of each row's stream, x [R, n, d] → ([R, n, d], new state)."""
+        new = RowsState(state.offsets + x.shape[1], [], [])
+        P, n = self.context - 1, x.shape[1]
+        # query i sits at buffer index P + i; key j is visible iff 0 <= P + i − j < context and j
+        # holds a step of this row (j >= P − offset)
+        delta = (np.arange(n)[:, None] + P) - np.arange(P + n)[None, :]
+        young = np.arange(P + n)[None, None, :] >= (P - state.offsets)[:, None, None]
+        mask = mx.array((((delta >= 0) & (delta < self.context))[None] & young)[:, None])  # [R, 1, n, P+n]
+        offsets = mx.array(state.offsets.astype(np.int32))
+        for i, layer in enumerate(self.layers):
+            h = mx.fast.layer_norm(x, *layer.norm1, self.eps)
+            a, k, v = self._attention_rows(layer, h, offsets, state.keys[i], state.values[i], mask)
+            x = x + layer.ls1 * a
+            h = mx.fast.layer_norm(x, *layer.norm2, self.eps)
+            x = x + layer.ls2 * (gelu(h @ layer.linear1.T) @ layer.linear2.T)
+            new.keys.append(k)
+            new.values.append(v)
+        return x, new
+
+    def _attention_rows(self, layer: _Layer, h: mx.array, offsets: mx.array, pk: mx.array, pv: mx.array, mask: mx.array):
+        R, n, d = h.shape
+        H, hd = self.heads, self.head_dim
+        qkv = (h @ layer.in_proj.T).reshape(R, n, 3, H, hd).transpose(2, 0, 3, 1, 4)  # [3, R, H, n, hd]
+        rope = lambda t: mx.fast.rope(t, hd, traditional=True, base=self.base, scale=1.0, offset=offsets)  # noqa: E731
+        q = rope(qkv[0])
+        k = mx.concatenate([pk, rope(qkv[1])], axis=2)  # [R, H, P + n, hd]
+        v = mx.concatenate([pv, qkv[2]], axis=2)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(hd), mask=mask)
+        out = out.transpose(0, 2, 1, 3).reshape(R, n, d) @ layer.out_proj.T
+        return out, k[:, :, n:], v[:, :, n:]
 
     def _attention(self, layer: _Layer, h: mx.array, offset: int, past):
         _, n, d = h.shape
