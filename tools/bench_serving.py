@@ -216,7 +216,8 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=25, help="frames per request")
     ap.add_argument("--context-share", type=float, default=0.25)
     ap.add_argument("--context-frames", type=int, default=125)
-    ap.add_argument("--warmup", type=int, default=2, help="requests run first, not measured")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="requests run first, not measured (lasting 2, 3, ... frames: every row count is compiled once)")
     ap.add_argument("--sequential", action="store_true", help="also run them one after another (1 slot)")
     ap.add_argument("--hf", action="store_true", help="also the transformers peer")
     ap.add_argument("--hf-batch", type=int, default=4)
@@ -234,9 +235,11 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(0)
     requests = workload(args, model.config, rng)
     results = {"label": label, "slots": args.slots}
-    if args.warmup:
+    if args.warmup:  # request i lasts i + 2 frames: the running row count passes through every value once
         warm = Scheduler(model, tz, codec, slots=args.slots, prefill_rows=args.prefill_rows, chunk_frames=args.chunk_frames)
-        run(warm, [(0.0, TEXTS[1], ())] * min(args.warmup, args.slots), 3, 10_000)
+        for i in range(min(args.warmup, args.slots)):
+            warm.submit(TEXTS[1], 0, (), max_audio_ms=(i + 2) * 80, seed=10_000 + i, split_sentences=False)
+        warm.run()
     sched = Scheduler(model, tz, codec, slots=args.slots, prefill_rows=args.prefill_rows, chunk_frames=args.chunk_frames)
     results["batched"] = run(sched, requests, args.frames, 0)
     if args.sequential:
