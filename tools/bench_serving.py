@@ -222,6 +222,8 @@ def main(argv=None) -> None:
     ap.add_argument("--hf", action="store_true", help="also the transformers peer")
     ap.add_argument("--hf-batch", type=int, default=4)
     ap.add_argument("--hf-dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--first-chunk-frames", type=int, default=None, help="frames of each request's first audio chunk")
+    ap.add_argument("--profile", action="store_true", help="cProfile the batched run (stderr)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -240,8 +242,18 @@ def main(argv=None) -> None:
         for i in range(min(args.warmup, args.slots)):
             warm.submit(TEXTS[1], 0, (), max_audio_ms=(i + 2) * 80, seed=10_000 + i, split_sentences=False)
         warm.run()
-    sched = Scheduler(model, tz, codec, slots=args.slots, prefill_rows=args.prefill_rows, chunk_frames=args.chunk_frames)
+    sched = Scheduler(model, tz, codec, slots=args.slots, prefill_rows=args.prefill_rows, chunk_frames=args.chunk_frames,
+                      first_chunk_frames=args.first_chunk_frames)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
     results["batched"] = run(sched, requests, args.frames, 0)
+    if args.profile:
+        prof.disable()
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     if args.sequential:
         one = Scheduler(model, tz, codec, slots=1, prefill_rows=args.prefill_rows, chunk_frames=args.chunk_frames)
         results["sequential"] = run(one, [(0.0, t, c) for _, t, c in requests], args.frames, 0)

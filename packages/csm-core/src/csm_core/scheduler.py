@@ -77,6 +77,7 @@ class Job:
     _n_user: int = 0
     _sentence: int = -1
     _seed: int = 0
+    _max_frames: int = 0
     _params: SamplingParams | None = field(default=None, repr=False)
     _slot: int | None = None
     _prompt: PromptFrames | None = field(default=None, repr=False)
@@ -136,6 +137,8 @@ class Scheduler:
 
     slots: rows held at once; prefill_rows: prompt rows fed per step (all joining requests
     together); chunk_frames: frames per decoded audio chunk (None: no audio, codes only);
+    first_chunk_frames: frames of each request's first chunk (default chunk_frames; 1 or 2 gives
+    the earliest first audio);
     max_waiting: requests that may wait for a slot (None: unbounded; more raise QueueFullError).
     """
 
@@ -148,6 +151,7 @@ class Scheduler:
         slots: int = 8,
         prefill_rows: int = 128,
         chunk_frames: int | None = 5,
+        first_chunk_frames: int | None = None,
         max_waiting: int | None = None,
     ) -> None:
         for name in ("open_slots", "admit", "step", "slot_position"):
@@ -159,6 +163,8 @@ class Scheduler:
             raise ValueError(f"prefill_rows must be an integer >= 1, got {prefill_rows!r}")
         if chunk_frames is not None and (not isinstance(chunk_frames, int) or chunk_frames < 1):
             raise ValueError(f"chunk_frames must be None or an integer >= 1, got {chunk_frames!r}")
+        if first_chunk_frames is not None and (not isinstance(first_chunk_frames, int) or first_chunk_frames < 1):
+            raise ValueError(f"first_chunk_frames must be None or an integer >= 1, got {first_chunk_frames!r}")
         if chunk_frames is not None and codec is None:
             raise ValueError("audio chunks need a codec: pass codec=... or chunk_frames=None")
         self.model = model
@@ -169,6 +175,7 @@ class Scheduler:
         self.slots = slots
         self.prefill_rows = prefill_rows
         self.chunk_frames = chunk_frames
+        self.first_chunk_frames = first_chunk_frames or chunk_frames
         self.max_waiting = max_waiting
         model.open_slots(slots)
         self._decoder = None
@@ -202,7 +209,7 @@ class Scheduler:
             job = Job(self._next_id, text, int(speaker), options, GenerationStats(started_at=time.perf_counter()), listener)
             self._next_id += 1
             job._sentences, job._targets, job._ctx, job._params = parts
-            job._n_user, job._seed = len(job._ctx), seed
+            job._n_user, job._seed, job._max_frames = len(job._ctx), seed, options.max_frames
             self._waiting.append(job)
         return job
 
@@ -257,10 +264,9 @@ class Scheduler:
             raise
         self.steps += 1
         sampled = [j for f, j in zip(feeds, owners) if f.params is not None]
-        ended = []
-        for job, frame in zip(sampled, codes):
-            if self._take_frame(job, frame.astype(np.int64)):
-                ended.append(job)
+        codes = codes.astype(np.int64)
+        live = codes.any(axis=1).tolist()
+        ended = [job for job, frame, alive in zip(sampled, codes, live) if self._take_frame(job, frame, alive)]
         self._decode_audio(ended)
         for job in ended:
             self._finish_sentence(job)
@@ -342,18 +348,16 @@ class Scheduler:
 
     def _feeds(self) -> tuple[list[SlotFeed], list[Job]]:
         K = self.config.audio_num_codebooks
+        running = [j for j in self._running if j is not None and j._last is not None]
         feeds, owners = [], []
+        if running:  # feed each its last frame and sample the next: one array, a view per row
+            tokens = np.zeros((len(running), 1, K + 1), np.int64)
+            tokens[:, 0, :K] = np.stack([j._last for j in running])
+            mask = np.zeros((1, K + 1), bool)
+            mask[0, :K] = True
+            feeds = [SlotFeed(j._slot, tokens[i], mask, j._params) for i, j in enumerate(running)]
+            owners = running
         budget = self.prefill_rows
-        for job in self._running:
-            if job is None:
-                continue
-            if job._last is not None:  # running: feed the last frame, sample the next
-                tokens = np.zeros((1, K + 1), np.int64)
-                tokens[0, :K] = job._last
-                mask = np.zeros((1, K + 1), bool)
-                mask[0, :K] = True
-                feeds.append(SlotFeed(job._slot, tokens, mask, job._params))
-                owners.append(job)
         for job in sorted((j for j in self._running if j is not None and j._last is None), key=lambda j: j.id):
             if budget <= 0:
                 break
@@ -367,10 +371,10 @@ class Scheduler:
             budget -= n
         return feeds, owners
 
-    def _take_frame(self, job: Job, frame: np.ndarray) -> bool:
-        """Record a sampled frame; True when the job's sentence has ended."""
+    def _take_frame(self, job: Job, frame: np.ndarray, live: bool) -> bool:
+        """Record a sampled frame (`live`: not all zero); True when the job's sentence has ended."""
         st = job.stats
-        if not frame.any():  # the all-zero frame ends the sentence; never fed back nor returned
+        if not live:  # the all-zero frame ends the sentence; never fed back nor returned
             st.stop_reasons.append("eos")
             return True
         job.frames.append(frame)
@@ -380,7 +384,7 @@ class Scheduler:
         if st.time_to_first_frame_s is None:
             st.time_to_first_frame_s = st._mark()
         job._last = frame
-        if st.frames[-1] >= job.options.max_frames:
+        if st.frames[-1] >= job._max_frames:
             st.stop_reasons.append("max_length")
             return True
         return False
@@ -408,7 +412,8 @@ class Scheduler:
         for job in self._running:
             if job is None or not job._pending:
                 continue
-            if len(job._pending) >= self.chunk_frames or id(job) in finishing:
+            want = self.chunk_frames if job._audio_all else self.first_chunk_frames
+            if len(job._pending) >= want or id(job) in finishing:
                 groups.setdefault(len(job._pending), []).append(job)
         for n, jobs in groups.items():
             codes = np.stack([np.stack(j._pending, axis=1) for j in jobs])  # [n_jobs, K, n]

@@ -30,20 +30,23 @@ def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, width: int, position
         if f.slot in seen:
             raise ValueError(f"feeds[{i}]: slot {f.slot} is fed twice in one step")
         seen.add(int(f.slot))
-        tokens, mask = np.asarray(f.tokens), np.asarray(f.mask)
+        tokens, mask = f.tokens, f.mask
+        if not (type(tokens) is np.ndarray and tokens.dtype == np.int64):  # the fast path: what the scheduler sends
+            tokens = np.asarray(tokens)
+            if not np.issubdtype(tokens.dtype, np.integer):
+                raise ValueError(f"feeds[{i}].tokens must be integers, got dtype {tokens.dtype}")
+        mask = mask if type(mask) is np.ndarray else np.asarray(mask)
         if tokens.ndim != 2 or tokens.shape[1] != width or tokens.shape[0] < 1:
             raise ValueError(f"feeds[{i}].tokens must have shape (S>=1, {width}), got {tokens.shape}")
         if mask.shape != tokens.shape or mask.dtype != np.bool_:
             raise ValueError(f"feeds[{i}].mask must be bool with the shape of tokens {tokens.shape}, got {mask.dtype} {mask.shape}")
-        if not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"feeds[{i}].tokens must be integers, got dtype {tokens.dtype}")
         end = positions[f.slot] + tokens.shape[0]
         if end > window:
             raise ValueError(
                 f"feeds[{i}]: slot {f.slot} at position {positions[f.slot]} + {tokens.shape[0]} rows exceeds "
                 f"the {window}-position window"
             )
-        out.append((np.where(mask, tokens, 0).astype(np.int64), mask))
+        out.append((np.where(mask, tokens, 0) if not mask.all() else tokens.astype(np.int64, copy=False), mask))
     return out
 
 
