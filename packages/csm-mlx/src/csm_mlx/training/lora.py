@@ -20,9 +20,11 @@ import mlx.nn as nn
 import numpy as np
 from csm_core.config import CSMConfig
 
+from .adapter_files import ADAPTER_FILE, CONFIG_FILE, FORMAT, AdapterError, merge_adapter, read_adapter_meta, shape_fingerprint
+
 __all__ = [
     "TARGETS", "MODULES", "LoraConfig", "LoRALinear", "AdapterError", "apply_lora", "lora_layers",
-    "merge_lora", "save_adapter", "load_adapter", "merge_adapter_weights", "adapter_deltas",
+    "merge_lora", "save_adapter", "load_adapter", "attach_adapter", "merge_adapter_weights",
 ]
 
 # transformers' projection names → canonical attribute paths inside a TransformerBlock
@@ -35,12 +37,6 @@ EXTRA_TRAINABLE = {  # optional fully trained tensors (canonical names)
     "embeddings": ("text_embeddings.weight", "audio_embeddings.weight"),
     "heads": ("codebook0_head.weight", "audio_head", "projection.weight"),
 }
-ADAPTER_FILE, CONFIG_FILE = "adapter.safetensors", "adapter_config.json"
-FORMAT = "csm-lora/1"
-
-
-class AdapterError(ValueError):
-    """An adapter does not fit the model it is applied to, or its files are malformed."""
 
 
 @dataclass
@@ -154,10 +150,6 @@ def merge_lora(model) -> None:
 
 # ---- files ----
 
-def _shape_fingerprint(config: CSMConfig) -> dict:
-    return {k: list(v) for k, v in config.weight_shapes().items()}
-
-
 def save_adapter(model, directory: str | Path, extra: Mapping[str, object] | None = None) -> Path:
     """Write the adapters (float32) and the trained extra tensors of ``model`` to ``directory``."""
     cfg: LoraConfig = model.lora_config
@@ -174,7 +166,7 @@ def save_adapter(model, directory: str | Path, extra: Mapping[str, object] | Non
     mx.save_safetensors(str(tmp), arrays, metadata={"format": FORMAT})
     tmp.replace(directory / ADAPTER_FILE)
     meta = {"format": FORMAT, "lora": asdict(cfg), "base_config": model.config.to_dict(),
-            "base_shapes": _shape_fingerprint(model.config), **(dict(extra) if extra else {})}
+            "base_shapes": shape_fingerprint(model.config), **(dict(extra) if extra else {})}
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
@@ -190,26 +182,12 @@ class Adapter:
 def load_adapter(directory: str | Path, config: CSMConfig | None = None) -> Adapter:
     """Read an adapter directory; with ``config``, check it was made for a model of that shape."""
     directory = Path(directory)
-    cfile, afile = directory / CONFIG_FILE, directory / ADAPTER_FILE
-    if not cfile.is_file() or not afile.is_file():
-        raise AdapterError(f"{directory}: not an adapter directory (expected {CONFIG_FILE} and {ADAPTER_FILE})")
+    meta = read_adapter_meta(directory, config)
     try:
-        meta = json.loads(cfile.read_text())
         lcfg = LoraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["lora"].items()})
-    except (ValueError, KeyError, TypeError) as e:
-        raise AdapterError(f"{cfile}: malformed adapter config: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise AdapterError(f"{cfile}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if config is not None:
-        want, have = _shape_fingerprint(config), meta.get("base_shapes", {})
-        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-        if diff:
-            k = diff[0]
-            raise AdapterError(
-                f"{directory}: adapter was made for another model shape: {k} is {have.get(k)} in the adapter's base, "
-                f"{want.get(k)} in this model ({len(diff)} tensors differ)"
-            )
-    arrays = mx.load(str(afile))
+    except (ValueError, TypeError) as e:
+        raise AdapterError(f"{directory / CONFIG_FILE}: malformed LoRA options: {e}") from None
+    arrays = mx.load(str(directory / ADAPTER_FILE))
     return Adapter(lcfg, {k: v.astype(mx.float32) for k, v in arrays.items()}, directory, meta)
 
 
@@ -238,31 +216,6 @@ def attach_adapter(model, adapter: Adapter) -> None:
     mx.eval(model.parameters())
 
 
-def adapter_deltas(adapter: Adapter) -> dict[str, np.ndarray]:
-    """Canonical weight name → float32 delta scale · B A (numpy)."""
-    scale = adapter.config.scale
-    out = {}
-    for key, a in adapter.arrays.items():
-        if key.endswith(".lora_a"):
-            layer = key[: -len(".lora_a")]
-            b = adapter.arrays[f"{layer}.lora_b"]
-            out[f"{layer}.weight"] = np.array(scale * (b @ a))
-    return out
-
-
 def merge_adapter_weights(weights: Mapping[str, np.ndarray], adapter: Adapter) -> dict[str, np.ndarray]:
-    """A canonical weight dict with the adapter merged (float32 arithmetic, cast back to each tensor's dtype)."""
-    out = dict(weights)
-    deltas = adapter_deltas(adapter)
-    for name, d in deltas.items():
-        if name not in out:
-            raise AdapterError(f"{adapter.path}: adapter targets {name}, which the model does not have")
-        w = np.asarray(out[name])
-        if w.shape != d.shape:
-            raise AdapterError(f"{adapter.path}: {name}: adapter delta {d.shape} vs weight {w.shape}")
-        out[name] = (w.astype(np.float32) + d).astype(w.dtype)
-    for group in adapter.config.train:
-        for tensor in EXTRA_TRAINABLE[group]:
-            w = np.asarray(out[tensor])
-            out[tensor] = np.array(adapter.arrays[tensor]).astype(w.dtype)
-    return out
+    """A canonical weight dict with the adapter merged (see adapter_files.merge_adapter)."""
+    return merge_adapter(weights, adapter.path)
