@@ -48,13 +48,15 @@ def convert(
     group_size: int = 64,
     *,
     config: CSMConfig | str | Path | None = None,
+    checkpoint: tuple[CSMConfig, dict] | None = None,
 ) -> Path:
     """Convert ``src`` to ``dst`` (a ``.safetensors`` file, or a directory that gets ``model.safetensors``
-    + ``config.json``). Returns the path of the written safetensors file."""
+    + ``config.json``). Returns the path of the written safetensors file. ``checkpoint`` (config,
+    canonical weights) replaces reading ``src`` (e.g. weights with an adapter merged in)."""
     dt = resolve_dtype(dtype)
     if quant_bits is not None:
         check_quant(quant_bits, group_size)  # fail before reading gigabytes
-    cfg, weights = load_csm_checkpoint(src, config)
+    cfg, weights = checkpoint if checkpoint is not None else load_csm_checkpoint(src, config)
     model = CSMModel(cfg).load_canonical(weights, dt)
     del weights
     if quant_bits is not None:
