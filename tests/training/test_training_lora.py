@@ -3,6 +3,8 @@ memorize one example, adapters save/load/merge to the same logits, and a resumed
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,8 @@ def test_fifty_lora_steps_memorize_one_example(memorized):
     curve = read_curve(out / "loss.csv")
     assert [r["step"] for r in curve] == list(range(1, 51))
     assert "val_loss" in curve[24] and "val_loss" in curve[49] and "val_loss" not in curve[0]
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "loss.png").stat().st_size > 1000
 
 
 def test_saved_adapter_reloads_and_merges_to_the_same_logits(memorized):
@@ -147,3 +151,28 @@ def test_interrupted_run_resumes_to_the_same_curve(base, tmp_path):
         np.testing.assert_array_equal(np.array(a.arrays[k]), np.array(b.arrays[k]))
     with pytest.raises(FileExistsError, match="resume"):
         Trainer(_model(cfg, w), train, [], tc, tmp_path / "b", log=lambda s: None).run()
+
+
+def test_full_fine_tune_in_bf16_keeps_float32_state_and_writes_loadable_weights(base, tmp_path):
+    from mlx.utils import tree_flatten
+
+    from csm_core.weights import load_csm_checkpoint
+
+    cfg, w = base
+    tokens, mask = tiny_batch(cfg, 9)
+    train = [Example(tokens[i][mask[i].any(-1)], mask[i][mask[i].any(-1)], str(i)) for i in range(2)]
+    model = CSMModel(cfg).load_canonical(w, "bfloat16")
+    tc = TrainConfig(steps=3, lr=1e-3, max_grad_norm=0.5, save_every=3)
+    trainer = Trainer(model, train, [], tc, tmp_path, log=lambda s: None)
+    rows = trainer.run()
+    params = dict(tree_flatten(model.parameters()))
+    assert set(trainer.opt.master) == set(params)  # full fine-tune: every tensor trains
+    for k, p in params.items():
+        assert p.dtype == mx.bfloat16 and trainer.opt.master[k].dtype == mx.float32 and trainer.opt.v[k].dtype == mx.float32
+        assert mx.array_equal(p, trainer.opt.master[k].astype(mx.bfloat16))
+    assert rows[0]["grad_norm"] > 0.5 and all(np.isfinite(r["loss"]) for r in rows)
+    moved = np.abs(np.array(params["backbone.layers.0.attn.q_proj.weight"].astype(mx.float32))
+                   - w["backbone.layers.0.attn.q_proj.weight"]).max()
+    assert moved > 1e-3  # three steps of lr 1e-3 moved the weights beyond bf16 rounding
+    loaded_cfg, loaded = load_csm_checkpoint(tmp_path / "model")
+    assert loaded_cfg == cfg and set(loaded) == set(w)
