@@ -61,7 +61,8 @@ def _read(path):
 
 
 def test_dataset_rows_become_sequences_and_codes_are_cached(tmp_path, tokenizer):
-    a, b = _wav(tmp_path / "a.wav", 0.4, 1), _wav(tmp_path / "b.wav", 0.3, 2)
+    a = _wav(tmp_path / "a.wav", 0.4, 1)
+    _wav(tmp_path / "b.wav", 0.3, 2)
     (tmp_path / "copy.wav").write_bytes(a.read_bytes())  # same content, other name: one encoding
     data = _jsonl(tmp_path / "d.jsonl", [
         {"audio": "a.wav", "text": "Hello there.", "speaker": 1},

@@ -194,6 +194,9 @@ def load_adapter(directory: str | Path, config: CSMConfig | None = None) -> Adap
 def attach_adapter(model, adapter: Adapter) -> None:
     """Apply a loaded adapter to a model (inference: dropout off): wrap, then set A, B and extras."""
     cfg = LoraConfig(**{**asdict(adapter.config), "dropout": 0.0})
+    if cfg.train and getattr(model, "quantization", None):
+        raise AdapterError(f"{adapter.path}: this adapter also retrained {', '.join(cfg.train)}, which a quantized model "
+                           "cannot take; merge it into float weights (csm convert --merge-adapter) and quantize after")
     names = apply_lora(model, cfg)
     layers = lora_layers(model)
     expected = {f"{n}.lora_{ab}" for n in names for ab in "ab"}
