@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LLAMA3_TOKENIZER = REPO.parent / "shared" / "testdata" / "llama3" / "tokenizer.model"
+# beside the main checkout (/work/main -> /work/shared); a worktree elsewhere sets CSM_TEST_SHARED
+LLAMA3_TOKENIZER = Path(os.environ.get("CSM_TEST_SHARED", REPO.parent / "shared")) / "testdata" / "llama3" / "tokenizer.model"
 CSM_SEED = 0
 MIMI_SEED = 1
 REVISION = "0123456789abcdef0123456789abcdef01234567"

@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from .discovery import DEFAULT_MODEL
+from .finetune import cli_options as _finetune_options
 
 FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "pcm")
 logger = logging.getLogger("csm")
@@ -127,10 +128,11 @@ def generation_options(fn):
 @click.option("--context", "context_file", type=click.Path(dir_okay=False), help="JSONL: {speaker, text, audio}.")
 @generation_options
 @click.option("--no-split", is_flag=True, help="Generate the text as one prompt (no sentence splitting).")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter from csm finetune (mlx backend).")
 @model_options
 @runtime_errors
 def say(text, input_file, output, fmt, speaker, context_text, context_audio, context_speaker, context_file,
-        temperature, topk, seed, max_audio_ms, no_split, no_watermark, model, mimi, tokenizer, offline,
+        temperature, topk, seed, max_audio_ms, no_split, adapter, no_watermark, model, mimi, tokenizer, offline,
         backend, quant, threads, verbose, quiet):
     """Speak TEXT (or - for stdin, or -i FILE) into an audio file (or - for stdout)."""
     _setup_logging(verbose, quiet)
@@ -153,7 +155,7 @@ def say(text, input_file, output, fmt, speaker, context_text, context_audio, con
 
     context = _context_segments(context_text, context_audio, context_speaker, context_file, read_context_audio)
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark)
+                   offline=offline, watermark=not no_watermark, adapter=adapter)
     sink = AudioSink(output, tts.sample_rate, fmt)
     with _progress(quiet) as progress:
         for chunk in tts.stream(text, speaker=speaker, context=context, temperature=temperature, topk=topk,
@@ -517,12 +519,16 @@ def info(model):
 @main.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("destination", type=click.Path())
-@click.option("--to", "target", required=True, help="Output layout: a backend's converted files (gguf: cpu, mlx: mlx).")
+@click.option("--to", "target", required=True,
+              help="Output layout: a backend's converted files (gguf: cpu, mlx: mlx), or safetensors "
+                   "(original layout, f32/bf16, every backend loads it).")
 @click.option("--quant", help="Weight format (default: the backend's: q8_0 for gguf, bf16 for mlx).")
 @click.option("--group-size", type=click.Choice(["32", "64", "128"]), help="mlx quantization group size (default 64).")
+@click.option("--merge-adapter", "adapter", type=click.Path(exists=True, file_okay=False),
+              help="Merge a LoRA adapter (csm finetune) into the weights first.")
 @click.option("-v", "--verbose", count=True)
 @runtime_errors
-def convert(source, destination, target, quant, group_size, verbose):
+def convert(source, destination, target, quant, group_size, adapter, verbose):
     """Convert a CSM checkpoint (original, .pt, Hugging Face) for a backend."""
     _setup_logging(verbose, False)
     from .backends import BackendError
@@ -530,10 +536,28 @@ def convert(source, destination, target, quant, group_size, verbose):
 
     options = {"group_size": int(group_size)} if group_size else {}
     try:
-        out = convert_checkpoint(source, destination, target, quant=quant, **options)
+        out = convert_checkpoint(source, destination, target, quant=quant, adapter=adapter, **options)
     except BackendError as e:
         raise click.UsageError(str(e)) from e
     click.echo(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- finetune
+@main.command()
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@_finetune_options
+@runtime_errors
+def finetune(data, **options):
+    """Fine-tune on DATA (JSONL/CSV rows of audio, text, speaker[, context]) with MLX: a LoRA adapter
+    (OUT/adapter) or full weights (OUT/model), loss curve OUT/loss.csv, checkpoints to --resume from."""
+    _setup_logging(options["verbose"], options["quiet"])
+    from .finetune import run_cli
+    from .inputs import InputError
+
+    try:
+        run_cli(data, **options)
+    except InputError as e:
+        raise click.UsageError(str(e)) from e
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -21,7 +21,7 @@ from csm_core.generation import Generation, Generator, Request
 from csm_core.scheduler import Scheduler
 from csm_core.slots import FrameModelSlots
 
-from .backends import check_quant, open_backend, pick_backend
+from .backends import BackendError, check_quant, open_backend, pick_backend
 from .discovery import DEFAULT_MODEL, ModelFiles, resolve_model
 
 __all__ = ["CSM"]
@@ -61,16 +61,22 @@ class CSM:
         tokenizer: str | os.PathLike | None = None,
         offline: bool = False,
         watermark: bool = True,
+        adapter: str | os.PathLike | None = None,
     ) -> "CSM":
         """Find the model (see `discovery.resolve_model`), then load the tokenizer, the backend
-        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker."""
+        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker.
+        adapter: a LoRA adapter directory from `csm finetune`, applied on the MLX backend ("auto" picks it)."""
         from csm_tokenizers import load_tokenizer
 
         check_quant(quant)
         files = resolve_model(model, mimi=mimi, tokenizer=tokenizer, offline=offline)
+        if adapter is not None and backend == "auto" and files.layout != "gguf":
+            backend = "mlx"
         name = pick_backend(backend, files.layout)
         tok = load_tokenizer(files.tokenizer)
         frame_model = open_backend(name, files, quant=quant, threads=threads)
+        if adapter is not None:
+            _attach_adapter(frame_model, name, adapter)
         codec = load_codec(files.mimi, files.config)
         marker = None
         if watermark:
@@ -188,6 +194,17 @@ class CSM:
 
 def _audio(generation: Generation) -> np.ndarray:
     return generation.audio if generation.audio is not None else np.zeros(0, np.float32)
+
+
+def _attach_adapter(frame_model, backend_name: str, adapter) -> None:
+    if backend_name != "mlx":
+        raise BackendError(
+            f"an adapter runs on the mlx backend only, not {backend_name!r}; for other backends merge it first: "
+            "csm convert MODEL OUT --merge-adapter DIR"
+        )
+    from csm_mlx.training.lora import attach_adapter, load_adapter
+
+    attach_adapter(frame_model.model, load_adapter(adapter, frame_model.config))
 
 
 def load_codec(path, model_config=None):
