@@ -47,7 +47,9 @@ def pct(xs, p):
 # ---- the server, when this tool starts one ----
 def serve_random(config: str, quant: str, slots: int, threads: int | None, port_queue) -> None:
     """Child process: random weights of the given shapes, csm_app's server on a free loopback port."""
-    import numpy as np  # noqa: F401
+    import logging
+
+    logging.getLogger("csm_audio").setLevel(logging.ERROR)  # random weights clip now and then: not news here
 
     from csm_app.facade import CSM
     from csm_app.server import run_server

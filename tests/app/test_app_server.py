@@ -237,6 +237,8 @@ def test_routes_methods_and_body_limits(served, client):
     schema = client.get("/openapi.json").json()["components"]["schemas"]["SpeechRequest"]["properties"]
     for name in ("temperature", "topk", "seed", "max_audio_ms", "split_sentences", "stream_format", "instructions"):
         assert schema[name]["description"]
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(components["VoiceCreate"]["properties"]) == {"name", "turns", "speaker"} and "VoiceTurn" in components
     for head, status, message in (
         (b"Content-Length: 1048577\r\n", b"413", b"at most 1048576"),
         (b"Content-Length: lots\r\n", b"400", b"Invalid HTTP request"),  # uvicorn's parser answers this one
@@ -470,6 +472,10 @@ def test_bad_voice_json(client):
     assert r.status_code == 400 and r.json()["error"]["param"] == "turns"
     r = client.delete("/v1/audio/voices/narrator")
     assert r.status_code == 409 and "command line" in r.json()["error"]["message"]
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(61 * 24_000, np.float32), 24_000, format="WAV", subtype="PCM_16")
+    r = client.post("/v1/audio/voices", json={"name": "long", "turns": [{"text": "hi", "audio": base64.b64encode(buf.getvalue()).decode()}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "audio" and "lasts 61.0 s; at most 60 s" in r.json()["error"]["message"]
 
 
 def test_watermark_is_continuous_across_streamed_chunks(tiny_model):

@@ -230,7 +230,7 @@ def create_app(service: SpeechService, *, api_key: str | None = None, max_body_b
         if first is None:
             watcher.cancel()
             raise ApiError(500, "no audio was generated (the model stopped at once)", kind="server_error")
-        metrics.ttfa.observe(time.perf_counter() - received)
+        metrics.ttfa.observe(stream.opened_at - received + stream.first_audio_s)  # whole formats too: the first chunk
         headers = {"X-Sample-Rate": str(service.sample_rate)}
         if body.stream_format == "audio" and fmt not in STREAMED_FORMATS:
             watcher.cancel()
@@ -270,7 +270,7 @@ def create_app(service: SpeechService, *, api_key: str | None = None, max_body_b
                   "multipart/form-data": {"schema": {"type": "object", "required": ["name", "audio", "text"], "properties": {
                       "name": {"type": "string"}, "audio": {"type": "string", "format": "binary"},
                       "text": {"type": "string"}, "speaker": {"type": "integer", "minimum": 0}}}},
-                  "application/json": {"schema": VoiceCreate.model_json_schema(ref_template="#/components/schemas/{model}")},
+                  "application/json": {"schema": {"$ref": "#/components/schemas/VoiceCreate"}},
               }}})  # fmt: skip
     async def add_voice(request: Request):
         name, turns, speaker = await _voice_form(request, service.sample_rate)
@@ -292,24 +292,20 @@ def create_app(service: SpeechService, *, api_key: str | None = None, max_body_b
 
     app.add_middleware(_Guard, metrics=metrics, api_key=api_key, max_body_bytes=max_body_bytes,
                        max_upload_bytes=max_upload_bytes)  # fmt: skip
-    app.openapi_schema = None
     _add_voice_schema(app)
     return app
 
 
 def _add_voice_schema(app: FastAPI) -> None:
-    """VoiceCreate is read by hand (multipart or JSON); list it among the schemas all the same."""
+    """VoiceCreate is read by hand (multipart or JSON): add it and VoiceTurn to the schema's components."""
     original = app.openapi
 
     def openapi():
         if app.openapi_schema is None:
             schema = original()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                {k: v for k, v in VoiceCreate.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items()}
-            )
-            schema["components"]["schemas"]["VoiceCreate"] = {
-                k: v for k, v in VoiceCreate.model_json_schema(ref_template="#/components/schemas/{model}").items() if k != "$defs"
-            }
+            mine = VoiceCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            extra = {**mine.pop("$defs", {}), "VoiceCreate": mine}
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(extra)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -38,6 +38,7 @@ __all__ = ["SpeechService", "Stream", "ServiceBusy", "ServiceClosed", "Generatio
 logger = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 10.0  # frames/s is averaged over this many seconds
+MAX_VOICE_SECONDS = 60  # a voice's reference audio, all turns (60 s = 750 of the window's 2048 frames)
 
 
 class ServiceBusy(RuntimeError):
@@ -286,6 +287,10 @@ class SpeechService:
         if not turns:
             raise VoiceError("turns", "a voice needs at least one turn: audio and its transcript")
         segments = [Segment(int(s), t, audio=a) for s, t, a in turns]
+        seconds = sum(s.audio.size for s in segments) / self.sample_rate
+        if seconds > MAX_VOICE_SECONDS:
+            raise VoiceError("audio", f"the voice's audio lasts {seconds:.1f} s; at most {MAX_VOICE_SECONDS} s "
+                                      "(the context shares the model's 2048-frame window with the speech)")  # fmt: skip
         encoded = await asyncio.wrap_future(self._call(lambda: self.tts.encode_context(segments)))
         who = segments[-1].speaker if speaker is None else int(speaker)
         return self.voices.add(Voice(name, who, tuple(encoded), "api"))
