@@ -27,8 +27,11 @@ def browser():
         b.close()
 
 
-def test_the_page_speaks_and_plays_streamed_audio(tiny_model, browser):
-    srv = Served(make_service(tiny_model, slots=2))
+def test_the_page_speaks_and_plays_streamed_audio(tiny_model, browser, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    srv = Served(make_service(tiny_model, slots=2, data_dir=tmp_path))
     try:
         page = browser.new_page()
         errors = []
@@ -45,6 +48,14 @@ def test_the_page_speaks_and_plays_streamed_audio(tiny_model, browser):
         assert abs(stats["scheduledSeconds"] - 0.8) < 1e-6
         page.wait_for_function("window.csmStats.playedSeconds >= 0.79", timeout=30_000)  # the audio clock ran it out
         assert page.is_visible("#download") and "done: 0.80 s" in page.inner_text("#status")
+        # a voice uploaded from the page is encoded, kept, and picked
+        sf.write(str(tmp_path / "me.wav"), (0.3 * np.sin(np.arange(12_000) * 0.05)).astype(np.float32), 16_000)
+        page.fill("#vname", "me")
+        page.fill("#vtext", "A voice to copy")
+        page.set_input_files("#vaudio", str(tmp_path / "me.wav"))
+        page.click("#upload")
+        page.wait_for_function("document.getElementById('voice').value === 'me'", timeout=60_000)
+        assert srv.service.voices.get("me").speaker == 0 and (tmp_path / "voices" / "me.npz").is_file()
         assert not errors
     finally:
         srv.stop()
