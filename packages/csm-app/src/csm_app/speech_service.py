@@ -120,7 +120,9 @@ class Stream:
             if item.size == 0:
                 continue
             start, self.samples = self.samples, self.samples + item.size
-            marked = await asyncio.to_thread(self.service.mark, item, start)
+            marked = item
+            if self.service.tts.watermarker is not None:  # off the event loop: it is numpy work
+                marked = await asyncio.to_thread(self.service.mark, item, start)
             if self.first_audio_s is None:
                 self.first_audio_s = time.perf_counter() - self.opened_at
             return marked
