@@ -9,7 +9,8 @@ validates and streams; the model side is `speech_service.SpeechService` (continu
     GET    /                         a web page to try it (static, no CDN)
 
 Errors are OpenAI's shape: {"error": {"message", "type", "param", "code"}}. With an API key every
-route but /health* and the page itself needs `Authorization: Bearer KEY`.
+route but /health* and the page itself needs `Authorization: Bearer KEY`. The request bodies are in
+api_schema.py, the key / body-size / metrics middleware in api_guard.py.
 """
 
 from __future__ import annotations
@@ -21,120 +22,26 @@ import logging
 import signal
 import time
 from importlib import resources
-from typing import Annotated, Literal, Union
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from csm_core.options import OptionError
 
-from .audio_io import RESPONSE_FORMATS, STREAMED_FORMATS, FormatUnavailable, WavChunks, check_response_format
-from .audio_io import encode_response, load_audio, pcm16
+from .api_guard import Guard, Metrics
+from .api_schema import CONTENT_TYPES, ApiError, SpeechRequest, VoiceCreate, VoiceRef, error_response, validation_error
+from .audio_io import STREAMED_FORMATS, FormatUnavailable, WavChunks, check_response_format, encode_response, load_audio
+from .audio_io import pcm16
 from .speech_service import GenerationFailed, ServiceBusy, ServiceClosed, SpeechService
 from .voices import VoiceError
 
 __all__ = ["create_app", "make_server", "run_server", "SpeechRequest", "ApiError"]
 
 logger = logging.getLogger(__name__)
-
-MAX_INPUT_CHARS = 4096  # as OpenAI's endpoint
-CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg; codecs=opus", "aac": "audio/aac", "flac": "audio/flac",
-                 "wav": "audio/wav", "pcm": "audio/pcm"}  # fmt: skip
-OPEN_PATHS = ("/health", "/health/ready", "/", "/favicon.ico")  # no API key needed
-CSM_OPTIONS = ("temperature", "topk", "seed", "max_audio_ms", "split_sentences")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
-                 code: str | None = None, headers: dict | None = None):  # fmt: skip
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
-        self.headers = headers or {}
-
-
-def error_response(e: ApiError) -> JSONResponse:
-    body = {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}}
-    return JSONResponse(body, status_code=e.status, headers=e.headers)
-
-
-# ---- the request, as OpenAI documents it, plus csm's fields ----
-class VoiceRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(description="A voice's id: a named voice or a speaker id.")
-
-
-class SpeechRequest(BaseModel):
-    """OpenAI's `POST /v1/audio/speech` body; the fields after `stream_format` are csm's own."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(None, description="Accepted and ignored: one model is loaded.")
-    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, description="The text to speak.")
-    voice: Union[str, int, VoiceRef] = Field(
-        "0", description="A named voice (GET /v1/audio/voices), a speaker id (0, 1, ... or its digits), or {\"id\": ...}."
-    )
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
-        "mp3", description="pcm: raw 16-bit little-endian mono at 24 kHz. pcm and wav stream as frames are decoded; "
-        "the others come whole. aac needs PyAV installed."
-    )
-    speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, description="Only 1.0: csm does not time-stretch (other values: 400).")
-    instructions: str | None = Field(
-        None, max_length=MAX_INPUT_CHARS,
-        description="Accepted and ignored: CSM-1B takes its style from the voice's context turns, not from instructions.",
-    )
-    stream_format: Literal["audio", "sse"] = Field(
-        "audio", description="audio: the bytes of response_format; sse: speech.audio.delta events (base64), then speech.audio.done."
-    )
-    temperature: float | None = Field(None, ge=0, strict=True, description="csm: sampling temperature; 0 is greedy (server default 0.9).")
-    topk: int | None = Field(None, ge=1, strict=True, description="csm: codes kept per sampling step (server default 50).")
-    seed: int | None = Field(None, ge=0, lt=2**64, strict=True, description="csm: makes the codes reproducible, alone or in any batch.")
-    max_audio_ms: float | None = Field(None, gt=0, strict=True, description="csm: longest audio per sentence, in ms (capped by the server).")
-    split_sentences: bool | None = Field(None, strict=True, description="csm: speak long text sentence by sentence, each with the earlier ones as context.")
-
-    def options(self) -> dict:
-        """csm's generation fields the request set (the rest come from the server's defaults)."""
-        return {k: getattr(self, k) for k in CSM_OPTIONS if k in self.model_fields_set and getattr(self, k) is not None}
-
-
-class VoiceTurn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, description="The transcript of the audio.")
-    audio: str = Field(min_length=1, description="The audio file (wav, flac, mp3, ogg, ...) in base64.")
-    speaker: int = Field(0, ge=0)
-
-
-class VoiceCreate(BaseModel):
-    """A voice from one or several turns of reference audio with their transcripts (JSON form)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    turns: list[VoiceTurn] = Field(min_length=1)
-    speaker: int | None = Field(None, ge=0, description="The speaker the voice speaks as (default: the last turn's).")
-
-
-# ---- the app ----
-class Metrics:
-    def __init__(self, service: SpeechService):
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter("csm_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.ttfa = Histogram("csm_time_to_first_audio_seconds", "Request received to first audio chunk ready",
-                              buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30), registry=r)  # fmt: skip
-        Gauge("csm_streams_running", "Requests generating in a slot", registry=r).set_function(lambda: service.running)
-        Gauge("csm_streams_waiting", "Requests waiting for a slot", registry=r).set_function(lambda: service.waiting)
-        Gauge("csm_slots", "Slots the scheduler holds", registry=r).set_function(lambda: service.slots)
-        Gauge("csm_frames_per_second", "Frames generated per second, all streams (10 s average)",
-              registry=r).set_function(service.frames_per_second)  # fmt: skip
-        Gauge("csm_frames_generated_total", "Frames generated since start (80 ms of audio each)",
-              registry=r).set_function(lambda: service.frames_total)  # fmt: skip
-        Gauge("csm_ready", "1 when the model is loaded and requests are admitted", registry=r).set_function(
-            lambda: 1 if service.ready else 0
-        )
-
 
 def create_app(service: SpeechService, *, api_key: str | None = None, max_body_bytes: int = 1 << 20,
                max_upload_bytes: int = 32 << 20, grace_s: float = 10.0, model_name: str = "csm-1b") -> FastAPI:  # fmt: skip
@@ -163,7 +70,7 @@ def create_app(service: SpeechService, *, api_key: str | None = None, max_body_b
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e: RequestValidationError):
-        return error_response(_validation_error(e))
+        return error_response(validation_error(e))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, e: StarletteHTTPException):
@@ -290,7 +197,7 @@ def create_app(service: SpeechService, *, api_key: str | None = None, max_body_b
             raise _voice_api_error(e) from None
         return {"id": voice.name, "object": "voice", "deleted": True}
 
-    app.add_middleware(_Guard, metrics=metrics, api_key=api_key, max_body_bytes=max_body_bytes,
+    app.add_middleware(Guard, metrics=metrics, api_key=api_key, max_body_bytes=max_body_bytes,
                        max_upload_bytes=max_upload_bytes)  # fmt: skip
     _add_voice_schema(app)
     return app
@@ -359,25 +266,6 @@ def _sse(event: dict) -> bytes:
     return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 
-def _validation_error(e: RequestValidationError) -> ApiError:
-    err = e.errors()[0]
-    kind = err.get("type", "")
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)] if kind != "json_invalid" else []
-    param = loc[0] if loc else None
-    if kind == "extra_forbidden":
-        message = f"unknown field {param!r}; accepted: {', '.join(SpeechRequest.model_fields)}"
-    elif kind == "missing":
-        message = f"{param!r} is required" if param else "the request body is required (JSON)"
-    elif kind == "json_invalid" or (not param and kind in ("model_attributes_type", "dict_type")):
-        message = f"the request body is not a JSON object: {err.get('msg')}"
-    else:
-        where = ".".join(loc) or "body"
-        message = f"{where}: {err.get('msg')}; got {err.get('input')!r}"[:500]
-    if param == "voice":  # the union's first failure says little: say what a voice is
-        message = f"voice must be a string, a speaker id or {{\"id\": ...}}; got {err.get('input')!r}"
-    return ApiError(400, message, param, code="invalid_value" if param else "invalid_request")
-
-
 def _voice_api_error(e: VoiceError) -> ApiError:
     status = {"not_found": 404, "conflict": 409}.get(e.kind, 400)
     return ApiError(status, str(e), e.field, code={"not_found": "voice_not_found", "conflict": "voice_exists"}.get(e.kind))
@@ -402,7 +290,7 @@ async def _voice_form(request: Request, rate: int):
         data = VoiceCreate.model_validate_json(await request.body())
     except Exception as e:  # pydantic's ValidationError: the same shape as the speech errors
         if hasattr(e, "errors"):
-            raise _validation_error(RequestValidationError(e.errors())) from None
+            raise validation_error(RequestValidationError(e.errors())) from None
         raise
     turns = []
     for i, t in enumerate(data.turns):
@@ -434,94 +322,6 @@ def _backend(tts) -> str | None:
 
 
 # ---- middleware: key, body size, request counts ----
-class _Guard:
-    """Pure ASGI (streams pass through untouched): counts requests by status, checks the bearer
-    key and refuses bodies over the limit (413) by Content-Length or as they arrive."""
-
-    def __init__(self, app, *, metrics: Metrics, api_key: str | None, max_body_bytes: int, max_upload_bytes: int):
-        self.app, self.metrics, self.key = app, metrics, api_key
-        self.max_body, self.max_upload = max_body_bytes, max_upload_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        route = path if path in _ROUTES else ("/v1/audio/voices/{id}" if path.startswith("/v1/audio/voices/") else "other")
-        status = {"code": 500}
-
-        async def counted_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        if path == "/v1/audio/speech":  # JSON whatever the Content-Type says (curl -d sends form encoding)
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
-        try:
-            refusal = self._refuse(scope, path)
-            if refusal is not None:
-                await _send_error(counted_send, refusal)
-                return
-            limit = self.max_upload if path == "/v1/audio/voices" else self.max_body
-            received = 0
-
-            async def limited_receive():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise _TooLarge(limit)
-                return message
-
-            try:
-                await self.app(scope, limited_receive, counted_send)
-            except _TooLarge as e:
-                await _send_error(counted_send, ApiError(413, f"the request body is over {e.limit} bytes", code="request_too_large"))
-        finally:
-            self.metrics.requests.labels(route, str(status["code"])).inc()
-
-    def _refuse(self, scope, path: str) -> ApiError | None:
-        headers = dict(scope["headers"])
-        if self.key is not None and path not in OPEN_PATHS:
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            if auth != f"Bearer {self.key}":
-                why = "no API key given" if not auth else "the API key is wrong"
-                return ApiError(401, f"{why}: send Authorization: Bearer <key>", code="invalid_api_key",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        length = headers.get(b"content-length")
-        limit = self.max_upload if path == "/v1/audio/voices" else self.max_body
-        if length is not None:
-            if not length.isdigit():
-                return ApiError(400, f"bad Content-Length {length.decode('latin-1')!r}")
-            if int(length) > limit:
-                return ApiError(413, f"the request body has {int(length)} bytes; at most {limit}", code="request_too_large")
-        return None
-
-
-_ROUTES = {"/", "/health", "/health/ready", "/metrics", "/v1/models", "/v1/audio/speech", "/v1/audio/voices",
-           "/docs", "/openapi.json"}  # fmt: skip
-
-
-class _TooLarge(StarletteHTTPException):
-    """Raised by the body counter; an HTTPException so that FastAPI's body parsing lets it through."""
-
-    def __init__(self, limit: int):
-        super().__init__(413, f"the request body is over {limit} bytes")
-        self.limit = limit
-
-
-async def _send_error(send, e: ApiError) -> None:
-    body = json.dumps({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in e.headers.items()]
-    if e.status in (400, 413):
-        headers.append((b"connection", b"close"))  # the unread body must not be taken for the next request
-    await send({"type": "http.response.start", "status": e.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-# ---- running it ----
 def run_server(service: SpeechService, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     """Serve until SIGINT/SIGTERM: then stop admitting (503), let running streams finish for up to
     `grace_s` seconds, cancel the rest and return (the process exits 0). Options: make_server's."""
