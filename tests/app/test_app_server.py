@@ -490,3 +490,31 @@ def test_watermark_is_continuous_across_streamed_chunks(tiny_model):
         assert service.tts.watermarker.detect(audio, rate).found
     finally:
         srv.stop()
+
+
+def test_closing_the_service_ends_every_stream(tiny_model):
+    """The model side alone (no HTTP): a consumer waiting on a stream is told when the service stops."""
+    import asyncio
+
+    from csm_app.speech_service import GenerationFailed, ServiceClosed
+
+    service = make_service(tiny_model, slots=1).start()
+    hold = threading.Event()
+    service._call(lambda: hold.wait(60))
+    service.cancel_all = lambda: None  # as if close() came in the middle of a step, after its cancel check
+
+    async def main():
+        stream = service.open(TEXT, service.voice("0"), service.options({}))
+        closer = threading.Thread(target=service.close)
+        closer.start()
+        await asyncio.sleep(0.1)
+        hold.set()
+        with pytest.raises(GenerationFailed, match="shut down before this request ended"):
+            async for _ in stream:
+                pass
+        closer.join(30)
+        with pytest.raises(ServiceClosed):
+            service.open(TEXT, service.voice("0"), service.options({}))
+
+    asyncio.run(main())
+    assert not service.ready

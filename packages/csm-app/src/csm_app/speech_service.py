@@ -159,6 +159,15 @@ class Stream:
             except RuntimeError:  # the consumer's event loop is gone: nobody listens
                 job.cancel()
 
+    def _end(self, error: BaseException) -> None:
+        if not self._ended:
+            self._ended = True
+            self.service._streams.discard(self)
+            try:
+                self._loop.call_soon_threadsafe(self._put, [_End(error)])
+            except RuntimeError:
+                pass
+
     def _put(self, items: list) -> None:
         for item in items:
             self._queue.put_nowait(item)
@@ -364,6 +373,8 @@ class SpeechService:
                 logger.exception("model step failed")
         for fn, future in self._calls:
             future.cancel()
+        for stream in list(self._streams):  # never to be stepped again: their consumers must not wait on
+            stream._end(ServiceClosed("the server shut down before this request ended"))
 
     def _count_frames(self, n: int) -> None:
         self.frames_total += n
