@@ -287,8 +287,9 @@ def _default_data_dir() -> Path:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--slots", type=click.IntRange(min=1), default=4, show_default=True,
               help="Requests generated at once (continuous batching); the KV cache is held for this many.")
-@click.option("--max-waiting", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Requests that may wait for a slot; more get 503 with Retry-After.")
+@click.option("--max-waiting", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Requests that may wait for a slot (every new one waits until the next step); more get 503 "
+                   "with Retry-After.")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=5, show_default=True,
               help="Frames (80 ms each) per streamed audio chunk.")
 @click.option("--voice", "voices", multiple=True, metavar="NAME=CONTEXT.jsonl",
