@@ -10,7 +10,6 @@ limit in practice: random models never emit it). Medians over --runs.
     python tools/bench_generation.py --config tiny --frames 20 --runs 3      # smoke test
     python tools/bench_generation.py --quant q8_0 --batch 1 4 8              # batch throughput
     python tools/bench_generation.py --quant q8_0 --context-frames 125       # a 10 s voice context, 2 sentences
-    python tools/bench_generation.py --quant q8_0 --server 4                 # 4 concurrent HTTP requests, batched or not
 
 Run full-size benchmarks alone on the machine (`flock /work/bigmem.lock ...` here).
 """
@@ -64,8 +63,6 @@ def main() -> int:
     ap.add_argument("--batch", type=int, nargs="*", default=[], help="also measure generate_batch at these B")
     ap.add_argument("--context-frames", type=int, default=0,
                     help="also time two sentences after a voice context of this many frames, prompt-prefix reuse off/on")
-    ap.add_argument("--server", type=int, default=0, metavar="N",
-                    help="also time N concurrent requests through csm_app.server (HTTP, localhost), max batch 1 vs N")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
@@ -109,9 +106,6 @@ def main() -> int:
 
     if args.context_frames:
         context_scenario(gen, model, args)
-
-    if args.server:
-        server_scenario(model, tok, codec, args)
 
     if args.batch:
         print("\n| batch B | frames/s (all rows) | per-row frames/s | throughput vs B=1 |")
@@ -162,60 +156,6 @@ def context_scenario(gen, model, args) -> None:
         print(f"| {'on' if reuse else 'off'} | {median(first):.0f} | {median(gap):.0f} | {reused} |")
     if hasattr(model, "reuse_prefix"):
         model.reuse_prefix = True
-
-
-def server_scenario(model, tok, codec, args) -> None:
-    """N requests queued at once on csm_app.server, then the model worker starts: one at a time
-    (max batch 1) vs together (max batch N). Wall time to the last byte, audio seconds served per
-    second, and each request's time to its first byte (headers come with the first chunk)."""
-    import http.client
-    import json
-    import threading
-
-    from csm_app.facade import CSM
-    from csm_app.server import SpeechService, make_server
-
-    tts = CSM(model, tok, codec)  # no watermark: the model and the codec are what is timed
-    n = args.server
-    print(f"\n{n} concurrent requests of {args.frames} frames each through csm_app.server (pcm, streamed)")
-    print("| max batch | wall to last byte (s) | audio s per s | time to first byte (ms, median / max) |")
-    print("|---|---|---|---|")
-    for max_batch in (1, n):
-        walls, ttfb = [], []
-        for _ in range(args.runs):
-            service = SpeechService(tts, defaults={"max_audio_ms": args.frames * 80, "split_sentences": False},
-                                    max_batch=max_batch, max_waiting=n, start=False)
-            srv = make_server(service, "127.0.0.1", 0)
-            threading.Thread(target=srv.serve_forever, daemon=True).start()
-            first, last, sizes = [0.0] * n, [0.0] * n, [0] * n
-
-            def ask(i):
-                conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=600)
-                body = {"input": TEXT, "voice": str(i % 2), "response_format": "pcm"}
-                conn.request("POST", "/v1/audio/speech", body=json.dumps(body))
-                resp = conn.getresponse()
-                first[i] = time.perf_counter()
-                sizes[i] = len(resp.read())
-                last[i] = time.perf_counter()
-
-            clients = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
-            for c in clients:
-                c.start()
-            while service.waiting < n:
-                time.sleep(0.005)
-            t0 = time.perf_counter()
-            service.start()
-            for c in clients:
-                c.join()
-            srv.shutdown()
-            srv.server_close()
-            service.close()
-            walls.append(max(last) - t0)
-            ttfb += [1e3 * (f - t0) for f in first]
-            expected = [1] * n if max_batch == 1 else [n]
-            assert sizes == [2 * args.frames * 1920] * n and service.batch_sizes == expected, (sizes, service.batch_sizes)
-        audio_s = n * args.frames * 0.08
-        print(f"| {max_batch} | {median(walls):.2f} | {audio_s / median(walls):.2f} | {median(ttfb):.0f} / {max(ttfb):.0f} |")
 
 
 if __name__ == "__main__":

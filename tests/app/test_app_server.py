@@ -1,26 +1,31 @@
-"""`csm serve` (csm_app.server, csm_app.speech_service) on a tiny random model: the OpenAI-compatible speech endpoint returns
-what the facade generates, streams wav/pcm in HTTP/1.1 chunks, answers bad requests with JSON
-errors, serves one generation at a time, and survives clients that leave mid-stream."""
+"""`csm serve` (csm_app.server on uvicorn, csm_app.speech_service on the scheduler) with a tiny random
+model: a real server on a free loopback port, driven by the official openai client, httpx and raw
+sockets. Streamed audio equals what the facade generates alone (greedy); every format decodes;
+voices survive a restart; bad input gets OpenAI-shaped errors naming the field."""
 
 from __future__ import annotations
 
-import functools
-import http.client
+import base64
 import io
 import json
-import socket
 import threading
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-TEXT = "Hello over HTTP"
-VOICE_TEXT = "A voice to copy"
+from server_helpers import TEXT, VOICE_TEXT, Served, assert_same_pcm, make_service, pcm_of, post_raw, raw_request
+from server_helpers import read_all, same_pcm, wait_for
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 
 
 @pytest.fixture(scope="module")
 def tts(tiny_model):
+    """The reference: the facade alone (its own model instance; the server owns another)."""
     from csm_app import CSM
 
     return CSM.load(tiny_model, threads=1, watermark=False)
@@ -32,421 +37,484 @@ def voice_clip(tts):
 
 
 @pytest.fixture(scope="module")
-def server(tts, voice_clip):
+def narrator(tts, voice_clip):
     from csm_app import Segment
-    from csm_app.server import SpeechService, Voice, make_server
+    from csm_app.voices import Voice
 
-    narrator = Voice("narrator", 1, tuple(tts.encode_context([Segment(1, VOICE_TEXT, audio=voice_clip)])))
-    service = SpeechService(tts, [narrator], defaults={"temperature": 0, "max_audio_ms": 800}, chunk_frames=4)
-    try:
-        srv = make_server(service, "127.0.0.1", 0)
-    except OSError as e:
-        pytest.skip(f"cannot listen on a local TCP port here: {e}")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    return Voice("narrator", 1, tuple(tts.encode_context([Segment(1, VOICE_TEXT, audio=voice_clip)])))
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model, narrator, tmp_path_factory):
+    service = make_service(tiny_model, [narrator], slots=2, max_waiting=4, max_audio_ms_limit=120_000,
+                           data_dir=tmp_path_factory.mktemp("data"))
+    srv = Served(service)
     yield srv
-    srv.shutdown()
-    srv.server_close()
+    srv.stop()
 
 
-def connect(server) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+@pytest.fixture
+def client(served):
+    with httpx.Client(base_url=served.url, timeout=120) as c:
+        yield c
 
 
-def post(server, body, conn=None, path="/v1/audio/speech"):
-    conn = conn or connect(server)
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    return resp.status, dict(resp.getheaders()), resp.read()
+def expected(tts, text=TEXT, speaker=0, context=(), **options) -> bytes:
+    options = {"temperature": 0, "max_audio_ms": 800, **options}
+    return pcm_of(tts.generate(text, speaker, context, **options))
 
 
-def expected_pcm(tts, text=TEXT, speaker=0, context=()):
-    from csm_app.audio_io import pcm16
-
-    chunks = tts.stream(text, speaker, context, temperature=0, max_audio_ms=800, chunk_frames=4)
-    return pcm16(np.concatenate(list(chunks)))
+def speak(client, **body):
+    return client.post("/v1/audio/speech", json={"input": TEXT, **body})
 
 
-def same_pcm(a: bytes, b: bytes) -> bool:
-    """Equal 16-bit audio, give or take 1 LSB: the codec picks how to split its products between
-    two threads by timing, which can move a float sum's last bit (the codes are identical)."""
-    x, y = np.frombuffer(a, "<i2").astype(np.int32), np.frombuffer(b, "<i2").astype(np.int32)
-    return x.shape == y.shape and bool(np.all(np.abs(x - y) <= 1))
-
-
-def assert_same_pcm(a: bytes, b: bytes) -> None:
-    assert len(a) == len(b) and same_pcm(a, b), "the audio differs by more than 1 LSB"
-
-
-def test_wav_streams_in_chunks_what_the_facade_generates(server, tts):
-    status, headers, body = post(server, {"model": "tts-1", "input": TEXT, "voice": "0"})
-    assert status == 200, body
-    assert headers["Content-Type"] == "audio/wav" and headers["Transfer-Encoding"] == "chunked"
-    assert headers["X-Sample-Rate"] == "24000"
-    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
-    assert_same_pcm(body[44:], expected_pcm(tts))
-    assert len(body) == 44 + 2 * 10 * 1920
-
-
-def test_voices_speaker_ids_and_named_context(server, tts, voice_clip):
+# ---- the speech endpoint ----
+def test_openai_client_streams_pcm_equal_to_generate(served, tts):
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+    pieces = []
+    with api.audio.speech.with_streaming_response.create(model="tts-1", voice="0", input=TEXT, response_format="pcm") as r:
+        assert r.headers["content-type"] == "audio/pcm" and r.headers["transfer-encoding"] == "chunked"
+        assert r.headers["x-sample-rate"] == "24000"
+        for piece in r.iter_bytes():
+            pieces.append(piece)
+    assert_same_pcm(b"".join(pieces), expected(tts))
+    with api.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="narrator", input=TEXT, response_format="wav", extra_body={"max_audio_ms": 480}
+    ) as r:
+        wav = r.read()
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
     from csm_app import Segment
 
-    _, _, as_one = post(server, {"input": TEXT, "voice": 1, "response_format": "pcm"})
-    _, _, as_digits = post(server, {"input": TEXT, "voice": "1", "response_format": "pcm"})
-    status, headers, narrated = post(server, {"input": TEXT, "voice": "narrator", "response_format": "pcm"})
-    assert status == 200 and headers["Content-Type"] == "audio/pcm"
-    assert_same_pcm(as_one, expected_pcm(tts, speaker=1))
-    assert_same_pcm(as_digits, as_one)
-    assert_same_pcm(narrated, expected_pcm(tts, speaker=1, context=[Segment(1, VOICE_TEXT, audio=voice_clip)]))
-    assert not same_pcm(narrated, as_one)
+    ctx = [Segment(1, VOICE_TEXT, codes=served.service.voices.get("narrator").context[0].codes)]
+    assert_same_pcm(wav[44:], expected(tts, speaker=1, context=ctx, max_audio_ms=480))
 
 
-def test_request_options_override_the_defaults(server, tts):
-    _, _, short = post(server, {"input": TEXT, "response_format": "pcm", "max_audio_ms": 400})
-    assert len(short) == 2 * 5 * 1920
-    _, _, a = post(server, {"input": TEXT, "response_format": "pcm", "temperature": 0.9, "seed": 3})
-    _, _, b = post(server, {"input": TEXT, "response_format": "pcm", "temperature": 0.9, "seed": 3})
-    assert_same_pcm(a, b)
-    assert not same_pcm(a, expected_pcm(tts))
+def test_streamed_chunks_arrive_before_the_end(served):
+    """pcm comes as frames are decoded: the first bytes arrive while later frames are still being made."""
+    body = json.dumps({"input": TEXT, "response_format": "pcm", "max_audio_ms": 8000}).encode()
+    with httpx.Client(base_url=served.url, timeout=60) as c:
+        with c.stream("POST", "/v1/audio/speech", content=body) as r:
+            it = r.iter_raw()
+            first = next(it)
+            steps_at_first = served.service.scheduler.steps
+            total = len(first) + sum(len(p) for p in it)
+    assert 0 < len(first) < total and served.service.scheduler.steps > steps_at_first
 
 
-def test_flac_comes_whole_with_a_length(server, tts):
-    status, headers, body = post(server, {"input": TEXT, "response_format": "flac"})
-    assert status == 200 and headers["Content-Type"] == "audio/flac"
-    assert int(headers["Content-Length"]) == len(body) and "Transfer-Encoding" not in headers
-    audio, rate = sf.read(io.BytesIO(body), dtype="int16")
-    want = np.frombuffer(expected_pcm(tts), "<i2").astype(np.int32)
-    assert rate == 24_000 and audio.shape == want.shape
-    assert np.abs(audio - want).max() <= 1  # libsndfile scales by 32768, pcm16 by 32767
+def test_sse_events_decode_to_the_same_audio(client, tts):
+    r = speak(client, response_format="pcm", stream_format="sse")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1) and len(events) > 2
+    done = events[-1]
+    assert done["type"] == "speech.audio.done"
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert_same_pcm(audio, expected(tts))
+    usage = done["usage"]
+    assert usage["output_tokens"] == len(audio) // 2 // 1920 and usage["input_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
-def test_one_connection_serves_several_requests(server, tts):
-    conn = connect(server)
-    for fmt, size in (("pcm", 2 * 10 * 1920), ("wav", 44 + 2 * 10 * 1920), ("flac", None), ("pcm", 2 * 10 * 1920)):
-        status, _, body = post(server, {"input": TEXT, "response_format": fmt}, conn=conn)
-        assert status == 200 and (len(body) == size if size else body[:4] == b"fLaC")
-    status, _, body = post(server, {"input": ""}, conn=conn)
-    assert status == 400
-    status, _, body = post(server, {"input": TEXT, "response_format": "pcm"}, conn=conn)
-    assert status == 200
-    assert_same_pcm(body, expected_pcm(tts))
-
-
-@pytest.mark.parametrize(
-    "body, status, param, message",
-    [
-        (b"{not json", 400, None, "not JSON"),
-        (b"[1, 2]", 400, None, "must be a JSON object"),
-        ({"voice": "0"}, 400, "input", "'input' must be a non-empty string"),
-        ({"input": "   "}, 400, "input", "'input' must be a non-empty string"),
-        ({"input": "x" * 5000}, 400, "input", "at most 4096"),
-        ({"input": TEXT, "voice": "alloy"}, 400, "voice", "unknown voice 'alloy'"),
-        ({"input": TEXT, "voice": -1}, 400, "voice", "unknown voice -1"),
-        ({"input": TEXT, "response_format": "aac"}, 400, "response_format", "'aac' is not one of"),
-        ({"input": TEXT, "speed": 1.5}, 400, "speed", "only 1.0"),
-        ({"input": TEXT, "stream_format": "sse"}, 400, "stream_format", "no server-sent events"),
-        ({"input": TEXT, "instructions": "whisper"}, 400, "instructions", "not supported"),
-        ({"input": TEXT, "temperature": -1}, 400, "temperature", "a number >= 0"),
-        ({"input": TEXT, "topk": 2.5}, 400, "topk", "an integer >= 1"),
-        ({"input": TEXT, "max_audio_ms": 10}, 400, "max_audio_ms", ">= 80"),
-        ({"input": TEXT, "split_sentences": "no"}, 400, "split_sentences", "true or false"),
-        ({"input": TEXT, "pitch": 2}, 400, "pitch", "unknown field(s) pitch"),
-        ({"input": "word " * 800, "max_audio_ms": 150_000, "split_sentences": False}, 400, "input", "prompt frames but at most"),
-    ],
-)
-def test_bad_requests_get_json_errors(server, body, status, param, message):
-    got, headers, data = post(server, body)
-    assert got == status and headers["Content-Type"] == "application/json"
-    error = json.loads(data)["error"]
-    assert message in error["message"] and error["param"] == param and error["type"] == "invalid_request_error"
-
-
-def test_endpoints_methods_and_body_limits(server):
-    conn = connect(server)
-    conn.request("GET", "/health")
-    resp = conn.getresponse()
-    health = json.loads(resp.read())
-    assert resp.status == 200
-    assert health == {"status": "ok", "busy": False, "waiting": 0, "sample_rate": 24000, "backend": "cpu"}
-    conn.request("GET", "/v1/voices")
-    voices = json.loads(conn.getresponse().read())["voices"]
-    assert voices == [{"name": "narrator", "speaker": 1, "context_turns": 1}]
-    conn.request("GET", "/v1/models")
-    assert json.loads(conn.getresponse().read())["data"][0]["id"] == "csm-1b"
-    conn.request("GET", "/v1/audio/speech")
-    resp = conn.getresponse()
-    assert resp.status == 405 and resp.getheader("Allow") == "POST" and b"use POST" in resp.read()
-    conn.request("GET", "/nothing")
-    resp = conn.getresponse()
-    assert resp.status == 404 and json.loads(resp.read())["error"]["type"] == "not_found"
-    status, headers, _ = post(server, {"input": TEXT}, path="/health")
-    assert status == 405 and headers["Allow"] == "GET"
-    for head, status, message in (
-        (b"Content-Length: 1048577", b"413", b"at most 1048576"),
-        (b"Transfer-Encoding: chunked", b"411", b"Content-Length header"),
-        (b"Content-Length: lots", b"400", b"bad Content-Length"),
-    ):
-        raw = socket.create_connection(server.server_address[:2], timeout=30)
-        raw.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % head)
-        reply = b"".join(iter(functools.partial(raw.recv, 4096), b""))  # body unread: the server closes
-        raw.close()
-        assert reply.startswith(b"HTTP/1.1 %s " % status) and message in reply
-
-
-def test_concurrent_requests_are_served_one_at_a_time(server, tts):
-    results = [None] * 3
-
-    def ask(i):
-        results[i] = post(server, {"input": TEXT, "response_format": "pcm"})
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    want = expected_pcm(tts)
-    assert [(r[0], same_pcm(r[2], want)) for r in results] == [(200, True)] * 3
-
-
-def test_a_client_leaving_mid_stream_frees_the_model(server, tts, caplog):
-    caplog.set_level("INFO", logger="csm_app.server")
-    raw = socket.create_connection(server.server_address[:2], timeout=30)
-    body = json.dumps({"input": TEXT, "response_format": "pcm", "max_audio_ms": 60_000}).encode()
-    raw.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    assert b"200 OK" in raw.recv(64)
-    raw.close()  # 750 frames were asked for; the server notices the closed socket and stops
-    status, _, data = post(server, {"input": TEXT, "response_format": "pcm"})
-    assert status == 200
-    assert_same_pcm(data, expected_pcm(tts))
-    assert "the client went away; its audio is no longer generated" in caplog.text
-
-
-def test_csm_serve_command(tiny_model, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "flac", "wav", "aac"])
+def test_every_format_decodes(client, tts, fmt):
+    from csm_app.audio_io import FormatUnavailable, check_response_format
 
     try:
-        socket.create_server(("127.0.0.1", 0)).close()
-    except OSError as e:
-        pytest.skip(f"cannot listen on a local TCP port here: {e}")
-    sf.write(str(tmp_path / "voice.wav"), np.sin(np.arange(12_000) * 0.05).astype(np.float32) * 0.3, 16_000)
-    voice = tmp_path / "voice.jsonl"
-    voice.write_text(json.dumps({"speaker": 1, "text": VOICE_TEXT, "audio": "voice.wav"}) + "\n")
-    script = Path(sys.executable).with_name("csm")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "csm_app.cli"]
-    proc = subprocess.Popen(
-        cmd + ["serve", "--model", str(tiny_model), "--port", "0", "--voice", f"narrator={voice}", "--temperature", "0",
-               "--max-audio-ms", "400", "--no-watermark", "--threads", "1"],
-        stderr=subprocess.PIPE, env={**os.environ, "CSM_NUM_THREADS": "1"}, text=True,
-    )  # fmt: skip
-    try:
-        seen = []
-        for line in proc.stderr:  # warnings may come first; EOF if the server died
-            seen.append(line)
-            if "csm: serving on http://127.0.0.1:" in line:
-                break
-        else:
-            pytest.fail("csm serve exited before serving:\n" + "".join(seen))
-        port = int(line.split("127.0.0.1:")[1].split()[0])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("GET", "/v1/voices")
-        assert json.loads(conn.getresponse().read())["voices"] == [{"name": "narrator", "speaker": 1, "context_turns": 1}]
-        conn.request("POST", "/v1/audio/speech", body=json.dumps({"input": TEXT, "voice": "narrator", "response_format": "pcm"}))
-        resp = conn.getresponse()
-        assert resp.status == 200 and len(resp.read()) == 2 * 5 * 1920  # the command's --max-audio-ms
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        check_response_format(fmt)
+    except FormatUnavailable as e:
+        r = speak(client, response_format=fmt)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+        pytest.skip(str(e))
+    r = speak(client, response_format=fmt)
+    assert r.status_code == 200, r.text
+    want = np.frombuffer(expected(tts), "<i2").astype(np.float32) / 32767
+    if fmt == "aac":
+        av = pytest.importorskip("av")
+        with av.open(io.BytesIO(r.content)) as f:
+            audio = np.concatenate([fr.to_ndarray().reshape(-1) for fr in f.decode(audio=0)])
+            rate = f.streams.audio[0].rate
+        assert rate == 24_000 and abs(audio.size - want.size) <= 2048  # the encoder's priming and padding
+        return
+    audio, rate = sf.read(io.BytesIO(r.content), dtype="float32")
+    assert rate == 24_000
+    if fmt in ("wav", "flac"):  # lossless: the same samples
+        assert audio.shape == want.shape and np.abs(audio - want).max() <= 2 / 32767
+    else:  # lossy, with the encoder's delay: the length and the loudness match
+        assert abs(audio.size - want.size) <= 4096
+        assert abs(np.sqrt(np.mean(audio**2)) - np.sqrt(np.mean(want**2))) < 0.5 * np.sqrt(np.mean(want**2)) + 1e-4
 
 
-@pytest.mark.parametrize(
-    "voice, message",
-    [
-        ("narrator", "expected NAME=CONTEXT.jsonl"),
-        ("3={jsonl}", "digits name speaker ids"),
-        ("a={missing}", "cannot read it"),
-        ("a={bad}", "bad.jsonl:1: expected a JSON object with 'text'"),
-        ("a={empty}", "has no turns"),
-        ("a={silent}", "has a turn without 'audio'"),
-    ],
-)
-def test_csm_serve_bad_voices_are_usage_errors(tmp_path, voice, message):
-    from click.testing import CliRunner
+def test_aac_without_pyav_is_a_400_saying_what_enables_it(client, monkeypatch):
+    import importlib.util
 
-    from csm_app.cli import main
-
-    (tmp_path / "v.jsonl").write_text(json.dumps({"text": "hi", "audio": "v.wav"}))
-    (tmp_path / "bad.jsonl").write_text(json.dumps({"speaker": 2}))
-    (tmp_path / "empty.jsonl").write_text("\n")
-    (tmp_path / "silent.jsonl").write_text(json.dumps({"text": "no audio"}))
-    spec = voice.format(jsonl=tmp_path / "v.jsonl", missing=tmp_path / "none.jsonl", bad=tmp_path / "bad.jsonl",
-                        empty=tmp_path / "empty.jsonl", silent=tmp_path / "silent.jsonl")
-    result = CliRunner().invoke(main, ["serve", "--voice", spec, "--model", str(tmp_path)])
-    assert result.exit_code == 2 and message in result.output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else real(name, *a))
+    r = speak(client, response_format="aac")
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "response_format"
+    assert "'aac'" in error["message"] and "pip install av" in error["message"]
 
 
-def test_csm_serve_same_voice_twice_is_a_usage_error(tmp_path):
-    from click.testing import CliRunner
-
-    from csm_app.cli import main
-
-    (tmp_path / "v.jsonl").write_text(json.dumps({"text": "hi", "audio": "v.wav"}))
-    spec = f"a={tmp_path / 'v.jsonl'}"
-    result = CliRunner().invoke(main, ["serve", "--voice", spec, "--voice", spec, "--model", str(tmp_path)])
-    assert result.exit_code == 2 and "given twice" in result.output
-
-
-def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(server, monkeypatch):
-    def failing(*args, **kwargs):
-        yield np.zeros(1920, np.float32)
-        raise RuntimeError("the backend fell over")
-
-    monkeypatch.setattr(server.RequestHandlerClass.service.tts, "stream", failing)
-    status, _, data = post(server, {"input": TEXT, "response_format": "flac"})
-    error = json.loads(data)["error"]
-    assert status == 500 and error["type"] == "server_error" and "the backend fell over" in error["message"]
-    conn = connect(server)
-    conn.request("POST", "/v1/audio/speech", body=json.dumps({"input": TEXT, "response_format": "pcm"}))
-    resp = conn.getresponse()
-    assert resp.status == 200
-    with pytest.raises(http.client.IncompleteRead):  # no closing chunk: the client knows it was cut
-        resp.read()
-    monkeypatch.undo()
-    status, _, _ = post(server, {"input": TEXT, "response_format": "pcm"})
-    assert status == 200
-
-
-def test_requests_beyond_the_waiting_limit_get_503(server, monkeypatch):
-    """One request generating (held on an event), max_waiting=1 waiting: the next is refused."""
-    from csm_app.speech_service import END
-
-    service = server.RequestHandlerClass.service
-    release, started = threading.Event(), threading.Event()
-
-    def held(job):
-        started.set()
-        release.wait(60)
-        job.out.put(np.zeros(1920, np.float32))
-        job.out.put(END)
-
-    monkeypatch.setattr(service, "_run_one", held)
-    monkeypatch.setattr(service, "max_waiting", 1)
-    monkeypatch.setattr(service, "max_batch", 1)
-    results = {}
-
-    def ask(name):
-        results[name] = post(server, {"input": TEXT, "response_format": "pcm"})
-
-    first = threading.Thread(target=ask, args=("first",))
-    first.start()
-    assert started.wait(30)
-    second = threading.Thread(target=ask, args=("second",))
-    second.start()
-    for _ in range(3000):  # until the second request waits its turn
-        if service.waiting == 1:
-            break
-        threading.Event().wait(0.01)
-    conn = connect(server)
-    conn.request("GET", "/health")
-    health = json.loads(conn.getresponse().read())
-    assert health["waiting"] == 1 and health["busy"] is True
-    status, headers, data = post(server, {"input": TEXT})
-    assert status == 503 and headers["Retry-After"] == "5" and json.loads(data)["error"]["type"] == "server_busy"
-    release.set()
-    first.join(60)
-    second.join(60)
-    assert results["first"][0] == results["second"][0] == 200 and len(results["second"][2]) == 2 * 1920
-    assert service.waiting == 0
-
-
-def paused_server(tts, voices=()):
-    """A server whose model worker has not started: requests queue until service.start()."""
-    from csm_app.server import SpeechService, make_server
-
-    service = SpeechService(tts, voices, defaults={"temperature": 0, "max_audio_ms": 800}, chunk_frames=4, start=False)
-    srv = make_server(service, "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, service
-
-
-def wait_for(condition, seconds: float = 30.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("timed out waiting")
-
-
-def test_waiting_requests_that_can_share_a_batch_are_generated_together(tts, voice_clip):
-    """Requests queued while the model is busy go through as one batch; each gets what it would
-    alone (greedy), streamed as its own row's frames are decoded."""
-    from csm_app import Segment
-    from csm_app.server import Voice
-
-    narrator = Voice("narrator", 1, tuple(tts.encode_context([Segment(1, VOICE_TEXT, audio=voice_clip)])))
-    srv, service = paused_server(tts, [narrator])
+def test_concurrent_requests_each_get_what_they_would_alone(served, tts):
+    """Requests joining the running batch at different frames, with their own options and seeds."""
     bodies = [
         {"input": TEXT, "response_format": "pcm"},
         {"input": "Another line, said by one", "voice": "1", "response_format": "pcm", "max_audio_ms": 480},
-        {"input": "Said in the narrator's voice", "voice": "narrator", "response_format": "wav"},
-        {"input": "One sentence. Then a second one.", "response_format": "pcm"},  # two sentences: alone
-        {"input": "A seeded one", "response_format": "pcm", "seed": 3},  # a seed: alone
-        {"input": "Shorter again", "voice": "1", "response_format": "pcm", "max_audio_ms": 480},
+        {"input": "A seeded one", "response_format": "pcm", "temperature": 0.9, "seed": 3},
+        {"input": "One sentence. Then a second one.", "voice": {"id": "1"}, "response_format": "pcm"},
     ]
     results = [None] * len(bodies)
 
     def ask(i):
-        results[i] = post(srv, bodies[i])
+        with httpx.Client(base_url=served.url, timeout=120) as c:
+            results[i] = c.post("/v1/audio/speech", json=bodies[i])
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(180)
+    assert [r.status_code for r in results] == [200] * 4
+    assert_same_pcm(results[0].content, expected(tts))
+    assert_same_pcm(results[1].content, expected(tts, "Another line, said by one", 1, max_audio_ms=480))
+    assert_same_pcm(results[2].content, expected(tts, "A seeded one", temperature=0.9, seed=3))
+    assert_same_pcm(results[3].content, expected(tts, "One sentence. Then a second one.", 1))
+
+
+# ---- errors ----
+@pytest.mark.parametrize(
+    "body, param, message",
+    [
+        (b"{not json", None, "not a JSON object"),
+        (b"[1, 2]", None, "not a JSON object"),
+        ({"voice": "0"}, "input", "'input' is required"),
+        ({"input": ""}, "input", "at least 1 character"),
+        ({"input": "x" * 4097}, "input", "at most 4096 characters"),
+        ({"input": TEXT, "voice": "alloy"}, "voice", "unknown voice 'alloy'"),
+        ({"input": TEXT, "voice": -1}, "voice", "unknown voice -1"),
+        ({"input": TEXT, "voice": [1]}, "voice", "voice must be a string, a speaker id or"),
+        ({"input": TEXT, "response_format": "ogg"}, "response_format", "'mp3', 'opus', 'aac', 'flac', 'wav' or 'pcm'"),
+        ({"input": TEXT, "speed": 1.5}, "speed", "speed=1.5 is not supported"),
+        ({"input": TEXT, "speed": 9}, "speed", "less than or equal to 4"),
+        ({"input": TEXT, "stream_format": "chunks"}, "stream_format", "'audio' or 'sse'"),
+        ({"input": TEXT, "temperature": -1}, "temperature", "greater than or equal to 0"),
+        ({"input": TEXT, "temperature": "hot"}, "temperature", "valid number"),
+        ({"input": TEXT, "topk": 2.5}, "topk", "valid integer"),
+        ({"input": TEXT, "topk": 0}, "topk", "greater than or equal to 1"),
+        ({"input": TEXT, "seed": -3}, "seed", "greater than or equal to 0"),
+        ({"input": TEXT, "max_audio_ms": 10}, "max_audio_ms", "shorter than one 80 ms frame"),
+        ({"input": TEXT, "max_audio_ms": 200_000}, "max_audio_ms", "above this server's limit of 120000 ms"),
+        ({"input": TEXT, "split_sentences": "no"}, "split_sentences", "valid boolean"),
+        ({"input": TEXT, "pitch": 2}, "pitch", "unknown field 'pitch'"),
+        ({"input": "word " * 800, "max_audio_ms": 100_000, "split_sentences": False}, "input", "prompt frames but at most"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(client, body, param, message):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post("/v1/audio/speech", content=data, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert message in error["message"] and error["param"] == param and error["type"] == "invalid_request_error"
+
+
+def test_instructions_are_accepted_and_ignored(client, tts):
+    r = speak(client, response_format="pcm", instructions="Speak like a pirate")
+    assert r.status_code == 200
+    assert_same_pcm(r.content, expected(tts))
+
+
+def test_routes_methods_and_body_limits(served, client):
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/health/ready").json() == {"ready": True}
+    assert client.get("/v1/models").json()["data"][0]["id"] == "csm-1b"
+    r = client.get("/v1/audio/speech")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    r = client.get("/nothing")
+    assert r.status_code == 404 and "no such endpoint '/nothing'" in r.json()["error"]["message"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SpeechRequest"]["properties"]
+    for name in ("temperature", "topk", "seed", "max_audio_ms", "split_sentences", "stream_format", "instructions"):
+        assert schema[name]["description"]
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(components["VoiceCreate"]["properties"]) == {"name", "turns", "speaker"} and "VoiceTurn" in components
+    for head, status, message in (
+        (b"Content-Length: 1048577\r\n", b"413", b"at most 1048576"),
+        (b"Content-Length: lots\r\n", b"400", b"Invalid HTTP request"),  # uvicorn's parser answers this one
+    ):
+        raw = raw_request(served.port, b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\n%s\r\n" % head)
+        reply = read_all(raw)  # the body is never read: the server answers and closes
+        raw.close()
+        assert reply.startswith(b"HTTP/1.1 " + status) and message in reply, reply[:300]
+    # a chunked body with no length is counted as it arrives
+    big = b'{"input": "' + b"x" * (1 << 20) + b'"}'
+    r = client.post("/v1/audio/speech", content=iter([big[:1000], big[1000:]]), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_waiting_queue_full_is_503_with_retry_after(tiny_model):
+    service = make_service(tiny_model, slots=1, max_waiting=1)
+    srv = Served(service)
+    hold = threading.Event()
     try:
-        for i, t in enumerate(threads):
-            t.start()
-            wait_for(lambda: service.waiting == i + 1)  # queue them in this order
-        service.start()
-        for t in threads:
-            t.join(120)
+        service._call(lambda: hold.wait(60))  # the model's thread is busy: nothing is admitted
+        waiting = {}
+
+        def ask():
+            with httpx.Client(base_url=srv.url, timeout=120) as c:
+                waiting["r"] = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"})
+
+        t = threading.Thread(target=ask)
+        t.start()
+        wait_for(lambda: service.waiting == 1, what="the first request to wait")
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            r = c.post("/v1/audio/speech", json={"input": TEXT})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.json()["error"]["code"] == "server_busy" and r.json()["error"]["type"] == "server_error"
+            metrics = c.get("/metrics").text
+        assert "csm_streams_waiting 1.0" in metrics
+        hold.set()
+        t.join(120)
+        assert waiting["r"].status_code == 200 and len(waiting["r"].content) == 2 * 10 * 1920
     finally:
-        srv.shutdown()
-        srv.server_close()
-        service.close()
-    # arrival order, joined by options: [0, 2] (defaults), [1, 5] (480 ms), then 3 and 4 alone
-    assert service.batch_sizes == [2, 2, 1, 1]
-    assert all(r[0] == 200 for r in results)
-    narrator_ctx = [Segment(1, VOICE_TEXT, audio=voice_clip)]
-    assert_same_pcm(results[0][2], expected_pcm(tts))
-    assert_same_pcm(results[2][2][44:], expected_pcm(tts, "Said in the narrator's voice", 1, narrator_ctx))
-    for i in (1, 5):
-        want = tts.stream(bodies[i]["input"], 1, temperature=0, max_audio_ms=480, chunk_frames=4)
-        from csm_app.audio_io import pcm16
-
-        assert_same_pcm(results[i][2], pcm16(np.concatenate(list(want))))
-    assert len(results[3][2]) > 0 and len(results[4][2]) == 2 * 10 * 1920
+        hold.set()
+        srv.stop()
 
 
-def test_a_client_leaving_a_batch_leaves_the_others_served(tts, caplog):
-    caplog.set_level("INFO", logger="csm_app.server")
-    srv, service = paused_server(tts)
+def test_metrics_count_requests_frames_and_time_to_first_audio(client):
+    before = client.get("/metrics").text
+    assert speak(client, response_format="pcm").status_code == 200
+    assert speak(client, topk=0).status_code == 400
+    text = client.get("/metrics").text
+
+    def value(name, metrics_text):
+        for line in metrics_text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    ok = 'csm_requests_total{route="/v1/audio/speech",status="200"}'
+    bad = 'csm_requests_total{route="/v1/audio/speech",status="400"}'
+    assert value(ok, text) == value(ok, before) + 1 and value(bad, text) == value(bad, before) + 1
+    assert value("csm_frames_generated_total", text) >= value("csm_frames_generated_total", before) + 10
+    assert value("csm_time_to_first_audio_seconds_count", text) == value("csm_time_to_first_audio_seconds_count", before) + 1
+    assert value("csm_frames_per_second", text) > 0
+    for name in ("csm_streams_running", "csm_streams_waiting", "csm_ready 1.0"):
+        assert name in text
+
+
+# ---- clients that leave, failures ----
+def test_a_client_leaving_mid_stream_frees_its_slot_within_one_frame(served, client, tts):
+    service = served.service
+    done_before = dict(service.finished)
     body = json.dumps({"input": TEXT, "response_format": "pcm", "max_audio_ms": 60_000}).encode()
-    leaving = socket.create_connection(srv.server_address[:2], timeout=30)
-    leaving.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    wait_for(lambda: service.waiting == 1)
-    result = {}
-    staying = threading.Thread(target=lambda: result.setdefault("r", post(srv, {"input": "Another line", "max_audio_ms": 60_000,
-                                                                               "response_format": "pcm"})))
-    staying.start()
-    wait_for(lambda: service.waiting == 2)
+    sock = post_raw(served.port, "/v1/audio/speech", body)
+    assert b"200 OK" in sock.recv(4096)
+    sock.close()  # 750 frames were asked for; the server notices the closed socket and cancels
+    wait_for(lambda: service.finished["cancelled"] == done_before["cancelled"] + 1, 30, "the stream to be cancelled")
+    assert service.freed_after_steps[-1] <= 1
+    assert service.running == 0
+    r = speak(client, response_format="pcm")
+    assert_same_pcm(r.content, expected(tts))
+
+
+def test_a_client_leaving_while_it_waits_is_never_generated(tiny_model):
+    service = make_service(tiny_model, slots=1, max_waiting=2)
+    srv = Served(service)
+    hold = threading.Event()
     try:
-        service.start()
-        assert b"200 OK" in leaving.recv(64)
-        leaving.close()  # 750 frames asked for: the batch goes on for the other request
-        staying.join(300)
+        service._call(lambda: hold.wait(60))
+        sock = post_raw(srv.port, "/v1/audio/speech", json.dumps({"input": TEXT, "response_format": "pcm"}).encode())
+        wait_for(lambda: service.waiting == 1, what="the request to wait")
+        (stream,) = service._streams
+        sock.close()
+        wait_for(lambda: stream.job._cancel, 30, "the request to be cancelled")  # by the event loop, at once
+        hold.set()  # the model's thread goes on: the cancelled request leaves the queue, never admitted
+        wait_for(lambda: service.finished["cancelled"] == 1, 30, "the waiting request to go")
+        assert service.waiting == 0 and service.running == 0 and service.frames_total == 0
     finally:
-        srv.shutdown()
-        srv.server_close()
-        service.close()
-    assert service.batch_sizes == [2] and result["r"][0] == 200 and len(result["r"][2]) == 2 * 750 * 1920
-    assert "the client went away; its audio is no longer generated" in caplog.text
+        hold.set()
+        srv.stop()
+
+
+def test_a_failure_mid_generation_is_a_500_or_a_cut_stream(tiny_model, monkeypatch):
+    service = make_service(tiny_model, slots=1)
+    srv = Served(service)
+    model = service.scheduler.model
+    real_step, calls = model.step, {"n": 0}
+
+    def failing(feeds):
+        calls["n"] += 1
+        if calls["n"] > 8:
+            raise RuntimeError("the backend fell over")
+        return real_step(feeds)
+
+    monkeypatch.setattr(model, "step", failing)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            r = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "flac"})
+            error = r.json()["error"]
+            assert r.status_code == 500 and error["type"] == "server_error" and "the backend fell over" in error["message"]
+            calls["n"] = 0
+            with pytest.raises(httpx.RemoteProtocolError):  # no closing chunk: the client knows it was cut
+                c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"})
+            calls["n"] = 0
+            r = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm", "stream_format": "sse"})
+            events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+            assert events[-1]["type"] == "error" and "the backend fell over" in events[-1]["error"]["message"]
+            monkeypatch.undo()
+            assert c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"}).status_code == 200
+            assert c.get("/health/ready").json() == {"ready": True}
+    finally:
+        srv.stop()
+
+
+# ---- keys ----
+def test_an_api_key_guards_every_route_but_health(tiny_model):
+    srv = Served(make_service(tiny_model), api_key="s3cret")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            for method, path in (("POST", "/v1/audio/speech"), ("GET", "/v1/audio/voices"), ("GET", "/metrics"),
+                                 ("GET", "/v1/models"), ("DELETE", "/v1/audio/voices/x"), ("GET", "/openapi.json")):
+                r = c.request(method, path, json={"input": TEXT})
+                assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", path
+                assert "no API key given" in r.json()["error"]["message"]
+            r = c.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+            assert r.status_code == 401 and "the API key is wrong" in r.json()["error"]["message"]
+            assert c.get("/health").status_code == 200 and c.get("/health/ready").status_code == 200
+            assert c.get("/").status_code == 200  # the page itself holds nothing; it asks for the key
+        openai = pytest.importorskip("openai")
+        api = openai.OpenAI(base_url=srv.url + "/v1", api_key="s3cret", max_retries=0)
+        with api.audio.speech.with_streaming_response.create(model="tts-1", voice="1", input=TEXT, response_format="pcm") as r:
+            assert len(r.read()) == 2 * 10 * 1920
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="nope", max_retries=0).audio.speech.create(
+                model="tts-1", voice="1", input=TEXT)
+    finally:
+        srv.stop()
+
+
+# ---- voices ----
+def _wav_bytes(audio: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, 24_000, format="WAV", subtype="FLOAT")  # float: the server reads back the same samples
+    return buf.getvalue()
+
+
+def test_voices_round_trip_across_a_restart(tiny_model, tts, voice_clip, narrator, tmp_path):
+    from csm_app import Segment
+
+    want = expected(tts, speaker=1, context=[Segment(1, VOICE_TEXT, audio=voice_clip)])
+    srv = Served(make_service(tiny_model, [narrator], data_dir=tmp_path))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            r = c.post("/v1/audio/voices", data={"name": "ann", "text": VOICE_TEXT, "speaker": "1"},
+                       files={"audio": ("ann.wav", _wav_bytes(voice_clip), "audio/wav")})
+            assert r.status_code == 201, r.text
+            assert r.json()["id"] == "ann" and r.json()["speaker"] == 1 and r.json()["context_turns"] == 1
+            turns = [{"text": "First turn", "audio": base64.b64encode(_wav_bytes(voice_clip[:9600])).decode(), "speaker": 0},
+                     {"text": VOICE_TEXT, "audio": base64.b64encode(_wav_bytes(voice_clip)).decode(), "speaker": 1}]
+            r = c.post("/v1/audio/voices", json={"name": "duo", "turns": turns})
+            assert r.status_code == 201 and r.json()["context_turns"] == 2 and r.json()["speaker"] == 1
+            r = c.post("/v1/audio/voices", json={"name": "ann", "turns": turns})
+            assert r.status_code == 409 and r.json()["error"]["param"] == "name"
+            names = {v["id"]: v["source"] for v in c.get("/v1/audio/voices").json()["data"]}
+            assert names == {"ann": "api", "duo": "api", "narrator": "cli"}
+            first = c.post("/v1/audio/speech", json={"input": TEXT, "voice": "ann", "response_format": "pcm"}).content
+        assert_same_pcm(first, want)
+    finally:
+        srv.stop()
+    assert sorted(p.name for p in (tmp_path / "voices").iterdir()) == ["ann.npz", "duo.npz"]
+    srv = Served(make_service(tiny_model, data_dir=tmp_path))  # a new process would read the same files
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            assert {v["id"] for v in c.get("/v1/audio/voices").json()["data"]} == {"ann", "duo"}
+            again = c.post("/v1/audio/speech", json={"input": TEXT, "voice": {"id": "ann"}, "response_format": "pcm"}).content
+            assert_same_pcm(again, want)
+            duo = c.post("/v1/audio/speech", json={"input": TEXT, "voice": "duo", "response_format": "pcm"}).content
+            assert not same_pcm(duo, want)
+            r = c.delete("/v1/audio/voices/ann")
+            assert r.status_code == 200 and r.json() == {"id": "ann", "object": "voice", "deleted": True}
+            assert c.delete("/v1/audio/voices/ann").status_code == 404
+            r = c.post("/v1/audio/speech", json={"input": TEXT, "voice": "ann"})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "voice"
+    finally:
+        srv.stop()
+    assert [p.name for p in (tmp_path / "voices").iterdir()] == ["duo.npz"]
+
+
+@pytest.mark.parametrize(
+    "form, files, status, param, message",
+    [
+        ({"text": "hi"}, True, 400, "name", "'name' is required"),
+        ({"name": "9lives", "text": "hi"}, True, 400, "name", "must start with a letter"),
+        ({"name": "a/b", "text": "hi"}, True, 400, "name", "must start with a letter"),
+        ({"name": "narrator", "text": "hi"}, True, 409, "name", "exists already"),
+        ({"name": "ok"}, True, 400, "text", "'text' is required"),
+        ({"name": "ok", "text": "hi"}, False, 400, "audio", "'audio' is required"),
+        ({"name": "ok", "text": "hi", "speaker": "x"}, True, 400, "speaker", "integer >= 0"),
+        ({"name": "ok", "text": "hi"}, "junk", 400, "audio", "cannot decode audio"),
+    ],
+)
+def test_bad_voice_uploads(served, client, voice_clip, form, files, status, param, message):
+    upload = {"audio": ("v.wav", b"not audio at all" if files == "junk" else _wav_bytes(voice_clip[:4800]), "audio/wav")}
+    r = client.post("/v1/audio/voices", data=form, files=upload if files else None)
+    if not files:
+        r = client.post("/v1/audio/voices", data=form, files={"other": ("x", b"x")})
+    assert r.status_code == status and r.json()["error"]["param"] == param and message in r.json()["error"]["message"]
+
+
+def test_bad_voice_json(client):
+    r = client.post("/v1/audio/voices", json={"name": "x", "turns": [{"text": "hi", "audio": "@@@"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "turns.0.audio"
+    r = client.post("/v1/audio/voices", json={"name": "x", "turns": []})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "turns"
+    r = client.delete("/v1/audio/voices/narrator")
+    assert r.status_code == 409 and "command line" in r.json()["error"]["message"]
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(61 * 24_000, np.float32), 24_000, format="WAV", subtype="PCM_16")
+    r = client.post("/v1/audio/voices", json={"name": "long", "turns": [{"text": "hi", "audio": base64.b64encode(buf.getvalue()).decode()}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "audio" and "lasts 61.0 s; at most 60 s" in r.json()["error"]["message"]
+
+
+def test_watermark_is_continuous_across_streamed_chunks(tiny_model):
+    service = make_service(tiny_model, watermark=True, defaults=None)
+    srv = Served(service)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            r = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "wav", "temperature": 0,
+                                                 "max_audio_ms": 2400})  # fmt: skip
+        audio, rate = sf.read(io.BytesIO(r.content), dtype="float32")
+        assert audio.size == 30 * 1920
+        assert service.tts.watermarker.detect(audio, rate).found
+    finally:
+        srv.stop()
+
+
+def test_closing_the_service_ends_every_stream(tiny_model):
+    """The model side alone (no HTTP): a consumer waiting on a stream is told when the service stops."""
+    import asyncio
+
+    from csm_app.speech_service import GenerationFailed, ServiceClosed
+
+    service = make_service(tiny_model, slots=1).start()
+    hold = threading.Event()
+    service._call(lambda: hold.wait(60))
+    service.cancel_all = lambda: None  # as if close() came in the middle of a step, after its cancel check
+
+    async def main():
+        stream = service.open(TEXT, service.voice("0"), service.options({}))
+        closer = threading.Thread(target=service.close)
+        closer.start()
+        await asyncio.sleep(0.1)
+        hold.set()
+        with pytest.raises(GenerationFailed, match="shut down before this request ended"):
+            async for _ in stream:
+                pass
+        closer.join(30)
+        with pytest.raises(ServiceClosed):
+            service.open(TEXT, service.voice("0"), service.options({}))
+
+    asyncio.run(main())
+    assert not service.ready

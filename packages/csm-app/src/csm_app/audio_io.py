@@ -78,3 +78,82 @@ class AudioSink:
             Path(self.output).write_bytes(pcm16(audio))
         else:
             write_audio(self.output, audio, self.rate, format=self.fmt)
+
+
+# ---- what the server answers in: OpenAI's response formats ----
+RESPONSE_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+STREAMED_FORMATS = ("pcm", "wav")  # sent chunk by chunk as frames are decoded; the others whole
+_SOUNDFILE = {"mp3": ("MP3", "MPEG_LAYER_III", "libsndfile >= 1.1 with LAME/mpg123 (soundfile >= 0.12 wheels bundle it)"),
+              "opus": ("OGG", "OPUS", "libsndfile >= 1.0.29 built with libopus (soundfile's wheels bundle it)"),
+              "flac": ("FLAC", "PCM_16", "libsndfile built with FLAC (soundfile's wheels bundle it)")}  # fmt: skip
+
+
+class FormatUnavailable(ValueError):
+    """This installation cannot encode the format; the message says what would enable it."""
+
+
+def check_response_format(fmt: str) -> None:
+    """Raise FormatUnavailable when `fmt` (one of RESPONSE_FORMATS) cannot be encoded here."""
+    import importlib.util
+
+    import soundfile as sf
+
+    if fmt in ("wav", "pcm"):
+        return
+    if fmt == "aac":
+        if importlib.util.find_spec("av") is None:
+            raise FormatUnavailable("response_format 'aac' cannot be encoded here: libsndfile has no AAC encoder; "
+                                    "install PyAV (pip install av, FFmpeg's AAC encoder) to enable it")  # fmt: skip
+        return
+    container, subtype, needs = _SOUNDFILE[fmt]
+    if subtype not in sf.available_subtypes(container):
+        raise FormatUnavailable(f"response_format {fmt!r} cannot be encoded here: the installed libsndfile "
+                                f"({sf.__libsndfile_version__}) lacks {container}/{subtype}; it needs {needs}")  # fmt: skip
+
+
+def encode_response(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """A whole clip as the bytes of one response: pcm (16-bit LE mono), wav, flac, mp3, opus (Ogg),
+    aac (ADTS, through PyAV)."""
+    check_response_format(fmt)
+    if fmt == "pcm":
+        return pcm16(audio)
+    if fmt == "aac":
+        return _encode_aac(audio, sample_rate)
+    return encode_audio(audio, sample_rate, format=fmt)
+
+
+def _encode_aac(audio: np.ndarray, sample_rate: int) -> bytes:
+    import io
+
+    import av
+
+    samples = np.round(clip_audio(audio, "output audio") * 32767.0).astype(np.int16)[None, :]
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="adts") as out:
+        stream = out.add_stream("aac", rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+class WavChunks:
+    """A streamed 16-bit WAV as byte strings: the header (sizes unknown) comes with the first chunk."""
+
+    def __init__(self, sample_rate: int):
+        self._parts: list[bytes] = []
+        self._writer = WavStreamWriter(self, sample_rate)
+
+    def write(self, data: bytes) -> None:  # the writer's file
+        self._parts.append(bytes(data))
+
+    def flush(self) -> None:
+        pass
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        self._writer.write(chunk)
+        out, self._parts = b"".join(self._parts), []
+        return out

@@ -308,30 +308,56 @@ def _batch_local(todo, out_dir: Path, load: dict, slots: int, quant):
 
 
 # ---------------------------------------------------------------- serve
+def _default_data_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "csm"
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
-@click.option("--voice", "voices", multiple=True, metavar="NAME=CONTEXT.jsonl",
-              help="A named voice: context turns as `say --context` reads them; the last turn's speaker speaks. Repeat.")
+@click.option("--slots", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Requests generated at once (continuous batching); the KV cache is held for this many.")
+@click.option("--max-waiting", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Requests that may wait for a slot (every new one waits until the next step); more get 503 "
+                   "with Retry-After.")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=5, show_default=True,
               help="Frames (80 ms each) per streamed audio chunk.")
-@click.option("--max-waiting", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Requests that may wait for the model; more get 503 (Retry-After).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Waiting requests generated together (one sentence each, same options, no seed); 1: one at a time.")
+@click.option("--voice", "voices", multiple=True, metavar="NAME=CONTEXT.jsonl",
+              help="A named voice: context turns as `say --context` reads them; the last turn's speaker speaks. Repeat.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="CSM_DATA_DIR",
+              help="Where voices added over the API are kept [default: $XDG_DATA_HOME/csm or ~/.local/share/csm].")
+@click.option("--api-key", envvar="CSM_API_KEY", help="Require Authorization: Bearer KEY (also $CSM_API_KEY).")
+@click.option("--max-request-audio-ms", type=click.IntRange(min=80), default=None,
+              help="The most audio (per sentence) one request may ask for [default: --max-audio-ms].")
+@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              help="Largest speech request body; voice uploads may be 32x that.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="On SIGTERM/SIGINT: seconds running streams may finish before they are cancelled.")
 @generation_options
 @model_options
 @runtime_errors
-def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature, topk, seed, max_audio_ms,
-          no_watermark, model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
-    """Serve speech over HTTP: POST /v1/audio/speech (OpenAI-compatible), GET /v1/voices, /health.
+def serve(host, port, slots, max_waiting, chunk_frames, voices, data_dir, api_key, max_request_audio_ms,
+          max_body_bytes, grace, temperature, topk, seed, max_audio_ms, no_watermark, model, mimi, tokenizer,
+          offline, backend, quant, threads, verbose, quiet):
+    """Serve speech over HTTP (FastAPI on uvicorn): POST /v1/audio/speech (OpenAI-compatible),
+    /v1/audio/voices, /health, /metrics and a web page at /.
 
     The generation options set each request's defaults; a request may override them."""
     _setup_logging(verbose, quiet)
+    try:
+        from .server import run_server
+    except ImportError as e:
+        raise Fail(f"csm serve needs the server extra: pip install 'csm-app[server]' ({e})") from e
+    from csm_core.options import GenerationOptions
+
     from .audio_io import read_context_audio
     from .facade import CSM
     from .inputs import InputError, context_segments, read_context
-    from .server import SpeechService, Voice, make_server
+    from .speech_service import SpeechService
+    from .voices import Voice, VoiceError, check_name
 
     voice_turns = {}
     for spec in voices:
@@ -342,30 +368,36 @@ def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature,
             why = "digits name speaker ids" if name.isdigit() else "given twice"
             raise click.UsageError(f"--voice {name!r}: {why}")
         try:
+            check_name(name)
             turns = read_context(path)
-        except InputError as e:
-            raise click.UsageError(str(e)) from e
+        except (InputError, VoiceError) as e:
+            raise click.UsageError(f"--voice {name!r}: {e}") from e
         if not turns or any(t.audio is None for t in turns):
             why = "has no turns" if not turns else "has a turn without 'audio'"
             raise click.UsageError(f"--voice {name}: {path} {why}")
         voice_turns[name] = turns
+    if seed is not None:
+        logger.warning("--seed makes every request without a seed of its own sound the same")
+    try:
+        defaults = GenerationOptions(temperature=temperature, topk=topk, seed=seed, max_audio_ms=max_audio_ms)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     contexts = {name: context_segments(turns, read_context_audio) for name, turns in voice_turns.items()}
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
                    offline=offline, watermark=not no_watermark)
     named = [Voice(n, segs[-1].speaker, tuple(tts.encode_context(segs))) for n, segs in contexts.items()]
-    defaults = {"temperature": temperature, "topk": topk, "seed": seed, "max_audio_ms": max_audio_ms}
-    service = SpeechService(tts, named, defaults=defaults, chunk_frames=chunk_frames, max_waiting=max_waiting,
-                            max_batch=max_batch)
-    server = make_server(service, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    click.echo(f"csm: serving on http://{bound_host}:{bound_port} (POST /v1/audio/speech)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        service.close()
+    service = SpeechService(tts, named, slots=slots, max_waiting=max_waiting, chunk_frames=chunk_frames,
+                            defaults=defaults, max_audio_ms_limit=max_request_audio_ms or max_audio_ms,
+                            data_dir=Path(data_dir) if data_dir else _default_data_dir())
+
+    def listening(bound_host, bound_port):
+        click.echo(f"csm: serving on http://{bound_host}:{bound_port} ({slots} slots; POST /v1/audio/speech, "
+                   f"web page at /)", err=True)
+
+    run_server(service, host, port, grace_s=grace, on_listening=listening, api_key=api_key or None,
+               max_body_bytes=max_body_bytes, max_upload_bytes=32 * max_body_bytes,
+               log_level="info" if verbose else "warning")
+    click.echo("csm: stopped", err=True)
 
 
 # ---------------------------------------------------------------- codec

@@ -1,194 +1,383 @@
-"""`csm serve`: speech over HTTP with an OpenAI-compatible endpoint (standard library only).
+"""`csm serve`: an OpenAI-compatible speech API on FastAPI + uvicorn. This module only parses,
+validates and streams; the model side is `speech_service.SpeechService` (continuous batching).
 
-    POST /v1/audio/speech   {"input": "Hello.", "voice": "0", "response_format": "wav"}
-    GET  /v1/voices         the voices: speaker ids, and named voices given at start (context turns)
-    GET  /v1/models         the one model, for OpenAI clients that list models
-    GET  /health            {"status": "ok", "busy": ...}
+    POST   /v1/audio/speech          OpenAI's fields + csm's own (temperature, topk, seed, ...)
+    GET    /v1/audio/voices          named voices; POST adds one (multipart or JSON), DELETE /{id}
+    GET    /v1/models                the one model, for clients that list models
+    GET    /health, /health/ready    liveness, readiness (model loaded, admitting)
+    GET    /metrics                  Prometheus text format
+    GET    /                         a web page to try it (static, no CDN)
 
-Request fields: "input" (required text), "voice" (a named voice, or a speaker id as an integer or
-digits; default "0"), "response_format" (wav | pcm | flac | mp3 | opus | ogg; default wav; pcm is
-raw 16-bit little-endian mono at 24 kHz), "model" (accepted and ignored: one model is loaded),
-"speed" (1.0 only), "stream_format" ("audio" only); extensions: "temperature", "topk", "seed",
-"max_audio_ms", "split_sentences". wav and pcm are streamed (chunked transfer) as frames are
-decoded; the other formats are encoded whole when generation ends. Errors are JSON
-{"error": {"message", "type", "param"}} with status 400 (bad request), 404, 405, 411, 413, 500, or
-503 (with Retry-After) when `max_waiting` requests already wait. One worker thread owns the model
-and serves requests in arrival order; requests that wait together and can share a batch (one
-sentence each, the same options, no seed) are generated as one batch (`max_batch`), each streamed
-as its row's frames are decoded. Health and listings answer meanwhile.
+Errors are OpenAI's shape: {"error": {"message", "type", "param", "code"}}. With an API key every
+route but /health* and the page itself needs `Authorization: Bearer KEY`. The request bodies are in
+api_schema.py, the key / body-size / metrics middleware in api_guard.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import signal
+import time
+from importlib import resources
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .speech_service import CONTENT_TYPES, END, STREAMED, ApiError, Job, SpeechService, Voice
+from csm_core.options import OptionError
 
-__all__ = ["SpeechService", "Voice", "ApiError", "make_server"]
+from .api_guard import Guard, Metrics
+from .api_schema import CONTENT_TYPES, ApiError, SpeechRequest, VoiceCreate, VoiceRef, error_response, validation_error
+from .audio_io import STREAMED_FORMATS, FormatUnavailable, WavChunks, check_response_format, encode_response, load_audio
+from .audio_io import pcm16
+from .speech_service import GenerationFailed, ServiceBusy, ServiceClosed, SpeechService
+from .voices import VoiceError
+
+__all__ = ["create_app", "make_server", "run_server", "SpeechRequest", "ApiError"]
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20
+def create_app(service: SpeechService, *, api_key: str | None = None, max_body_bytes: int = 1 << 20,
+               max_upload_bytes: int = 32 << 20, grace_s: float = 10.0, model_name: str = "csm-1b") -> FastAPI:  # fmt: skip
+    """The ASGI app around a SpeechService (started with the app's lifespan if not yet)."""
+    from contextlib import asynccontextmanager
 
+    metrics = Metrics(service)
 
-class _Chunked:
-    """A write-only file that sends each write as one HTTP/1.1 chunk."""
+    @asynccontextmanager
+    async def lifespan(app):
+        if not service._worker.is_alive():
+            service.start()
+        yield
+        left = await service.drain(0)  # uvicorn has waited its grace period for the streams
+        if left:
+            logger.warning("shutdown: %d streams still running were cancelled", left)
+        service.close()
 
-    def __init__(self, wfile):
-        self.wfile = wfile
+    app = FastAPI(title="csm", version="0.1.0", lifespan=lifespan,
+                  description="CSM-1B speech: an OpenAI-compatible `/v1/audio/speech` with continuous batching.")  # fmt: skip
+    app.state.service, app.state.metrics = service, metrics
 
-    def write(self, data: bytes) -> None:
-        if data:
-            self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+    @app.exception_handler(ApiError)
+    async def _api_error(request, e: ApiError):
+        return error_response(e)
 
-    def flush(self) -> None:
-        self.wfile.flush()
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        return error_response(validation_error(e))
 
-    def seekable(self) -> bool:
-        return False
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, e: StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(e.status_code)
+        message = {404: f"no such endpoint {request.url.path!r}; see /docs",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))  # fmt: skip
+        return error_response(ApiError(e.status_code, message, code=kind, headers=dict(e.headers or {})))
 
-    def end(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+    @app.exception_handler(Exception)
+    async def _crash(request, e: Exception):
+        logger.exception("unexpected error on %s", request.url.path)
+        return error_response(ApiError(500, f"internal error: {type(e).__name__}: {e}", kind="server_error"))
 
+    # ---- health, metrics, page ----
+    @app.get("/health", summary="Liveness")
+    async def health():
+        return {"status": "ok", "ready": service.ready, "running": service.running, "waiting": service.waiting,
+                "slots": service.slots, "sample_rate": service.sample_rate, "backend": _backend(service.tts)}  # fmt: skip
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "csm"
-    service: SpeechService  # set on the subclass make_server builds
+    @app.get("/health/ready", summary="Readiness: the model is loaded and requests are admitted")
+    async def ready():
+        if service.ready:
+            return {"ready": True}
+        why = "shutting down" if not service.admitting else "the model worker is not running"
+        return JSONResponse({"ready": False, "reason": why}, status_code=503)
 
-    # ---- routing ----
-    def do_GET(self) -> None:  # http.server's naming
-        routes = {
-            "/health": lambda: {"status": "ok", "busy": self.service.busy, "waiting": self.service.waiting,
-                                "sample_rate": self.service.tts.sample_rate, "backend": _backend(self.service.tts)},
-            "/v1/models": lambda: {"object": "list", "data": [{"id": "csm-1b", "object": "model", "owned_by": "sesame"}]},
-            "/v1/voices": self.service.describe_voices,
-        }  # fmt: skip
-        path = self.path.split("?", 1)[0]
-        if path == "/v1/audio/speech":
-            return self._error(ApiError(405, "use POST for /v1/audio/speech"), allow="POST")
-        if path not in routes:
-            return self._error(ApiError(404, f"no such endpoint {path!r}; see /v1/audio/speech", kind="not_found"))
-        self._json(200, routes[path]())
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path != "/v1/audio/speech":
-            if path in ("/health", "/v1/models", "/v1/voices"):
-                return self._error(ApiError(405, f"use GET for {path}"), allow="GET")
-            return self._error(ApiError(404, f"no such endpoint {path!r}; see /v1/audio/speech", kind="not_found"))
-        try:
-            job = self.service.parse(self._body())
-        except ApiError as e:
-            return self._error(e)
-        try:
-            self.service.submit(job)
-        except ApiError as e:  # the queue is full
-            return self._error(e, retry_after="5")
-        try:
-            self._answer(job)
-        finally:
-            job.cancelled.set()  # however the answer ended, the worker need not go on with it
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(resources.files("csm_app").joinpath("static/index.html").read_text("utf-8"))
+
+    @app.get("/v1/models", summary="The loaded model")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "sesame"}]}
 
     # ---- speech ----
-    def _answer(self, job: Job) -> None:
-        from csm_audio.io import WavStreamWriter, encode_audio
-
-        from .audio_io import pcm16
-
-        rate = self.service.tts.sample_rate
+    @app.post("/v1/audio/speech", summary="Speak text (OpenAI-compatible)",
+              responses={200: {"content": {t: {} for t in {*CONTENT_TYPES.values(), "text/event-stream"}}}})  # fmt: skip
+    async def speech(body: SpeechRequest, request: Request):
+        received = time.perf_counter()
+        fmt = body.response_format
         try:
-            first = job.next()  # waits for the model; input it cannot take fails here, before any byte
-            if first is not END and job.fmt not in STREAMED:
-                chunks = [first]
-                while (chunk := job.next()) is not END:
-                    chunks.append(chunk)
-                data = encode_audio(np.concatenate(chunks), rate, format=job.fmt)
+            check_response_format(fmt)
+        except FormatUnavailable as e:
+            raise ApiError(400, str(e), "response_format", code="unsupported_format") from None
+        if body.speed != 1.0:
+            raise ApiError(400, f"speed={body.speed:g} is not supported: csm speaks at its own pace and does not "
+                                "time-stretch; send 1.0 or leave it out", "speed", code="unsupported_value")  # fmt: skip
+        voice_id = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
+        stream = _open(service, body.input, voice_id, body.options())
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
+        encoded = _encode(stream, fmt, service.sample_rate)
+        try:
+            first = await anext(encoded, None)  # waits for a slot and the first frames
+        except BaseException as e:
+            watcher.cancel()
+            stream.cancel()
+            if isinstance(e, GenerationFailed):
+                raise ApiError(500, str(e), kind="server_error") from None
+            raise
+        if first is None:
+            watcher.cancel()
+            raise ApiError(500, "no audio was generated (the model stopped at once)", kind="server_error")
+        metrics.ttfa.observe(stream.opened_at - received + stream.first_audio_s)  # whole formats too: the first chunk
+        headers = {"X-Sample-Rate": str(service.sample_rate)}
+        if body.stream_format == "audio" and fmt not in STREAMED_FORMATS:
+            watcher.cancel()
+            return Response(first, media_type=CONTENT_TYPES[fmt], headers=headers)
+        sse = body.stream_format == "sse"
+        tokens = len(service.tts.tokenizer.encode(body.input)) if sse else 0
+
+        async def chunks():
+            try:
+                data = first
+                while data is not None:
+                    yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}) if sse else data
+                    data = await anext(encoded, None)
+                if sse:
+                    usage = {"input_tokens": tokens, "output_tokens": stream.frames, "total_tokens": tokens + stream.frames}
+                    yield _sse({"type": "speech.audio.done", "usage": usage})
+            except GenerationFailed as e:
+                logger.error("%s", e)
+                if not sse:
+                    raise  # the connection is cut without the closing chunk: the client sees it failed
+                yield _sse({"type": "error", "error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+            finally:
+                watcher.cancel()
+                stream.cancel()
+                await encoded.aclose()
+
+        media = "text/event-stream" if sse else CONTENT_TYPES[fmt]
+        return StreamingResponse(chunks(), media_type=media, headers={**headers, "Cache-Control": "no-cache"})
+
+    # ---- voices ----
+    @app.get("/v1/audio/voices", summary="Named voices (speaker ids 0, 1, ... are voices too)")
+    async def list_voices():
+        return {"object": "list", "data": [v.describe() for v in service.voices.list()]}
+
+    @app.post("/v1/audio/voices", status_code=201, summary="Add a voice: reference audio + transcript (encoded once, kept)",
+              openapi_extra={"requestBody": {"content": {
+                  "multipart/form-data": {"schema": {"type": "object", "required": ["name", "audio", "text"], "properties": {
+                      "name": {"type": "string"}, "audio": {"type": "string", "format": "binary"},
+                      "text": {"type": "string"}, "speaker": {"type": "integer", "minimum": 0}}}},
+                  "application/json": {"schema": {"$ref": "#/components/schemas/VoiceCreate"}},
+              }}})  # fmt: skip
+    async def add_voice(request: Request):
+        name, turns, speaker = await _voice_form(request, service.sample_rate)
+        try:
+            voice = await service.add_voice(name, turns, speaker)
+        except VoiceError as e:
+            raise _voice_api_error(e) from None
         except (ValueError, TypeError) as e:
-            return self._error(ApiError(400, str(e), "input"))
-        except Exception as e:  # noqa: BLE001 - the server boundary: answer, log, stay up
-            logger.error("generation failed: %s: %s", type(e).__name__, e)
-            return self._error(ApiError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error"))
-        if first is END:
-            return self._error(ApiError(500, "no audio was generated (the model stopped at once)", kind="server_error"))
-        if job.fmt not in STREAMED:
-            return self._send(200, CONTENT_TYPES[job.fmt], data, rate=rate)
-        self._head(200, CONTENT_TYPES[job.fmt], {"Transfer-Encoding": "chunked", "X-Sample-Rate": str(rate)})
-        out = _Chunked(self.wfile)
-        try:
-            wav = WavStreamWriter(out, rate) if job.fmt == "wav" else None
-            chunk = first
-            while chunk is not END:
-                if wav is None:
-                    out.write(pcm16(chunk))
-                else:
-                    wav.write(chunk)
-                out.flush()
-                chunk = job.next()
-            out.end()
-        except (BrokenPipeError, ConnectionResetError):
-            logger.info("the client went away; its audio is no longer generated")
-            self.close_connection = True
-        except Exception as e:  # noqa: BLE001 - headers are out: end the stream unterminated so the client sees a failure
-            logger.error("generation failed while streaming: %s: %s", type(e).__name__, e)
-            self.close_connection = True
+            raise ApiError(400, str(e), "audio") from None
+        return JSONResponse(voice.describe(), status_code=201)
 
-    # ---- plumbing ----
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length is None:
-            self.close_connection = True
-            raise ApiError(411, "send the JSON body with a Content-Length header")
+    @app.delete("/v1/audio/voices/{voice_id}", summary="Delete a voice added over the API")
+    async def delete_voice(voice_id: str):
         try:
-            n = int(length)
+            voice = service.remove_voice(voice_id)
+        except VoiceError as e:
+            raise _voice_api_error(e) from None
+        return {"id": voice.name, "object": "voice", "deleted": True}
+
+    app.add_middleware(Guard, metrics=metrics, api_key=api_key, max_body_bytes=max_body_bytes,
+                       max_upload_bytes=max_upload_bytes)  # fmt: skip
+    _add_voice_schema(app)
+    return app
+
+
+def _add_voice_schema(app: FastAPI) -> None:
+    """VoiceCreate is read by hand (multipart or JSON): add it and VoiceTurn to the schema's components."""
+    original = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = original()
+            mine = VoiceCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            extra = {**mine.pop("$defs", {}), "VoiceCreate": mine}
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(extra)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def _open(service: SpeechService, text: str, voice_id, options: dict):
+    try:
+        voice = service.voice(voice_id)
+        opts = service.options(options)
+        return service.open(text, voice, opts)
+    except OptionError as e:
+        raise ApiError(400, str(e), e.field, code="invalid_value") from None
+    except VoiceError as e:
+        raise ApiError(400, str(e), "voice", code="voice_not_found") from None
+    except ServiceBusy as e:
+        raise ApiError(503, str(e), kind="server_error", code="server_busy", headers={"Retry-After": str(e.retry_after)}) from None
+    except ServiceClosed as e:
+        raise ApiError(503, str(e), kind="server_error", code="shutting_down", headers={"Retry-After": "30"}) from None
+    except (ValueError, TypeError) as e:  # the scheduler's checks: text that cannot fit, ...
+        raise ApiError(400, str(e), "input") from None
+
+
+async def _encode(stream, fmt: str, rate: int):
+    """The response's bytes as they can be sent: pcm/wav per chunk, other formats whole at the end."""
+    if fmt == "pcm":
+        async for chunk in stream:
+            yield pcm16(chunk)
+    elif fmt == "wav":
+        wav = WavChunks(rate)
+        async for chunk in stream:
+            yield wav.encode(chunk)
+    else:
+        parts = [chunk async for chunk in stream]
+        if parts:
+            yield await asyncio.to_thread(encode_response, np.concatenate(parts), rate, fmt)
+
+
+async def _cancel_on_disconnect(request: Request, stream) -> None:
+    """Cancel the request's generation as soon as its client goes away (even while it waits)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            if not stream.job.done:
+                logger.info("the client went away; its audio is no longer generated")
+            stream.cancel()
+            return
+
+
+def _sse(event: dict) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def _voice_api_error(e: VoiceError) -> ApiError:
+    status = {"not_found": 404, "conflict": 409}.get(e.kind, 400)
+    return ApiError(status, str(e), e.field, code={"not_found": "voice_not_found", "conflict": "voice_exists"}.get(e.kind))
+
+
+async def _voice_form(request: Request, rate: int):
+    """(name, [(speaker, text, float32 audio)], speaker) from multipart (one turn) or JSON (several)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        name, text, upload = form.get("name"), form.get("text"), form.get("audio")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "'name' is required: the voice's name", "name")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "'text' is required: the transcript of the audio", "text")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "'audio' is required: the reference audio file", "audio")
+        speaker = _form_int(form.get("speaker"), "speaker")
+        turns = [(speaker or 0, text, _decode_audio(await upload.read(), rate, "audio"))]
+        return name, turns, speaker
+    try:
+        data = VoiceCreate.model_validate_json(await request.body())
+    except Exception as e:  # pydantic's ValidationError: the same shape as the speech errors
+        if hasattr(e, "errors"):
+            raise validation_error(RequestValidationError(e.errors())) from None
+        raise
+    turns = []
+    for i, t in enumerate(data.turns):
+        try:
+            raw = base64.b64decode(t.audio, validate=True)
         except ValueError:
-            self.close_connection = True
-            raise ApiError(400, f"bad Content-Length {length!r}") from None
-        if n > MAX_BODY or n < 0:
-            self.close_connection = True
-            raise ApiError(413, f"the request body has {n} bytes; at most {MAX_BODY}")
-        return self.rfile.read(n)
+            raise ApiError(400, f"turns[{i}].audio is not base64", f"turns.{i}.audio") from None
+        turns.append((t.speaker, t.text, _decode_audio(raw, rate, f"turns.{i}.audio")))
+    return data.name, turns, data.speaker
 
-    def _head(self, status: int, content_type: str, headers: dict) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
 
-    def _send(self, status: int, content_type: str, data: bytes, rate: int | None = None, **extra) -> None:
-        headers = {"Content-Length": str(len(data)), **extra}
-        if rate is not None:
-            headers["X-Sample-Rate"] = str(rate)
-        self._head(status, content_type, headers)
-        self.wfile.write(data)
-        self.wfile.flush()
+def _form_int(value, param: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.isdigit():
+        raise ApiError(400, f"{param!r} must be an integer >= 0, got {value!r}", param)
+    return int(value)
 
-    def _json(self, status: int, obj: dict, **extra) -> None:
-        self._send(status, "application/json", json.dumps(obj).encode() + b"\n", **extra)
 
-    def _error(self, e: ApiError, **extra) -> None:
-        extra = {k.replace("_", "-").title(): v for k, v in extra.items()}
-        self._json(e.status, {"error": {"message": e.message, "type": e.kind, "param": e.param}}, **extra)
-
-    def log_message(self, format: str, *args) -> None:  # http.server's signature
-        logger.info("%s %s", self.address_string(), format % args)
+def _decode_audio(data: bytes, rate: int, param: str) -> np.ndarray:
+    try:
+        return load_audio(data, rate)
+    except ValueError as e:
+        raise ApiError(400, f"{param}: {e}", param) from None
 
 
 def _backend(tts) -> str | None:
     return tts.info.backend_name if getattr(tts, "info", None) else None
 
 
-def make_server(service: SpeechService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A threading HTTP server bound to (host, port) (port 0: any free one; see server_address)."""
-    handler = type("CsmHandler", (Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+# ---- middleware: key, body size, request counts ----
+def run_server(service: SpeechService, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Serve until SIGINT/SIGTERM: then stop admitting (503), let running streams finish for up to
+    `grace_s` seconds, cancel the rest and return (the process exits 0). Options: make_server's."""
+    make_server(service, host, port, **options).run()
+
+
+def make_server(service: SpeechService, host: str = "127.0.0.1", port: int = 8000, *, grace_s: float = 10.0,
+                on_listening=None, log_level: str = "warning", **app_options):  # fmt: skip
+    """A uvicorn server for the app (`.run()` blocks; from another thread set `.should_exit`).
+    `on_listening(host, port)` is called once the socket listens (port 0: the one picked)."""
+    import uvicorn
+
+    app = create_app(service, grace_s=grace_s, **app_options)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=grace_s, access_log=False)  # fmt: skip
+    return _Server(config, service, on_listening)
+
+
+def _uvicorn_server_class():
+    import uvicorn
+
+    return uvicorn.Server
+
+
+class _Server(_uvicorn_server_class()):
+    """uvicorn's server with csm's shutdown: the service stops admitting at the first signal, and a
+    signal ends the process with status 0 instead of being raised again after the shutdown."""
+
+    def __init__(self, config, service: SpeechService, on_listening=None):
+        super().__init__(config)
+        self.service, self.on_listening = service, on_listening
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.on_listening is not None and self.servers:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.on_listening(host, port)
+
+    def handle_exit(self, sig, frame) -> None:
+        self.service.stop_admitting()
+        super().handle_exit(sig, frame)
+
+    def capture_signals(self):
+        import contextlib
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return contextlib.nullcontext()  # signals reach the main thread only (tests run servers in threads)
+
+        @contextlib.contextmanager
+        def handlers():
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+
+        return handlers()

@@ -1,261 +1,389 @@
-"""The model behind `csm serve` (csm_app.server): request checking, a queue, and one worker
-thread that owns the model and generates requests in arrival order, batching those that can share
-a batch. Independent of HTTP: a request is parsed into a `Job`, `submit` queues it, and the worker
-puts the job's audio chunks on `job.out` (read them with `job.next()` until END).
+"""The model behind `csm serve`, without HTTP: one worker thread owns the model and steps the
+continuous-batching scheduler (csm_core.scheduler) while there is work, waking when a request
+arrives. Each request is a `Stream` whose audio chunks, watermarked at their own sample positions,
+reach an asyncio consumer as they are decoded.
+
+    service = SpeechService(tts, slots=4, max_waiting=16).start()
+    stream = service.open("Hello.", service.voice("0"), service.options({"seed": 1}))
+    async for chunk in stream: ...       # float32, 24 kHz, watermarked
+    stream.cancel()                      # the listener left: its slot is free before the next step
+
+Errors the caller can act on: `OptionError` (csm_core.options; `.field` names the option),
+`VoiceError` (csm_app.voices), ValueError from the scheduler (text that cannot fit the window),
+`ServiceBusy` (the waiting queue is full), `ServiceClosed` (draining for shutdown).
 """
 
 from __future__ import annotations
 
-import collections
-import json
+import asyncio
+import concurrent.futures
 import logging
-import math
-import queue
 import threading
-from dataclasses import dataclass, field
-from numbers import Integral, Real
+import time
+from collections import deque
+from numbers import Integral
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from csm_core import Segment
-from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Request
-from csm_core.text_split import split_sentences
+from csm_core.options import GenerationOptions, OptionError
+from csm_core.scheduler import QueueFullError, Scheduler
+from csm_core.slots import FrameModelSlots
 
-__all__ = ["ApiError", "END", "Job", "SpeechService", "Voice", "CONTENT_TYPES", "STREAMED"]
+from .voices import Voice, VoiceError, VoiceStore, check_name
+
+__all__ = ["SpeechService", "Stream", "ServiceBusy", "ServiceClosed", "GenerationFailed", "slot_model", "Voice"]
 
 logger = logging.getLogger(__name__)
 
-MAX_INPUT_CHARS = 4096  # as OpenAI's endpoint
-STREAMED = ("wav", "pcm")  # formats sent as the chunks come; the others are encoded whole
-CONTENT_TYPES = {
-    "wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp3": "audio/mpeg",
-    "opus": "audio/ogg; codecs=opus", "ogg": "audio/ogg",
-}  # fmt: skip
-FIELDS = ("input", "voice", "response_format", "model", "speed", "stream_format", "instructions",
-          "temperature", "topk", "seed", "max_audio_ms", "split_sentences")  # fmt: skip
+RATE_WINDOW_S = 10.0  # frames/s is averaged over this many seconds
+MAX_VOICE_SECONDS = 60  # a voice's reference audio, all turns (60 s = 750 of the window's 2048 frames)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+class ServiceBusy(RuntimeError):
+    """Too many requests wait for a slot; `retry_after` is a hint in seconds."""
+
+    def __init__(self, message: str, retry_after: int = 5):
         super().__init__(message)
-        self.status, self.message, self.param, self.kind = int(status), message, param, kind
+        self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class Voice:
-    """A named voice: the speaker id to generate as, and context turns (their audio encoded)."""
-
-    name: str
-    speaker: int
-    context: tuple[Segment, ...] = ()
+class ServiceClosed(RuntimeError):
+    """The service is shutting down and admits no new request."""
 
 
-END = object()  # a job's last item: its audio is complete
+class GenerationFailed(RuntimeError):
+    """The model or codec failed while this request ran; `__cause__` is the original error."""
 
 
-@dataclass(eq=False)
-class Job:
-    """One request on its way through the model: the worker puts audio chunks on `out`, then END
-    (or the exception that stopped it); the handler sets `cancelled` when its client is gone."""
+def slot_model(model):
+    """The model as a csm_core SlotModel: itself where it is one, else FrameModelSlots over
+    instances that share its weights (one per slot; cpu and mlx know how to make them)."""
+    if hasattr(model, "open_slots"):
+        return model
+    spare = [model]
 
-    text: str
-    voice: Voice
-    fmt: str
-    options: dict = field(default_factory=dict)
-    out: queue.Queue = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    def make():
+        return spare.pop() if spare else _sibling(model)
 
-    def next(self):
-        """The next audio chunk or END, waiting for the worker; what stopped it is raised here."""
-        item = self.out.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    return FrameModelSlots(make)
 
-    def request(self) -> Request:
-        return Request(self.text, self.voice.speaker, self.voice.context)
+
+def _sibling(model):
+    """Another instance of `model` on the same weights, with caches of its own."""
+    name = getattr(model, "name", type(model).__name__)
+    if name == "cpu" and hasattr(model, "_weights"):
+        return type(model)(model.config, quant=model.quant, threads=model.threads, _prepared=model._weights)
+    if name == "mlx" and hasattr(model, "model"):
+        return type(model)(model.config, model=model.model, compile=getattr(model, "compiled", None))
+    raise ValueError(f"the {name} backend is not a SlotModel and cannot share its weights: serve it with --slots 1")
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None):
+        self.error = error
+
+
+class Stream:
+    """One request's audio on its way to an asyncio consumer: `async for chunk in stream` gives
+    float32 chunks (watermarked at their place in the utterance) until the request ends, and
+    raises GenerationFailed if the model failed. `cancel()` ends it early (safe from any thread)."""
+
+    def __init__(self, service: "SpeechService", text: str, voice: Voice, options: GenerationOptions, loop):
+        self.service, self.text, self.voice, self.options = service, text, voice, options
+        self.job = None
+        self.samples = 0  # samples handed out so far (the next chunk's watermark position)
+        self.opened_at = time.perf_counter()
+        self.first_audio_s: float | None = None  # from open() to the first chunk handed out
+        self.cancelled_at_step: int | None = None  # the scheduler's step count when cancel() was called
+        self.freed_after_steps: int | None = None  # model steps between cancel() and the slot's release
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._frames_seen = 0
+        self._ended = False
+
+    # ---- the consumer's side (event loop) ----
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> np.ndarray:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                self._queue.put_nowait(item)  # later calls end too
+                if item.error is not None:
+                    raise GenerationFailed(f"generation failed: {type(item.error).__name__}: {item.error}") from item.error
+                raise StopAsyncIteration
+            if item.size == 0:
+                continue
+            start, self.samples = self.samples, self.samples + item.size
+            marked = item
+            if self.service.tts.watermarker is not None:  # off the event loop: it is numpy work
+                marked = await asyncio.to_thread(self.service.mark, item, start)
+            if self.first_audio_s is None:
+                self.first_audio_s = time.perf_counter() - self.opened_at
+            return marked
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.job is None else len(self.job.frames)
+
+    @property
+    def state(self) -> str:
+        return "waiting" if self.job is None else self.job.state
+
+    def cancel(self) -> None:
+        """Stop generating (the client left); the slot is freed before the scheduler's next step."""
+        if self.job is not None and not self.job.done:
+            self.cancelled_at_step = self.service.scheduler.steps
+            self.job.cancel()
+            self.service._wake()
+
+    # ---- the model's side (worker thread): the job's listener ----
+    def _on_job(self, job) -> None:
+        new = len(job.frames) - self._frames_seen
+        if new > 0:
+            self._frames_seen += new
+            self.service._count_frames(new)
+        items: list = job.take_audio()
+        if job.done and not self._ended:
+            self._ended = True
+            self.service._ended(self, job)
+            items.append(_End(job.error))
+        if items:
+            try:
+                self._loop.call_soon_threadsafe(self._put, items)
+            except RuntimeError:  # the consumer's event loop is gone: nobody listens
+                job.cancel()
+
+    def _end(self, error: BaseException) -> None:
+        if not self._ended:
+            self._ended = True
+            self.service._streams.discard(self)
+            try:
+                self._loop.call_soon_threadsafe(self._put, [_End(error)])
+            except RuntimeError:
+                pass
+
+    def _put(self, items: list) -> None:
+        for item in items:
+            self._queue.put_nowait(item)
 
 
 class SpeechService:
-    """The model behind the server: checks requests and queues them for one worker thread, which
-    generates them in arrival order. Requests waiting together that can share a batch (one
-    sentence, the same options, no seed) are generated as one batch of up to `max_batch`: each
-    weight is read once per frame for all of them. More than `max_waiting` queued: 503."""
+    """Continuous batching behind an HTTP server (see the module docstring).
 
-    def __init__(self, tts, voices=(), *, defaults: dict | None = None, chunk_frames: int = 5, max_waiting: int = 8,
-                 max_batch: int = 4, start: bool = True):  # fmt: skip
+    tts: a loaded `CSM` (model, tokenizer, codec; its `watermarker`, whatever it is, marks the
+    output); slots: requests generated at once; max_waiting: requests that may wait for a slot
+    (more: ServiceBusy); defaults: the options a request starts from; max_audio_ms_limit: the most
+    audio one request may ask for; data_dir: where API voices are kept (None: in memory only).
+    """
+
+    def __init__(
+        self,
+        tts,
+        voices: Sequence[Voice] = (),
+        *,
+        slots: int = 1,
+        max_waiting: int = 8,
+        chunk_frames: int = 5,
+        prefill_rows: int = 128,
+        defaults: GenerationOptions | None = None,
+        max_audio_ms_limit: float | None = None,
+        data_dir=None,
+    ):
         self.tts = tts
-        self.voices = {v.name: v for v in voices}
-        self.defaults = dict(defaults or {})
-        self.chunk_frames = int(chunk_frames)
-        self.max_waiting = int(max_waiting)
-        self.max_batch = int(max_batch)
-        self.busy = False  # the worker is generating
-        self.batch_sizes: list[int] = []  # how many requests each generation served, in order
-        self._jobs: collections.deque[Job] = collections.deque()
+        self.sample_rate = int(tts.sample_rate)
+        self.defaults = defaults or GenerationOptions()
+        self.max_audio_ms_limit = max_audio_ms_limit
+        self.scheduler = Scheduler(
+            slot_model(tts.model), tts.tokenizer, tts.codec,
+            slots=slots, chunk_frames=chunk_frames, max_waiting=max_waiting, prefill_rows=prefill_rows,
+        )  # fmt: skip
+        self.voices = VoiceStore(data_dir, voices)
+        self.admitting = True
+        self.frames_total = 0
+        self.finished: dict[str, int] = {"done": 0, "cancelled": 0, "failed": 0}
+        self.last_error: BaseException | None = None
+        self.freed_after_steps: deque[int] = deque(maxlen=100)  # per cancelled stream: model steps from cancel() to release
+        self._rate: deque[tuple[float, int]] = deque()  # (when, frames) of recent steps
+        self._rate_lock = threading.Lock()
+        self._streams: set[Stream] = set()
+        self._calls: deque[tuple[Callable, concurrent.futures.Future]] = deque()
         self._cv = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="csm-model", daemon=True)
-        if start:
-            self.start()
+
+    # ---- life ----
+    def start(self) -> "SpeechService":
+        self._worker.start()
+        return self
 
     @property
-    def waiting(self) -> int:
-        return len(self._jobs)
+    def ready(self) -> bool:
+        """The model is loaded and its worker runs, and new requests are admitted."""
+        return self._worker.is_alive() and self.admitting and not self._closed
 
-    def start(self) -> None:
-        self._worker.start()
+    def stop_admitting(self) -> None:
+        """Shutting down: new requests get ServiceClosed; running ones go on."""
+        self.admitting = False
 
-    def close(self) -> None:
+    def cancel_all(self) -> None:
+        for stream in list(self._streams):
+            stream.cancel()
+
+    async def drain(self, grace_s: float) -> int:
+        """Stop admitting, let the running streams finish for up to `grace_s`, then cancel the
+        rest. Returns how many were cancelled."""
+        self.stop_admitting()
+        deadline = time.monotonic() + grace_s
+        while self._streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = len(self._streams)
+        self.cancel_all()
+        return left
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel everything and stop the worker (after its current step)."""
+        self.stop_admitting()
+        self.cancel_all()
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
 
-    def submit(self, job: Job) -> None:
-        with self._cv:
-            if len(self._jobs) >= self.max_waiting and (self.busy or not self._worker.is_alive()):
-                raise ApiError(503, f"busy: {len(self._jobs)} requests are waiting already; retry later",
-                               kind="server_busy")  # fmt: skip
-            self._jobs.append(job)
-            self._cv.notify()
-
-    # ---- the worker ----
-    def _work(self) -> None:
-        while (group := self._take()) is not None:
-            try:
-                self.batch_sizes.append(len(group))
-                if len(group) == 1:
-                    self._run_one(group[0])
-                else:
-                    self._run_batch(group)
-            except Exception as e:  # noqa: BLE001 - every handler of the group hears of it; the worker goes on
-                if not isinstance(e, (TypeError, ValueError)):  # those are the request's fault: a 400
-                    logger.exception("generation failed")
-                for job in group:  # a job that has its END already never reads this
-                    job.out.put(e)
-            finally:
-                with self._cv:
-                    self.busy = False
-
-    def _take(self) -> list[Job] | None:
-        """The next job and, when it can share a batch, the waiting jobs that can join it."""
-        with self._cv:
-            while True:
-                while self._jobs and self._jobs[0].cancelled.is_set():
-                    self._jobs.popleft()
-                if self._jobs or self._closed:
-                    break
-                self._cv.wait()
-            if self._closed:
-                return None
-            group = [self._jobs.popleft()]
-            if self._batchable(group[0]):
-                for job in list(self._jobs):
-                    if len(group) == self.max_batch:
-                        break
-                    if self._batchable(job) and job.options == group[0].options and not job.cancelled.is_set():
-                        self._jobs.remove(job)
-                        group.append(job)
-            self.busy = True
-            return group
-
-    def _batchable(self, job: Job) -> bool:
-        one_sentence = not job.options.get("split_sentences", True) or len(split_sentences(job.text)) <= 1
-        return self.max_batch > 1 and job.options.get("seed") is None and one_sentence
-
-    def _run_one(self, job: Job) -> None:
-        chunks = self.tts.stream(job.text, job.voice.speaker, job.voice.context, chunk_frames=self.chunk_frames,
-                                 **job.options)  # fmt: skip
-        try:
-            for chunk in chunks:
-                if job.cancelled.is_set():
-                    return
-                job.out.put(chunk)
-            job.out.put(END)
-        finally:
-            chunks.close()
-
-    def _run_batch(self, group: list[Job]) -> None:
-        fits = []
-        for job in group:  # a request the model cannot take fails alone, before the batch starts
-            try:
-                limit = job.options.get("max_audio_ms", DEFAULT_MAX_AUDIO_MS)
-                self.tts.check_requests([job.request()], max_audio_ms=limit)
-                fits.append(job)
-            except (TypeError, ValueError) as e:
-                job.out.put(e)
-        if len(fits) == 1:
-            return self._run_one(fits[0])
-        if not fits:
-            return
-        options = {k: v for k, v in fits[0].options.items() if k != "split_sentences"}
-        events = self.tts.stream_batch([j.request() for j in fits], chunk_frames=self.chunk_frames, **options)
-        ended = set()
-        try:
-            for i, chunk in events:
-                fits[i].out.put(END if chunk is None else chunk)
-                if chunk is None:
-                    ended.add(i)
-                if all(k in ended or job.cancelled.is_set() for k, job in enumerate(fits)):
-                    return  # nobody is listening any more: stop generating
-        finally:
-            events.close()
+    # ---- requests ----
+    def options(self, values: Mapping) -> GenerationOptions:
+        """A request's options on top of the server's defaults (OptionError names the field)."""
+        opts = GenerationOptions.from_mapping(values, base=self.defaults)
+        limit = self.max_audio_ms_limit
+        if limit is not None and opts.max_audio_ms > limit:
+            raise OptionError("max_audio_ms", f"max_audio_ms={opts.max_audio_ms:g} is above this server's limit of {limit:g} ms")
+        return opts
 
     def voice(self, value) -> Voice:
-        if isinstance(value, str) and value in self.voices:
-            return self.voices[value]
+        """A named voice, or a speaker id (an integer >= 0, or its digits) without context."""
+        if isinstance(value, str) and (found := self.voices.get(value)) is not None:
+            return found
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if isinstance(value, Integral) and not isinstance(value, bool) and value >= 0:
             return Voice(str(value), int(value))
-        known = ", ".join(sorted(self.voices)) or "none"
-        raise ApiError(400, f"unknown voice {value!r}: give a speaker id (0, 1, ...) or a named voice ({known})", "voice")
+        known = ", ".join(v.name for v in self.voices.list()) or "none yet"
+        raise VoiceError("voice", f"unknown voice {value!r}: give a speaker id (0, 1, ...) or a named voice ({known})", "not_found")
 
-    def parse(self, body: bytes) -> Job:
+    def open(self, text: str, voice: Voice, options: GenerationOptions, loop=None) -> Stream:
+        """Queue a request (checked now: a bad one raises here and disturbs nobody)."""
+        if not self.admitting or self._closed:
+            raise ServiceClosed("the server is shutting down and takes no new request")
+        stream = Stream(self, text, voice, options, loop or asyncio.get_running_loop())
         try:
-            req = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"the request body is not JSON: {e}") from None
-        if not isinstance(req, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        unknown = sorted(set(req) - set(FIELDS))
-        if unknown:
-            raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(FIELDS)}", unknown[0])
-        text = req.get("input")
-        if not isinstance(text, str) or not text.strip():
-            raise ApiError(400, "'input' must be a non-empty string: the text to speak", "input")
-        if len(text) > MAX_INPUT_CHARS:
-            raise ApiError(400, f"'input' has {len(text)} characters; at most {MAX_INPUT_CHARS}", "input")
-        fmt = req.get("response_format", "wav")
-        if fmt not in CONTENT_TYPES:
-            raise ApiError(400, f"'response_format' {fmt!r} is not one of {', '.join(CONTENT_TYPES)}", "response_format")
-        speed = req.get("speed", 1.0)
-        if not _number(speed) or speed != 1.0:
-            raise ApiError(400, f"'speed' {speed!r} is not supported: only 1.0", "speed")
-        if req.get("stream_format", "audio") != "audio":
-            raise ApiError(400, "'stream_format' must be 'audio' (no server-sent events)", "stream_format")
-        if req.get("instructions"):
-            raise ApiError(400, "'instructions' are not supported: CSM takes its style from a voice's context", "instructions")
-        options = dict(self.defaults)
-        for name, check, what in (
-            ("temperature", lambda v: _number(v) and 0 <= v < math.inf, "a number >= 0"),
-            ("topk", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-            ("seed", lambda v: v is None or _integer(v), "an integer or null"),
-            ("max_audio_ms", lambda v: _number(v) and 80 <= v < math.inf, "a number of milliseconds >= 80"),
-            ("split_sentences", lambda v: isinstance(v, bool), "true or false"),
-        ):
-            if name in req:
-                if not check(req[name]):
-                    raise ApiError(400, f"'{name}' must be {what}, got {req[name]!r}", name)
-                options[name] = req[name]
-        return Job(text, self.voice(req.get("voice", "0")), fmt, options)
+            stream.job = self.scheduler.submit(text, voice.speaker, voice.context, options, listener=stream._on_job)
+        except QueueFullError as e:
+            raise ServiceBusy(f"busy: {self.scheduler.waiting} requests wait for a slot already; retry later") from e
+        self._streams.add(stream)
+        self._wake()
+        return stream
 
-    def describe_voices(self) -> dict:
-        named = [{"name": v.name, "speaker": v.speaker, "context_turns": len(v.context)} for v in self.voices.values()]
-        return {"voices": named, "speaker_ids": "any integer >= 0 (\"0\", \"1\", ...) is a voice without context"}
+    async def add_voice(self, name: str, turns: Sequence[tuple[int, str, np.ndarray]], speaker: int | None = None) -> Voice:
+        """Encode the turns' audio (float32 at the codec rate) once, on the model's thread between
+        steps, and keep the voice (persisted when the service has a data dir)."""
+        check_name(name)
+        if self.voices.get(name) is not None:
+            raise VoiceError("name", f"a voice named {name!r} exists already; delete it first", "conflict")
+        if not turns:
+            raise VoiceError("turns", "a voice needs at least one turn: audio and its transcript")
+        segments = [Segment(int(s), t, audio=a) for s, t, a in turns]
+        seconds = sum(s.audio.size for s in segments) / self.sample_rate
+        if seconds > MAX_VOICE_SECONDS:
+            raise VoiceError("audio", f"the voice's audio lasts {seconds:.1f} s; at most {MAX_VOICE_SECONDS} s "
+                                      "(the context shares the model's 2048-frame window with the speech)")  # fmt: skip
+        encoded = await asyncio.wrap_future(self._call(lambda: self.tts.encode_context(segments)))
+        who = segments[-1].speaker if speaker is None else int(speaker)
+        return self.voices.add(Voice(name, who, tuple(encoded), "api"))
 
+    def remove_voice(self, name: str) -> Voice:
+        return self.voices.remove(name)
 
-def _number(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and not math.isnan(v)
+    def mark(self, audio: np.ndarray, start_sample: int) -> np.ndarray:
+        """The facade's watermarker (whichever it holds; none: unchanged) at this position."""
+        return self.tts.mark(audio, start_sample)
 
+    # ---- numbers for health and metrics ----
+    @property
+    def running(self) -> int:
+        return self.scheduler.running
 
-def _integer(v) -> bool:
-    return isinstance(v, Integral) and not isinstance(v, bool)
+    @property
+    def waiting(self) -> int:
+        return self.scheduler.waiting
+
+    @property
+    def slots(self) -> int:
+        return self.scheduler.slots
+
+    def frames_per_second(self) -> float:
+        """Frames generated per second over the last RATE_WINDOW_S seconds (all streams)."""
+        now = time.monotonic()
+        with self._rate_lock:
+            rate = self._rate
+            while rate and rate[0][0] < now - RATE_WINDOW_S:
+                rate.popleft()
+            return sum(n for _, n in rate) / RATE_WINDOW_S
+
+    # ---- the worker ----
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def _call(self, fn: Callable) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if self._closed:
+                raise ServiceClosed("the server is shutting down")
+            self._calls.append((fn, future))
+            self._cv.notify_all()
+        return future
+
+    def _work(self) -> None:
+        sched = self.scheduler
+        while True:
+            with self._cv:
+                while not self._closed and not self._calls and not sched.busy:
+                    self._cv.wait()
+                if self._closed:
+                    break
+                calls = list(self._calls)
+                self._calls.clear()
+            for fn, future in calls:  # e.g. encoding a new voice: between two steps
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(e)
+            try:
+                if not sched.step() and sched.busy:
+                    time.sleep(0.001)  # nothing to feed this instant (e.g. all waiting were cancelled)
+            except Exception as e:  # noqa: BLE001 - the jobs of this step have failed and were told; go on
+                self.last_error = e
+                logger.exception("model step failed")
+        for fn, future in self._calls:
+            future.cancel()
+        for stream in list(self._streams):  # never to be stepped again: their consumers must not wait on
+            stream._end(ServiceClosed("the server shut down before this request ended"))
+
+    def _count_frames(self, n: int) -> None:
+        self.frames_total += n
+        with self._rate_lock:
+            self._rate.append((time.monotonic(), n))
+
+    def _ended(self, stream: Stream, job) -> None:
+        self._streams.discard(stream)
+        self.finished[job.state] = self.finished.get(job.state, 0) + 1
+        if stream.cancelled_at_step is not None:
+            stream.freed_after_steps = self.scheduler.steps - stream.cancelled_at_step
+            self.freed_after_steps.append(stream.freed_after_steps)
