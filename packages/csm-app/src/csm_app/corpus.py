@@ -34,7 +34,7 @@ import numpy as np
 
 from csm_core import GenerationOptions, OptionError, Segment
 
-from .inputs import InputError, Turn, _jsonl, parse_turn, read_context
+from .inputs import InputError, Turn, parse_turn, read_context, read_jsonl
 
 __all__ = [
     "CorpusRow",
@@ -90,7 +90,7 @@ def _raw_rows(path: Path) -> list[tuple[str, dict]]:
     """(where, row) for every row of a JSONL, CSV or Parquet file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return [(f"{path}:{n}", row) for n, row in _jsonl(path)]
+        return [(f"{path}:{n}", row) for n, row in read_jsonl(path)]
     if suffix == ".csv":
         try:
             text = path.read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ import numpy as np
 from csm_core.config import CSMConfig
 from csm_core.prompt import PromptFrames, audio_frames, text_frames
 
-from .inputs import InputError, Turn, _jsonl, _speaker, _unknown_keys, parse_turn, read_context
+from .inputs import InputError, Turn, _speaker, _unknown_keys, parse_turn, read_context, read_jsonl
 
 __all__ = ["DataRow", "read_dataset", "CodeCache", "build_examples", "split_validation", "finetune"]
 
@@ -89,7 +89,7 @@ def read_dataset(path: str | Path) -> list[DataRow]:
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise InputError(f"{path}: cannot read it as CSV: {e}") from None
     else:
-        raws = _jsonl(path)
+        raws = read_jsonl(path)
     rows = [_row(raw, f"{path}:{n}", base) for n, raw in raws]
     if not rows:
         raise InputError(f"{path}: no usable rows (expected objects with 'audio' and 'text')")

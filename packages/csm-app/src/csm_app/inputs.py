@@ -1,5 +1,5 @@
 """What the CLI and the server read besides text: context turns (a JSONL file of
-{"speaker", "text", "audio"} objects, or a list of them) and `csm batch` request files.
+{"speaker", "text", "audio"} objects, or a list of them). `csm batch` request files: csm_app.corpus.
 
 A problem in a user's file is an `InputError` naming the file and line (the CLI exits 2 on it).
 Relative audio paths are resolved against the directory of the file that names them.
@@ -16,12 +16,10 @@ from typing import Callable
 import numpy as np
 
 from csm_core import Segment
-from csm_core.generation import Request
 
-__all__ = ["InputError", "Turn", "BatchItem", "parse_turn", "read_context", "context_segments", "read_batch"]
+__all__ = ["InputError", "Turn", "parse_turn", "read_context", "context_segments", "read_jsonl"]
 
 TURN_KEYS = ("speaker", "text", "audio")
-REQUEST_KEYS = ("text", "speaker", "context", "output")
 
 
 class InputError(ValueError):
@@ -61,7 +59,7 @@ def parse_turn(row, where: str, base: Path) -> Turn:
     return Turn(_speaker(row.get("speaker", 0), where), row["text"], path)
 
 
-def _jsonl(path: Path) -> list[tuple[int, object]]:
+def read_jsonl(path: Path) -> list[tuple[int, object]]:
     """(line number, value) of each non-blank line."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -80,63 +78,9 @@ def _jsonl(path: Path) -> list[tuple[int, object]]:
 def read_context(path: str | Path) -> list[Turn]:
     """The turns of a context JSONL file, one object per line."""
     path = Path(path)
-    return [parse_turn(row, f"{path}:{n}", path.parent) for n, row in _jsonl(path)]
+    return [parse_turn(row, f"{path}:{n}", path.parent) for n, row in read_jsonl(path)]
 
 
 def context_segments(turns: list[Turn], read_audio: Callable[[Path], np.ndarray]) -> list[Segment]:
     """Segments with each turn's audio read (`read_audio(path)`; the caller may cache it)."""
     return [Segment(t.speaker, t.text, audio=read_audio(t.audio) if t.audio else None) for t in turns]
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One line of a batch file: what to say and where the audio goes."""
-
-    line: int
-    request: Request
-    output: Path
-    fmt: str
-
-
-def read_batch(
-    path: str | Path, outdir: Path, default_fmt: str, formats: tuple[str, ...],
-    read_audio: Callable[[Path], np.ndarray],
-) -> list[BatchItem]:  # fmt: skip
-    """Requests of a batch JSONL file, one object per line: 'text' (required), 'speaker' (default
-    0), 'context' (a list of turn objects, or the path of a context JSONL file), 'output' (a file
-    name under `outdir`, or an absolute path; its extension picks the format; default
-    NNNN.<default_fmt> by request number from 1)."""
-    path = Path(path)
-    items: list[BatchItem] = []
-    taken: dict[Path, int] = {}
-    for n, row in _jsonl(path):
-        where = f"{path}:{n}"
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: expected a JSON object with 'text', got {row!r:.80}")
-        _unknown_keys(row, REQUEST_KEYS, where)
-        text = row.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{where}: 'text' must be a non-empty string, got {text!r:.80}")
-        context = row.get("context", [])
-        if isinstance(context, str):
-            turns = read_context(path.parent / context)
-        elif isinstance(context, list):
-            turns = [parse_turn(t, f"{where}: context[{i}]", path.parent) for i, t in enumerate(context)]
-        else:
-            raise InputError(f"{where}: 'context' must be a list of turns or a JSONL file path, got {context!r:.80}")
-        name = row.get("output", f"{len(items) + 1:04d}.{default_fmt}")
-        if not isinstance(name, str) or not name.strip():
-            raise InputError(f"{where}: 'output' must be a file name, got {name!r:.80}")
-        fmt = Path(name).suffix.lower().lstrip(".")
-        if fmt not in formats:
-            raise InputError(f"{where}: cannot tell the audio format of output {name!r}; end it in .{', .'.join(formats)}")
-        output = outdir / name  # an absolute name stays as it is
-        if output in taken:
-            raise InputError(f"{where}: output {str(output)!r} is also line {taken[output]}'s")
-        taken[output] = n
-        segments = context_segments(turns, read_audio)
-        request = Request(text, _speaker(row.get("speaker", 0), where), tuple(segments))
-        items.append(BatchItem(n, request, output, fmt))
-    if not items:
-        raise InputError(f"{path}: no requests (expected one JSON object per line)")
-    return items
