@@ -211,10 +211,10 @@ class CpuBackend:
         """Caches for `slots` independent rows, replacing the batch or slots held before (caches of
         the same row count are kept, so an admitted prompt may reuse what a row held).
 
-        Memory: allocated once, for the whole window: slots x max_seq_len x bytes_per_slot_position()
-        (64.3 KiB per slot per position on CSM-1B, ~129 MiB per slot for 2048 positions) plus
-        ~0.2 MiB per slot of decoder caches and logits; the buffers of one backbone call (at most
-        slots x max(1, 64 // slots) vectors) are small. The zeroed pages are only made resident as
+        Memory, allocated once for the whole window (CSM-1B, 2 threads): slots x max_seq_len x
+        bytes_per_slot_position() (65,834 B per slot per position: ~129 MiB per slot for 2048
+        positions), + ~0.8 MiB per slot (decoder caches and buffers), + ~12 MiB for one backbone
+        call's buffers (64 vectors; max(64, slots) of them). The zeroed KV pages become resident as
         positions are written, so resident memory grows with the context each slot has used."""
         if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
             raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
