@@ -2,10 +2,12 @@
 
     flock /work/bigmem.lock python tools/bench_cpu.py            # everything (~15-25 min)
     python tools/bench_cpu.py --formats q8_0 --threads 2 --no-reference --frames 6
+    python tools/bench_cpu.py --formats q8_0 --threads 2 --no-reference --no-competing --batch 1 --slots 1,2,4
 
 Per format (each in its own process, so peak RSS is that format's): load time, peak RSS, median
 ms/frame per thread count, prompt prefill positions/s, frames/s for batch sizes, the same under a
-competing busy process.
+competing busy process; with --slots, aggregate frames/s of N slots all decoding (SlotModel path,
+each slot at its own position: the prompts differ in length) against B=1.
 Also: the memory bandwidth the f32 kernel reaches (and numpy's sgemv as a peer), the machine's
 read ceiling (tools/membw.py), each format's floor (weight bytes per frame / the higher of the
 two), % of floor, and the Hugging Face transformers
@@ -83,6 +85,42 @@ def time_frames(be, B: int, frames: int) -> list[float]:
     return out
 
 
+def time_slot_frames(be, n: int, frames: int) -> list[float]:
+    """Seconds per step with n slots all decoding (prompts of 16 + 3·slot rows, so the slots sit
+    at different positions), after one prefill step and one warm-up step."""
+    from csm_core.protocols import SamplingParams, SlotFeed
+
+    params = SamplingParams()
+    be.open_slots(n)
+    feeds = []
+    for s in range(n):
+        tok, mask = prompt(be.config, 1, 16 + 3 * s)
+        be.admit(s, s, tok[0], mask[0])
+        feeds.append(SlotFeed(s, tok[0], mask[0], params))
+    codes = be.step(feeds)
+
+    def frame_feeds(codes):
+        K = be.config.audio_num_codebooks
+        out = []
+        for s in range(n):
+            tok = np.zeros((1, K + 1), np.int64)
+            tok[0, :K] = codes[s]
+            mask = np.zeros((1, K + 1), bool)
+            mask[0, :K] = True
+            out.append(SlotFeed(s, tok, mask, params))
+        return out
+
+    codes = be.step(frame_feeds(codes))  # warm-up
+    out = []
+    for _ in range(frames):
+        feeds = frame_feeds(codes)
+        t = time.perf_counter()
+        codes = be.step(feeds)
+        out.append(time.perf_counter() - t)
+    be.reset(1)
+    return out
+
+
 def prefill_rate(be, S: int = 128) -> float:
     """Prompt positions per second through the backbone: a fresh S-row prompt's first frame minus
     a 1-row prompt's (both include one frame's decode; prefix reuse off)."""
@@ -124,6 +162,8 @@ def worker(args) -> dict:
     for B in args.batch:
         if B > 1 and (args.worker == "q8_0" or len(args.batch) == 1):
             res["fps_batch"][B] = B / statistics.median(time_frames(be, B, max(3, args.frames // 2)))
+    if args.slots:
+        res["fps_slots"] = {n: n / statistics.median(time_slot_frames(be, n, args.frames)) for n in args.slots}
     if args.competing:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
@@ -214,11 +254,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-competing", action="store_true")
+    ap.add_argument("--slots", default="", help="slot counts for the SlotModel path, e.g. 1,2,4 (default: off)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--reference-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
     args.batch = [int(b) for b in args.batch.split(",")]
+    args.slots = [int(n) for n in args.slots.split(",") if n]
     args.competing = not args.no_competing
     if args.worker:
         print(json.dumps(worker(args)))
@@ -244,7 +286,7 @@ def main() -> None:
     ceiling = max(v for k, v in bw.items() if k.startswith(("kernel", "read_probe")))
     results = []
     for fmt in args.formats.split(","):
-        extra = ["--batch", ",".join(map(str, args.batch))] + ([] if args.competing and fmt == "q8_0" else ["--no-competing"])
+        extra = ["--batch", ",".join(map(str, args.batch)), "--slots", ",".join(map(str, args.slots))] + ([] if args.competing and fmt == "q8_0" else ["--no-competing"])
         r = sub(["--worker", fmt, *common, *extra])
         results.append(r)
         print("# " + json.dumps(r), flush=True)
@@ -274,6 +316,10 @@ def main() -> None:
         if r.get("fps_batch"):
             b1 = 1e3 / r["ms"][str(max(args.threads))] if str(max(args.threads)) in r["ms"] else float("nan")
             print(f"batch frames/s {r['fmt']}: B=1 {b1:.2f}, " + ", ".join(f"B={b} {v:.2f}" for b, v in r["fps_batch"].items()))
+        if r.get("fps_slots"):
+            b1 = 1e3 / r["ms"][str(max(args.threads))] if str(max(args.threads)) in r["ms"] else float("nan")
+            print(f"slots all decoding, aggregate frames/s {r['fmt']}: B=1 {b1:.2f}, "
+                  + ", ".join(f"{n} slots {v:.2f}" for n, v in r["fps_slots"].items()))
         if r.get("prefill_pos_s"):
             print(f"prompt prefill {r['fmt']} ({max(args.threads)} thr): {r['prefill_pos_s']:.1f} positions/s")
         if r.get("ms_competing"):

@@ -12,7 +12,14 @@ OpenMP barrier):
   | quantize (private) -> O chunks (+residual) | norm+quantize (private) -> gate/up chunks (+SwiGLU,
   +quantize) | down chunks (+residual) |
 
-Layouts (N = vectors in flight = batch rows x positions of one call):
+Rows: B rows of caches, each with its own position (rowpos). The FrameModel path feeds all rows
+the same positions; the slot path (continuous batching) feeds any rows at their own positions:
+every call flattens its rows into vectors (batch row bidx, position pos), run nmax at a time.
+A vector's products never depend on the others in flight, so a row's results are the same bit
+for bit alone or next to any others. The decode runs for a chosen subset of rows (m of B), each
+with its own temperature, top-k, code limit and random stream.
+
+Layouts (N = vectors in flight, at most nmax):
   x [N, D] residual stream (fp32); q [N, H*hd]; k, v [N, kvd]; att [N, H*hd]; g, u [N, F]
   per-thread pxn [N, wide] fp32, paq int8 [N, wide], pad [N, wide/32]: normed / quantized inputs
   aq int8 [N, F], ad [N, F/32]: the quantized SwiGLU output (written chunk by chunk)
@@ -307,25 +314,30 @@ cdef float *fptr(object a) except NULL:
 
 
 cdef class Engine:
-    """CSM weights + buffers + caches for a fixed batch size; see backend.CpuBackend for the API."""
+    """CSM weights + buffers + caches for B rows; see backend.CpuBackend for the API."""
 
     cdef Stack bb, dec
-    cdef int isa, nt, B, V, K, Db, Dd, bb_chunk
+    cdef int isa, nt, B, V, K, Db, Dd
     cdef int64_t cap       # largest work item in bytes of weights (see chunk_rows)
     cdef csm_mat text_emb, audio_emb, proj, c0_head
     cdef csm_mat *heads
     cdef Group g_proj, g_c0
     cdef Group *g_heads
     cdef list refs
-    cdef float *hlast      # [B, Db] backbone output at the last position (post-norm)
+    cdef int *rowpos       # [B] positions each row's cache holds
+    cdef float *hlast      # [B, Db] backbone output (post-norm) of each decoded row's last vector
     cdef float *ebuf       # [2B, Db] decoder inputs before the projection
     cdef int *sel          # [B] which decoder vector feeds the head
     cdef float *logits     # [B, V]
     cdef float *escratch   # [threads, Db] embedding rows being summed
     cdef float *sscratch   # [V] sampling scratch
-    cdef uint64_t *rng     # [B]
+    cdef uint64_t *rng     # [B] one random stream per row
+    cdef int m             # rows the next decode runs for; decoded row j is batch row drow[j]
+    cdef int *drow         # [B]
+    cdef float *dtemp      # [B] per decoded row: temperature, top-k, codes >= limit never picked
+    cdef int *dtopk        # [B]
+    cdef int *dlimit       # [B]
     cdef csm_sync bar      # the frame loops' barrier (zeroed with the object)
-    cdef public int position
 
     def __cinit__(self):
         self.heads = NULL
@@ -351,8 +363,8 @@ cdef class Engine:
         self.B = batch
         self.V = dims["audio_vocab"]
         self.K = dims["num_codebooks"]
-        self.bb_chunk = max(1, 64 // batch)
-        self._init_stack(&self.bb, "backbone", dims["backbone"], w, batch, batch * self.bb_chunk, 0)
+        # backbone vectors per parallel region: 64 positions at B=1, at least one per row
+        self._init_stack(&self.bb, "backbone", dims["backbone"], w, batch, batch * max(1, 64 // batch), 0)
         self._init_stack(&self.dec, "decoder", dims["decoder"], w, batch, 2 * batch,
                          dims["backbone"]["embed_dim"])
         self.Db = self.bb.D
@@ -367,10 +379,12 @@ cdef class Engine:
             raise MemoryError()
         self.hlast = self._buf((batch, self.Db))
         self.ebuf = self._buf((2 * batch, self.Db))
-        sel = np.zeros((batch,), np.intc)
-        self.refs.append(sel)
-        cdef int[::1] selv = sel
-        self.sel = &selv[0]
+        self.sel = self._ibuf(batch)
+        self.rowpos = self._ibuf(batch)
+        self.drow = self._ibuf(batch)
+        self.dtopk = self._ibuf(batch)
+        self.dlimit = self._ibuf(batch)
+        self.dtemp = self._buf((batch,))
         self.logits = self._buf((batch, self.V))
         self.escratch = self._buf((threads, self.Db))
         self.sscratch = self._buf((self.V,))
@@ -385,12 +399,17 @@ cdef class Engine:
             self.heads[i] = as_mat(w[f"audio_head.{i}"])
             group_add(&self.g_heads[i], &self.heads[i], self.logits, self.V, 0, self.cap, threads)
         memset(self.dec.valid, 1, batch * self.dec.maxpos)
-        self.position = 0
 
     cdef float *_buf(self, shape) except NULL:
         a = np.zeros(shape, np.float32)
         self.refs.append(a)
         return fptr(a)
+
+    cdef int *_ibuf(self, int n) except NULL:
+        a = np.zeros((n,), np.intc)
+        self.refs.append(a)
+        cdef int[::1] v = a
+        return &v[0]
 
     cdef _init_stack(self, Stack *s, str prefix, dict d, dict w, int batch, int nmax, int in_cols):
         s.L, s.D, s.H, s.KVH = d["num_layers"], d["embed_dim"], d["num_heads"], d["num_kv_heads"]
@@ -450,86 +469,156 @@ cdef class Engine:
             ly.gu_chunks = (s.F + ly.gu_ch - 1) // ly.gu_ch
             group_add(&ly.down, &ly.w2, s.x, s.D, 1, self.cap, self.nt)
 
+    @property
+    def batch(self):
+        return self.B
+
+    @property
+    def position(self):
+        """Positions every row's cache holds (the FrameModel path keeps the rows together)."""
+        cdef int b, p = self.rowpos[0]
+        for b in range(1, self.B):
+            p = min(p, self.rowpos[b])
+        return p
+
+    def row_position(self, int row):
+        if row < 0 or row >= self.B:
+            raise ValueError(f"row {row} outside the {self.B} rows")
+        return self.rowpos[row]
+
     def reset(self, seed, int keep=0):
-        """Empty the caches from position `keep` on (the first `keep` positions stay: the caller
-        knows they hold the prompt it is about to run) and reseed each batch row's generator."""
+        """Empty every row's cache from position `keep` on (the first `keep` positions stay: the
+        caller knows they hold the prompt it is about to run) and reseed each row's generator:
+        row b from seed + b * 0xD1B54A32D192ED03 (row 0 from the seed itself, as reset_row)."""
         cdef int b
         cdef uint64_t st
         if keep < 0 or keep > self.position:
             raise ValueError(f"keep={keep} outside the {self.position} cached positions")
-        for b in range(self.B):
-            memset(self.bb.valid + b * self.bb.maxpos + keep, 0, self.bb.maxpos - keep)
-        self.position = keep
         seed = int(seed) & 0xFFFFFFFFFFFFFFFF
         for b in range(self.B):
+            memset(self.bb.valid + b * self.bb.maxpos + keep, 0, self.bb.maxpos - keep)
+            self.rowpos[b] = keep
             st = <uint64_t>seed + <uint64_t>b * 0xD1B54A32D192ED03ULL
             splitmix64(&st)
             self.rng[b] = st
 
-    def backbone(self, const int64_t[:, :, ::1] tokens, const uint8_t[:, :, ::1] mask):
-        """Embed tokens/mask [B, S, K+1] at the current position, run the backbone, keep the
-        last position's normed hidden state. Inputs are validated by the caller."""
-        cdef int S = <int>tokens.shape[1], s0, s1, n, b, t, i, c
-        cdef int base = self.position
-        with nogil:
-            for b in range(self.B):
-                for t in range(S):
-                    c = 0
-                    for i in range(self.K + 1):
-                        c = c or mask[b, t, i]
-                    self.bb.valid[b * self.bb.maxpos + base + t] = c
-            s0 = 0
-            while s0 < S:
-                s1 = min(S, s0 + self.bb_chunk)
-                n = 0
-                for b in range(self.B):
-                    for t in range(s0, s1):
-                        self.bb.pos[n] = base + t
-                        self.bb.bidx[n] = b
-                        n += 1
-                self._embed(tokens, mask, s0, s1)
-                stack_run(&self.bb, n, self.isa, self.nt, &self.bar)
-                s0 = s1
-            # the last chunk covers positions [s0 - T, S): row b's last vector is b*T + T-1
-            t = S - ((S - 1) // self.bb_chunk) * self.bb_chunk
-            for b in range(self.B):
-                i = b * t + t - 1
-                rmsnorm(self.bb.x + i * self.Db, self.bb.norm, self.hlast + b * self.Db, self.Db, self.bb.eps)
-        self.position = base + S
+    def reset_row(self, int row, seed, int keep=0):
+        """Empty row `row`'s cache from position `keep` on and give it the random stream of `seed`
+        (the stream reset(seed) gives row 0, whichever row this is); other rows are untouched."""
+        cdef uint64_t st
+        if row < 0 or row >= self.B:
+            raise ValueError(f"row {row} outside the {self.B} rows")
+        if keep < 0 or keep > self.rowpos[row]:
+            raise ValueError(f"keep={keep} outside row {row}'s {self.rowpos[row]} cached positions")
+        memset(self.bb.valid + row * self.bb.maxpos + keep, 0, self.bb.maxpos - keep)
+        self.rowpos[row] = keep
+        st = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+        splitmix64(&st)
+        self.rng[row] = st
 
-    cdef void _embed(self, const int64_t[:, :, ::1] tokens, const uint8_t[:, :, ::1] mask,
-                     int s0, int s1) noexcept nogil:
-        """x[n] = text embedding (column K) + sum of codebook embeddings (columns < K), masked."""
-        cdef int n, b, t, col, j, T = s1 - s0, D = self.Db
+    def backbone(self, tokens, mask):
+        """Embed tokens int64 / mask uint8 [B, S, K+1] at the rows' common position, run the
+        backbone, keep each row's last normed hidden state for decode(). Inputs are validated by
+        the caller."""
+        B, S = self.B, tokens.shape[1]
+        rows = np.arange(B, dtype=np.intc)
+        self.feed(rows, np.full(B, S, np.intc), rows, tokens.reshape(B * S, -1), mask.reshape(B * S, -1))
+
+    def feed(self, const int[::1] rows, const int[::1] counts, const int[::1] out,
+             const int64_t[:, ::1] tokens, const uint8_t[:, ::1] mask):
+        """Feed i: counts[i] consecutive rows of tokens/mask [N, K+1] into batch row rows[i] at its
+        own position (rows distinct); when out[i] >= 0 its last vector's normed state becomes
+        decoded row out[i]'s input. Runs ceil(N / nmax) backbone regions of equal size. Inputs
+        (distinct rows, fit in the window, token ranges) are validated by the caller."""
+        cdef int nf = rows.shape[0], N = tokens.shape[0], i, r, v = 0, c0, c1, per, j, seen, K1 = self.K + 1
+        if counts.shape[0] != nf or out.shape[0] != nf or mask.shape[0] != N or tokens.shape[1] != K1:
+            raise ValueError("feed: rows/counts/out lengths or tokens/mask shapes disagree")
+        vrow = np.empty(N, np.intc)
+        vpos = np.empty(N, np.intc)
+        vout = np.full(N, -1, np.intc)
+        cdef int[::1] vr = vrow, vp = vpos, vo = vout
+        for i in range(nf):
+            if rows[i] < 0 or rows[i] >= self.B or counts[i] < 1 or out[i] >= self.B:
+                raise ValueError(f"feed {i}: row {rows[i]} / count {counts[i]} / out {out[i]} out of range")
+            if self.rowpos[rows[i]] + counts[i] > self.bb.maxpos:
+                raise ValueError(f"feed {i}: row {rows[i]} would pass the {self.bb.maxpos}-position window")
+            v += counts[i]
+        if v != N:
+            raise ValueError(f"feed: counts add up to {v}, tokens has {N} rows")
+        if N == 0:
+            return
+        v = 0
+        for i in range(nf):
+            for r in range(counts[i]):
+                vr[v] = rows[i]
+                vp[v] = self.rowpos[rows[i]] + r
+                v += 1
+            vo[v - 1] = out[i]
+        with nogil:
+            for v in range(N):  # a position with no mask bit is padding: never attended
+                seen = 0
+                for i in range(K1):
+                    seen = seen or mask[v, i]
+                self.bb.valid[vr[v] * self.bb.maxpos + vp[v]] = seen
+            per = (N + self.bb.nmax - 1) // self.bb.nmax
+            per = (N + per - 1) // per
+            c0 = 0
+            while c0 < N:
+                c1 = min(N, c0 + per)
+                for j in range(c1 - c0):
+                    self.bb.pos[j] = vp[c0 + j]
+                    self.bb.bidx[j] = vr[c0 + j]
+                self._embed(tokens, mask, c0, c1)
+                stack_run(&self.bb, c1 - c0, self.isa, self.nt, &self.bar)
+                for j in range(c1 - c0):
+                    if vo[c0 + j] >= 0:
+                        rmsnorm(self.bb.x + j * self.Db, self.bb.norm, self.hlast + vo[c0 + j] * self.Db,
+                                self.Db, self.bb.eps)
+                c0 = c1
+            for i in range(nf):
+                self.rowpos[rows[i]] += counts[i]
+
+    cdef void _embed(self, const int64_t[:, ::1] tokens, const uint8_t[:, ::1] mask,
+                     int v0, int v1) noexcept nogil:
+        """x[v - v0] = text embedding (column K) + sum of codebook embeddings (columns < K), masked,
+        for the vectors v0 .. v1 of tokens/mask."""
+        cdef int n, v, col, j, D = self.Db
         cdef float *x
         cdef float *tmp
         cdef const csm_mat *m
         cdef int64_t row
-        for n in prange(self.B * T, nogil=True, schedule="static", num_threads=self.nt):
-            b = n // T
-            t = s0 + n % T
+        for n in prange(v1 - v0, nogil=True, schedule="static", num_threads=self.nt):
+            v = v0 + n
             x = self.bb.x + n * D
             tmp = self.escratch + threadid() * D
             memset(x, 0, D * sizeof(float))
             for col in range(self.K + 1):
-                if mask[b, t, col]:
+                if mask[v, col]:
                     if col == self.K:
                         m = &self.text_emb
-                        row = tokens[b, t, col]
+                        row = tokens[v, col]
                     else:
                         m = &self.audio_emb
-                        row = tokens[b, t, col] + <int64_t>col * self.V
+                        row = tokens[v, col] + <int64_t>col * self.V
                     csm_dequant_row(m.fmt, m.data + row * m.row_bytes, tmp, D)
                     for j in range(D):
                         x[j] += tmp[j]
 
     def decode(self, float temperature, int topk, int limit, forced=None, probe=None):
-        """Codebook 0 from the backbone state, then the depth decoder for codebooks 1..K-1.
+        """Codebook 0 from every row's backbone state, then the depth decoder for codebooks 1..K-1,
+        all rows with the same parameters.
 
         limit: codes >= limit are never picked. forced int32 [B, K]: take these codes instead
         of sampling (teacher forcing). probe float32 [B, K, V]: receives every step's logits.
         Returns int32 [B, K].
         """
+        cdef int b
+        self.m = self.B
+        for b in range(self.B):
+            self.drow[b] = b
+            self.dtemp[b] = temperature
+            self.dtopk[b] = topk
+            self.dlimit[b] = limit
         codes = np.zeros((self.B, self.K), np.int32)
         cdef int[:, ::1] cv = codes
         cdef const int[:, ::1] fv
@@ -543,78 +632,96 @@ cdef class Engine:
             pv = probe
             pp = &pv[0, 0, 0]
         with nogil:
-            self._decode(temperature, topk, limit, &cv[0, 0], fp, pp)
+            self._decode(&cv[0, 0], fp, pp)
         return codes
 
-    cdef void _pick(self, int i, float temperature, int topk, int limit, int *codes,
-                    const int *forced, float *probe) noexcept nogil:
-        cdef int b
-        for b in range(self.B):
+    def decode_rows(self, const int[::1] rows, const float[::1] temperature, const int[::1] topk,
+                    const int[::1] limit):
+        """The frame of decoded rows 0..m-1 (fed with out = j), row j drawing from batch row
+        rows[j]'s random stream with its own temperature / top-k / limit. Returns int32 [m, K]."""
+        cdef int m = rows.shape[0], j
+        if m < 1 or m > self.B or temperature.shape[0] != m or topk.shape[0] != m or limit.shape[0] != m:
+            raise ValueError(f"decode_rows: 1..{self.B} rows with one temperature, topk and limit each, got {m}")
+        for j in range(m):
+            if rows[j] < 0 or rows[j] >= self.B or topk[j] < 1 or limit[j] < 1 or limit[j] > self.V:
+                raise ValueError(f"decode_rows: row {j} (batch row {rows[j]}, topk {topk[j]}, limit {limit[j]}) out of range")
+            self.drow[j] = rows[j]
+            self.dtemp[j] = temperature[j]
+            self.dtopk[j] = topk[j]
+            self.dlimit[j] = limit[j]
+        self.m = m
+        codes = np.zeros((m, self.K), np.int32)
+        cdef int[:, ::1] cv = codes
+        with nogil:
+            self._decode(&cv[0, 0], NULL, NULL)
+        return codes
+
+    cdef void _pick(self, int i, int *codes, const int *forced, float *probe) noexcept nogil:
+        cdef int j
+        for j in range(self.m):
             if probe != NULL:
-                memcpy(probe + (<int64_t>b * self.K + i) * self.V, self.logits + b * self.V, self.V * sizeof(float))
+                memcpy(probe + (<int64_t>j * self.K + i) * self.V, self.logits + j * self.V, self.V * sizeof(float))
             if forced != NULL:
-                codes[b * self.K + i] = forced[b * self.K + i]
+                codes[j * self.K + i] = forced[j * self.K + i]
             else:
-                codes[b * self.K + i] = sample_logits(self.logits + b * self.V, limit, temperature, topk,
-                                                      &self.rng[b], NULL, self.sscratch)
+                codes[j * self.K + i] = sample_logits(self.logits + j * self.V, self.dlimit[j], self.dtemp[j],
+                                                      self.dtopk[j], &self.rng[self.drow[j]], NULL, self.sscratch)
 
     cdef void _inputs(self, int i, const int *codes) noexcept nogil:
         """Decoder inputs of step i: [backbone state, code 0] at positions 0, 1 (i == 1); then
         code i-1 at position i. Also which vector feeds the head (sel)."""
-        cdef int B = self.B, K = self.K, Db = self.Db, b, n = 0
+        cdef int m = self.m, K = self.K, Db = self.Db, j, n = 0
         cdef const csm_mat *e = &self.audio_emb
         cdef int64_t row
-        for b in range(B):
+        for j in range(m):
             if i == 1:
-                memcpy(self.ebuf + n * Db, self.hlast + b * Db, Db * sizeof(float))
+                memcpy(self.ebuf + n * Db, self.hlast + j * Db, Db * sizeof(float))
                 self.dec.pos[n] = 0
-                self.dec.bidx[n] = b
+                self.dec.bidx[n] = j
                 n += 1
-            row = codes[b * K + i - 1] + <int64_t>(i - 1) * self.V
+            row = codes[j * K + i - 1] + <int64_t>(i - 1) * self.V
             csm_dequant_row(e.fmt, e.data + row * e.row_bytes, self.ebuf + n * Db, Db)
             self.dec.pos[n] = i
-            self.dec.bidx[n] = b
+            self.dec.bidx[n] = j
             n += 1
-        for b in range(B):
-            self.sel[b] = 2 * b + 1 if i == 1 else b
+        for j in range(m):
+            self.sel[j] = 2 * j + 1 if i == 1 else j
 
-    cdef void _decode_thread(self, int tid, int nth, float temperature, int topk, int limit, int *codes,
-                             const int *forced, float *probe) noexcept nogil:
+    cdef void _decode_thread(self, int tid, int nth, int *codes, const int *forced, float *probe) noexcept nogil:
         """One thread's part of a whole frame's decode (codebook-0 head, then the K-1 decoder
-        steps): every thread runs this in ONE parallel region; thread 0 samples and builds the
-        next step's inputs between barriers."""
-        cdef int B = self.B, K = self.K, i
+        steps) for the m decoded rows: every thread runs this in ONE parallel region; thread 0
+        samples and builds the next step's inputs between barriers."""
+        cdef int m = self.m, K = self.K, i
         cdef Extra ex
         cdef int64_t tstride = <int64_t>self.dec.nmax * self.dec.wide
         cdef int8_t *aq = self.dec.paq + tid * tstride
         cdef float *ad = self.dec.pad + tid * (tstride // CSM_QK)
         # codebook 0 from the backbone state (this thread's quantized copy of it)
-        prepare_input(self.hlast, B, self.Db, NULL, 0, group_is_block(&self.g_c0), self.hlast, aq, ad)
-        group_part(self.isa, &self.g_c0, &self.bar, self.hlast, aq, ad, B)
+        prepare_input(self.hlast, m, self.Db, NULL, 0, group_is_block(&self.g_c0), self.hlast, aq, ad)
+        group_part(self.isa, &self.g_c0, &self.bar, self.hlast, aq, ad, m)
         csm_sync_wait(&self.bar, nth)
         if tid == 0:
-            self._pick(0, temperature, topk, limit, codes, forced, probe)
+            self._pick(0, codes, forced, probe)
             self._inputs(1, codes)
         csm_sync_wait(&self.bar, nth)
         ex.pre = &self.g_proj
         ex.pre_in = self.ebuf
         ex.pre_cols = self.Db
         ex.sel = self.sel
-        ex.nsel = B
+        ex.nsel = m
         ex.post_norm = self.dec.norm
         for i in range(1, K):
             ex.post = &self.g_heads[i - 1]
-            stack_layers(&self.dec, 2 * B if i == 1 else B, self.isa, tid, nth, &self.bar, &ex)
+            stack_layers(&self.dec, 2 * m if i == 1 else m, self.isa, tid, nth, &self.bar, &ex)
             csm_sync_wait(&self.bar, nth)
             if tid == 0:
-                self._pick(i, temperature, topk, limit, codes, forced, probe)
+                self._pick(i, codes, forced, probe)
                 if i + 1 < K:
                     self._inputs(i + 1, codes)
             csm_sync_wait(&self.bar, nth)
 
-    cdef void _decode(self, float temperature, int topk, int limit, int *codes,
-                      const int *forced, float *probe) noexcept nogil:
+    cdef void _decode(self, int *codes, const int *forced, float *probe) noexcept nogil:
         cdef int tid = 0
         with parallel(num_threads=self.nt):
             tid = threadid()
-            self._decode_thread(tid, csm_team_size(), temperature, topk, limit, codes, forced, probe)
+            self._decode_thread(tid, csm_team_size(), codes, forced, probe)

@@ -1,16 +1,17 @@
-"""CpuBackend: csm_core's FrameModel (+ LogitsProbe) on the Cython kernels."""
+"""CpuBackend: csm_core's FrameModel (+ LogitsProbe) and SlotModel on the Cython kernels."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from csm_core.config import CSMConfig
 from csm_core.prompt import HeldRows
-from csm_core.protocols import SamplingParams
+from csm_core.protocols import SamplingParams, SlotFeed
+from csm_core.slots import check_slot_feeds
 
 from . import _engine
 from .features import ISA_BY_NAME, active_isa
@@ -65,6 +66,12 @@ class CpuBackend:
 
     quant: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at load, tensor by tensor).
     threads: kernel threads (default: CSM_NUM_THREADS or all CPUs of this process).
+
+    Two ways to run it, on one set of caches: the FrameModel path (`reset(B, seed)` then
+    `generate_frame`: B rows that start together and share a position) and the SlotModel path
+    (`open_slots(n)`, `admit`, `step`: continuous batching, each slot with its own position,
+    sampling parameters and random stream). A slot's codes equal, bit for bit, the same request
+    run alone through `reset(1, seed)` / `generate_frame`: no product depends on the other rows.
     """
 
     # ---- the backend contract (csm_core.protocols.BackendClass): what the app reads ----
@@ -132,6 +139,7 @@ class CpuBackend:
         self._weights = _prepared
         self._dims = engine_dims(config)
         self._engine: _engine.Engine | None = None
+        self._slots = 0  # > 0 while the caches hold slots (open_slots) rather than a batch (reset)
         self._controller = None
         self.reuse_prefix = True
         self.reused_positions = 0
@@ -146,12 +154,24 @@ class CpuBackend:
         return cls(config, quant=quant, threads=threads, batch_size=batch_size, _prepared=prepared)
 
     def set_threads(self, threads: int) -> None:
-        """Change the kernel thread count (rebuilds the caches: call reset() again after)."""
+        """Change the kernel thread count (rebuilds the caches: call reset() or open_slots() again after)."""
         if int(threads) < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
-        self._engine = None
-        self.reset(self._batch)
+        slots, self._engine = self._slots, None
+        if slots:
+            self.open_slots(slots)
+        else:
+            self.reset(self._batch)
+
+    def bytes_per_slot_position(self) -> int:
+        """Cache bytes one row (batch row or slot) holds per context position: the backbone's
+        keys and values (2 x layers x kv_heads x head_dim fp32; 65,536 for CSM-1B), its padding
+        flag and the prompt row kept for prefix reuse (K+1 int64 tokens + mask)."""
+        d = self._dims["backbone"]
+        kvd = d["num_kv_heads"] * (d["embed_dim"] // d["num_heads"])
+        K1 = self.config.audio_num_codebooks + 1
+        return 2 * d["num_layers"] * kvd * 4 + 1 + K1 * 9
 
     def bytes_per_frame(self) -> int:
         """Weight bytes one batch-1 frame streams: backbone + c0 head, 31 x (decoder, projection, one head)."""
@@ -174,23 +194,28 @@ class CpuBackend:
     def reset(self, batch_size: int = 1, seed: int | None = None) -> None:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if self._engine is None or batch_size != self._batch:
-            self._engine = None  # free the old caches first
-            self._engine = _engine.Engine(
-                self._dims, self._weights, int(batch_size), self.threads, active_isa(), _chunk_kib()
-            )
-            self._batch = int(batch_size)
-            maxpos = self._dims["backbone"]["max_seq_len"]
-            # what the backbone cache holds, row by row: prompt-prefix reuse compares a new prompt with it
-            self._held = HeldRows(self._batch, maxpos, self.config.audio_num_codebooks + 1)
-            self._engine.reset(0)
+        self._rows(int(batch_size))
+        self._slots = 0
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         # The caches are emptied when the next prompt arrives: the part of it that repeats what
         # they hold (the voice context, earlier sentences) is then kept instead of recomputed.
         self._fresh = int(seed)
 
+    def _rows(self, rows: int) -> None:
+        """Caches for `rows` rows (kept when they already have that many)."""
+        if self._engine is None or rows != self._batch:
+            self._engine = None  # free the old caches first
+            self._engine = _engine.Engine(self._dims, self._weights, rows, self.threads, active_isa(), _chunk_kib())
+            self._batch = rows
+            maxpos = self._dims["backbone"]["max_seq_len"]
+            # what the backbone cache holds, row by row: prompt-prefix reuse compares a new prompt with it
+            self._held = HeldRows(self._batch, maxpos, self.config.audio_num_codebooks + 1)
+            self._engine.reset(0)
+
     def generate_frame(self, tokens: np.ndarray, mask: np.ndarray, params: SamplingParams) -> np.ndarray:
+        if self._slots:
+            raise RuntimeError("the caches hold slots (open_slots): call reset(batch_size, seed) before generate_frame")
         tokens, mask = self._check_inputs(tokens, mask)
         limit = self._limit(params)
         with self._blas_single_thread():
@@ -213,6 +238,101 @@ class CpuBackend:
         self._engine.backbone(np.ascontiguousarray(tokens), np.ascontiguousarray(mask))
         self._held.record(start, tokens, mask)
 
+    # ---- SlotModel ----
+    @property
+    def slots(self) -> int:
+        """Slots open (0 while the caches hold a FrameModel batch)."""
+        return self._slots
+
+    def open_slots(self, slots: int) -> None:
+        """Caches for `slots` independent rows, replacing the batch or slots held before (caches of
+        the same row count are kept, so an admitted prompt may reuse what a row held).
+
+        Memory, allocated once for the whole window (CSM-1B, 2 threads): slots x max_seq_len x
+        bytes_per_slot_position() (65,834 B per slot per position: ~129 MiB per slot for 2048
+        positions), + ~0.8 MiB per slot (decoder caches and buffers), + ~12 MiB for one backbone
+        call's buffers (64 vectors; max(64, slots) of them). The zeroed KV pages become resident as
+        positions are written, so resident memory grows with the context each slot has used."""
+        if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
+            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        self._rows(int(slots))
+        self._slots = int(slots)
+        self._fresh = None
+
+    def slot_position(self, slot: int) -> int:
+        return self._engine.row_position(self._check_slot(slot))
+
+    def admit(self, slot: int, seed: int | None, tokens: np.ndarray, mask: np.ndarray) -> int:
+        """Start a request in `slot`: its cache is emptied after the leading rows of the prompt
+        tokens/mask [S, K+1] it already holds (prefix reuse, at most S-1; returned), and it draws
+        from the random stream of `seed` (the one reset(1, seed) gives; None: a fresh random seed).
+        Nothing else changes."""
+        slot = self._check_slot(slot)
+        K1 = self.config.audio_num_codebooks + 1
+        tokens, mask = np.asarray(tokens), np.asarray(mask)
+        if tokens.ndim != 2 or tokens.shape[1] != K1 or tokens.shape[0] < 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"admit: prompt tokens must be integers of shape (S>=1, {K1}), got {tokens.dtype} {tokens.shape}")
+        if mask.shape != tokens.shape or mask.dtype != np.bool_:
+            raise ValueError(f"admit: prompt mask must be bool with the shape of tokens {tokens.shape}, got {mask.dtype} {mask.shape}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"admit: seed must be an integer or None, got {seed!r}")
+        keep = 0
+        if self.reuse_prefix:
+            held = self._engine.row_position(slot)
+            keep = self._held.shared_prefix_row(slot, np.where(mask, tokens, 0), mask, held)
+        self._engine.reset_row(slot, int(seed), keep)
+        return keep
+
+    def step(self, feeds: Sequence[SlotFeed]) -> np.ndarray:
+        """Feed every slot's rows (ONE backbone pass for all, nmax vectors per parallel region),
+        then ONE decode for the feeds with params, each with its own temperature, top-k and code
+        limit: int32 [n_sampled, K] in feed order. Every input is checked before any cache changes."""
+        if not self._slots:
+            raise RuntimeError("no slots are open: call open_slots(n) before step()")
+        cfg = self.config
+        K = cfg.audio_num_codebooks
+        eng = self._engine
+        positions = [eng.row_position(s) for s in range(self._slots)]
+        checked = check_slot_feeds(feeds, self._slots, K + 1, positions, self._dims["backbone"]["max_seq_len"])
+        sampled = []
+        for i, (f, (tokens, mask)) in enumerate(zip(feeds, checked)):
+            self._check_values(tokens, mask, f"feeds[{i}] (slot {f.slot})")
+            if f.params is not None:
+                if not isinstance(f.params, SamplingParams):
+                    raise TypeError(f"feeds[{i}].params must be SamplingParams or None, got {type(f.params).__name__}")
+                sampled.append(i)
+        if not feeds:
+            return np.zeros((0, K), np.int32)
+        slots = np.array([f.slot for f in feeds], np.intc)
+        counts = np.array([t.shape[0] for t, _ in checked], np.intc)
+        out = np.full(len(feeds), -1, np.intc)
+        out[sampled] = np.arange(len(sampled), dtype=np.intc)
+        tokens = np.ascontiguousarray(np.concatenate([t for t, _ in checked]))
+        mask = np.ascontiguousarray(np.concatenate([m for _, m in checked]), dtype=np.uint8)
+        with self._blas_single_thread():
+            eng.feed(slots, counts, out, tokens, mask)
+            for f, (t, m), start in zip(feeds, checked, (positions[s] for s in slots)):
+                self._held.record_row(int(f.slot), start, t, m)
+            if not sampled:
+                return np.zeros((0, K), np.int32)
+            params = [feeds[i].params for i in sampled]
+            V = cfg.audio_vocab_size
+            return eng.decode_rows(
+                slots[sampled],
+                np.array([p.temperature for p in params], np.float32),
+                np.array([min(int(p.topk), V) for p in params], np.intc),
+                np.array([self._limit(p) for p in params], np.intc),
+            )
+
+    def _check_slot(self, slot) -> int:
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or not 0 <= slot < self._slots:
+            if not self._slots:
+                raise RuntimeError("no slots are open: call open_slots(n) first")
+            raise ValueError(f"slot must be an integer in [0, {self._slots}), got {slot!r}")
+        return int(slot)
+
     # ---- LogitsProbe ----
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray):
         tokens, mask = self._check_inputs(tokens, mask, fresh=True)
@@ -224,6 +344,7 @@ class CpuBackend:
             raise ValueError(f"codes must lie in [0, {V}), got range [{codes.min()}, {codes.max()}]")
         probe = np.zeros((self._batch, K, V), np.float32)
         self._fresh = 0
+        self._slots = 0
         with self._blas_single_thread():
             self._run_backbone(tokens, mask)
             self._engine.decode(0.0, 1, V, forced=codes, probe=probe)
@@ -252,13 +373,20 @@ class CpuBackend:
                 f"{tokens.shape[1]} positions at position {start} exceed the {limit}-position cache; "
                 "shorten the prompt or reset()"
             )
-        text, audio = tokens[..., -1][mask[..., -1]], tokens[..., :-1][mask[..., :-1]]
-        if text.size and (text.min() < 0 or text.max() >= self.config.text_vocab_size):
-            raise ValueError(f"text tokens must lie in [0, {self.config.text_vocab_size})")
-        if audio.size and (audio.min() < 0 or audio.max() >= self.config.audio_vocab_size):
-            raise ValueError(f"audio tokens must lie in [0, {self.config.audio_vocab_size})")
+        self._check_values(tokens, mask)
         tokens = np.ascontiguousarray(np.where(mask, tokens, 0), dtype=np.int64)
         return tokens, np.ascontiguousarray(mask, dtype=np.uint8)
+
+    def _check_values(self, tokens: np.ndarray, mask: np.ndarray, where: str = "") -> None:
+        """Token ids in range where the mask is set (they index the embedding tables)."""
+        pre = f"{where}: " if where else ""
+        text, audio = tokens[..., -1][mask[..., -1]], tokens[..., :-1][mask[..., :-1]]
+        if text.size and (text.min() < 0 or text.max() >= self.config.text_vocab_size):
+            raise ValueError(f"{pre}text tokens must lie in [0, {self.config.text_vocab_size}), "
+                             f"got range [{text.min()}, {text.max()}]")
+        if audio.size and (audio.min() < 0 or audio.max() >= self.config.audio_vocab_size):
+            raise ValueError(f"{pre}audio tokens must lie in [0, {self.config.audio_vocab_size}), "
+                             f"got range [{audio.min()}, {audio.max()}]")
 
     def _blas_single_thread(self):
         """numpy's BLAS stays at one thread while the kernels own the cores."""
