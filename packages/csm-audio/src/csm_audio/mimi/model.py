@@ -17,6 +17,7 @@ import numpy as np
 from csm_core.config import MimiConfig, mimi
 from csm_core.weights import mimi_config_beside
 
+from .batch import MimiBatchStreamingDecoder
 from .checkpoint import canonical_weights, load_weights
 from .ops import Conv1d, ConvTranspose1d, pack_weights
 from .quantizer import SplitRVQ
@@ -24,7 +25,7 @@ from .seanet import SEANetDecoder, SEANetEncoder
 from .threads import one_blas_thread, pair_default, pair_forced, paired_products
 from .transformer import Transformer
 
-__all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
+__all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder", "MimiBatchStreamingDecoder"]
 
 _DECODE_CHUNK = 250  # frames (20 s) per internal decode call
 _FEW_FRAMES = 4  # streaming calls this small run BLAS on one thread
@@ -128,6 +129,10 @@ class Mimi:
         """paired: split few-frame calls over a helper thread (default: $CSM_AUDIO_PAIR, else on
         with >= 2 CPUs); see MimiStreamingDecoder."""
         return MimiStreamingDecoder(self, paired)
+
+    def batch_streaming_decoder(self, rows: int) -> "MimiBatchStreamingDecoder":
+        """`rows` independent streaming decodes advanced together (csm_core BatchStreamingDecoder)."""
+        return MimiBatchStreamingDecoder(self, rows)
 
     def streaming_encoder(self, num_codebooks: int | None = None) -> "MimiStreamingEncoder":
         return MimiStreamingEncoder(self, num_codebooks)

@@ -262,6 +262,18 @@ class Conv1d:
         y = self._windows(xp, x.shape[0] // self.s)
         return y, xp[xp.shape[0] - self.pad :].copy()
 
+    def step_rows(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """step() for n independent streams at once: x [n, m·s, Cin], state [n, k−s, Cin] ->
+        ([n, m, Cout], new state). One product over all rows' windows; each row's output is the
+        one step() gives it alone on a product of the same shape per row (see _windows)."""
+        if self.n_blocks * self.s != self.k:
+            raise NotImplementedError("streaming needs a kernel that is a multiple of the stride")
+        if x.shape[1] % self.s:
+            raise ValueError(f"a streamed chunk must be a multiple of the stride {self.s}, got {x.shape[1]} steps")
+        xp = np.concatenate([state, x], axis=1) if self.pad else x
+        y = self._windows_rows(xp, x.shape[1] // self.s)
+        return y, xp[:, xp.shape[1] - self.pad :].copy()
+
     def finish(self, x: np.ndarray, state: np.ndarray | None, total: int) -> np.ndarray:
         """The last outputs of a stream of `total` inputs, x being its final (any-length) part:
         right-padded per layer exactly as forward() pads the whole stream."""
@@ -278,26 +290,31 @@ class Conv1d:
         return self._windows(xp, n_out - done)
 
     def _windows(self, xp: np.ndarray, n_out: int) -> np.ndarray:
-        """xp [(n_out − 1 + n_blocks)·s, Cin] contiguous -> y [n_out, Cout]."""
-        s, cin, nb = self.s, self.cin, self.n_blocks
+        """xp [(n_out − 1 + n_blocks)·s, Cin] -> y [n_out, Cout]."""
+        return self._windows_rows(xp[None], n_out)[0]
+
+    def _windows_rows(self, xp: np.ndarray, n_out: int) -> np.ndarray:
+        """xp [n, (n_out − 1 + n_blocks)·s, Cin] (n streams) -> y [n, n_out, Cout], each product
+        taking all n rows' windows at once."""
+        s, cin, nb, n = self.s, self.cin, self.n_blocks, xp.shape[0]
         xp = np.ascontiguousarray(xp, dtype=np.float32)
-        if n_out == 0:
-            return np.zeros((0, self.cout), np.float32)
+        if n_out == 0 or n == 0:
+            return np.zeros((n, n_out, self.cout), np.float32)
         if nb == 1 and s == 1:  # pointwise conv: the input is already the matrix
-            y = matmul(xp[:n_out], self.w_flat)
+            y = matmul(xp[:, :n_out].reshape(n * n_out, cin), self.w_flat)
         elif self.im2col or n_out <= _IM2COL_ROWS:
             # row t = xp[t·s : t·s + nb·s] flattened: overlapping rows, copied once (for a few rows the
             # copy is tiny and one product reads the weight once instead of nb partial products)
-            cols = as_strided(xp, (n_out, nb * s * cin), (s * cin * 4, 4))
-            y = matmul(np.ascontiguousarray(cols), self.w_flat)
+            cols = as_strided(xp, (n, n_out, nb * s * cin), (xp.strides[0], s * cin * 4, 4))
+            y = matmul(np.ascontiguousarray(cols).reshape(n * n_out, nb * s * cin), self.w_flat)
         else:
-            blocks = xp.reshape(-1, s * cin)  # [n_out − 1 + nb, s·Cin]
-            y = matmul(blocks[:n_out], self.w_blocks[0])
+            blocks = xp.reshape(n, -1, s * cin)  # [n, n_out − 1 + nb, s·Cin]
+            y = matmul(blocks[:, :n_out].reshape(n * n_out, s * cin), self.w_blocks[0])
             for p in range(1, nb):
-                y += matmul(blocks[p : p + n_out], self.w_blocks[p])
+                y += matmul(blocks[:, p : p + n_out].reshape(n * n_out, s * cin), self.w_blocks[p])
         if self.bias is not None:
             y += self.bias
-        return y
+        return y.reshape(n, n_out, self.cout)
 
 
 class ConvTranspose1d:
@@ -335,22 +352,28 @@ class ConvTranspose1d:
 
     def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x [T, Cin] -> ([T·s, Cout], new state)."""
+        y, new_state = self.step_rows(x[None], state[None])
+        return y[0], new_state[0]
+
+    def step_rows(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """step() for r independent streams at once: x [r, T, Cin], state [r, (n_blocks − 1)·s, Cout]
+        -> ([r, T·s, Cout], new state); one product over all rows."""
         s, nb, c = self.s, self.n_blocks, self.cout
-        n = x.shape[0]
+        r, n = x.shape[:2]
         if self.depthwise:
-            y = x[:, None, :] * self.w[None, :, :]  # [T, k', C]
+            y = x[:, :, None, :] * self.w[None, None, :, :]  # [r, T, k', C]
         else:
-            y = matmul(x, self.w)  # [T, k'·Cout]
-        y = y.reshape(n, nb, s, c)
+            y = matmul(x.reshape(r * n, self.cin), self.w)  # [r·T, k'·Cout]
+        y = y.reshape(r, n, nb, s, c)
         # out block t = Σ_p y[t − p, p]; blocks past T (p ≥ 1 of the last rows) are the new state
-        full = np.empty((n + nb - 1, s, c), np.float32)
-        full[:n] = y[:, 0]
-        full[n:] = 0.0
+        full = np.empty((r, n + nb - 1, s, c), np.float32)
+        full[:, :n] = y[:, :, 0]
+        full[:, n:] = 0.0
         for p in range(1, nb):
-            full[p : p + n] += y[:, p]
-        full[: nb - 1] += state.reshape(nb - 1, s, c)
-        out = full[:n].reshape(n * s, c)
-        new_state = full[n:].reshape((nb - 1) * s, c).copy()
+            full[:, p : p + n] += y[:, :, p]
+        full[:, : nb - 1] += state.reshape(r, nb - 1, s, c)
+        out = full[:, :n].reshape(r, n * s, c)
+        new_state = full[:, n:].reshape(r, (nb - 1) * s, c).copy()
         if self.bias is not None:
             out += self.bias
         return out, new_state

@@ -9,6 +9,8 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
+from .ops import matmul
+
 __all__ = ["SplitRVQ"]
 
 
@@ -41,7 +43,7 @@ class _RVQ:
         acc = np.zeros((codes.shape[1], self.input_proj.shape[1]), np.float32)
         for i, c in enumerate(codes):
             acc += self.codebooks[i][c]
-        return acc @ self.output_proj
+        return matmul(acc, self.output_proj)
 
 
 class SplitRVQ:

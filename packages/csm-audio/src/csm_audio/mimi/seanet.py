@@ -77,6 +77,12 @@ class _ResBlock:
         h, s2 = self.conv2.step(elu(h), state[1])
         return x + h, [s1, s2]
 
+    def step_rows(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """step() for r streams: x [r, n, C], states stacked [r, ...]."""
+        h, s1 = self.conv1.step_rows(elu(x), state[0])
+        h, s2 = self.conv2.step_rows(elu(h), state[1])
+        return x + h, [s1, s2]
+
 
 class SEANetEncoder:
     """audio [L, channels] -> latent [ceil(L/hop), dimension] at 25 Hz (whole clip)."""
@@ -250,6 +256,35 @@ class SEANetDecoder:
             return y, new + tail_state
         y, tail_state = self._shared(x, edges, self.tail_halo, self.tail_rate, self._tail, tail_state, self._tail_init)
         return y, new + tail_state
+
+    def step_rows(self, x: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """step() (no split) for r independent streams at once: x [r, n, C] -> [r, n·hop, channels];
+        state as init_state() with every array stacked over the rows ([r, ...]). Each product takes
+        all rows; every row's output is the one step() gives it alone (same tiles, same products per
+        row; elementwise passes run on contiguous tiles as there)."""
+        n_head = len(self.stages) - len(self.tail)
+        new: list[Any] = []
+        x, s = self.first.step_rows(x, state[0])
+        new.append(s)
+        for i, (up, res) in enumerate(self.stages[:n_head]):
+            x, s = up.step_rows(elu(x), state[1 + 2 * i])
+            new.append(s)
+            x, s = res.step_rows(x, state[2 + 2 * i])
+            new.append(s)
+        tail_state = state[1 + 2 * n_head :]
+        parts = []
+        for a in range(0, max(x.shape[1], 1), _DECODER_TILE):
+            xt = np.ascontiguousarray(x[:, a : a + _DECODER_TILE])
+            ts = []
+            for j, (up, res) in enumerate(self.tail):
+                xt, s = up.step_rows(elu(xt), tail_state[2 * j])
+                ts.append(s)
+                xt, s = res.step_rows(xt, tail_state[2 * j + 1])
+                ts.append(s)
+            xt, s = self.last.step_rows(elu(xt), tail_state[-1])
+            tail_state = ts + [s]
+            parts.append(xt)
+        return np.concatenate(parts, axis=1), new + tail_state
 
     def _tail_init(self) -> list[Any]:
         state: list[Any] = []
