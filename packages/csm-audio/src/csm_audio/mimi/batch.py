@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .threads import one_blas_thread, pair_default, paired_products
 from .transformer import TransformerState
 
 if TYPE_CHECKING:
@@ -29,18 +30,25 @@ def _tree(fn: Callable, *trees: Any) -> Any:
 
 class MimiBatchStreamingDecoder:
     """`rows` independent streaming decodes advanced together. Implements
-    csm_core.protocols.BatchStreamingDecoder.
+    csm_core.protocols.BatchStreamingDecoder. Rows start empty; reset_row(row) starts a new stream.
 
     decode(rows, codes [n, K, f]) returns float32 [n, f·1920]: row i's audio is what its own
-    MimiStreamingDecoder (helper thread off) returns for the same calls, and equals it bit for bit
-    where the products of one row and of all rows agree bit for bit (BLAS gemm of any row count
-    >= 2; see tests/audio/test_mimi_batch.py). Rows start empty; reset_row(row) starts a new stream.
+    MimiStreamingDecoder returns for the same calls, to float32 rounding. Everything but the
+    weight products is computed per row exactly as there; the products take all rows at once, and
+    OpenBLAS sgemm rounds a row differently depending on how many rows share the call (measured,
+    0.3.31 Haswell). So a call of one row, or products whose rows are independent, give the single
+    stream bit for bit (tests/audio/test_mimi_batch.py); otherwise rows differ by a few float32
+    ulps, as the single stream differs from itself between 1- and 3-frame calls.
+
+    paired: BLAS on one thread, and large products and the SEANet tail's row groups shared with
+    the helper thread (threads.py); default as MimiStreamingDecoder (on with >= 2 CPUs).
     """
 
-    def __init__(self, model: "Mimi", rows: int):
+    def __init__(self, model: "Mimi", rows: int, paired: bool | None = None):
         if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
             raise ValueError(f"rows must be an integer >= 1, got {rows!r}")
         self.model = model
+        self.paired = pair_default() if paired is None else bool(paired)
         self.rows = int(rows)
         m = model
         self._up = np.repeat(m.upsample.init_state()[None], self.rows, axis=0)
@@ -72,10 +80,11 @@ class MimiBatchStreamingDecoder:
         if n == 0 or f == 0:
             return np.zeros((n, f * m.frame_size), np.float32)
         idx = np.asarray(rows, np.intp)
-        z = m.quantizer.decode(codes.transpose(1, 0, 2).reshape(k, n * f))  # [n·f, d] at 12.5 Hz
-        x, self._up[idx] = m.upsample.step_rows(z.reshape(n, f, -1), self._up[idx])  # [n, 2f, d]
-        x = m.decoder_transformer.step_rows(x, [self._tr[r] for r in rows])
-        y, state = m.decoder.step_rows(x, _tree(lambda a: a[idx], self._seanet))  # [n, f·1920, 1]
+        with one_blas_thread(), paired_products(self.paired):
+            z = m.quantizer.decode(codes.transpose(1, 0, 2).reshape(k, n * f))  # [n·f, d] at 12.5 Hz
+            x, self._up[idx] = m.upsample.step_rows(z.reshape(n, f, -1), self._up[idx])  # [n, 2f, d]
+            x = m.decoder_transformer.step_rows(x, [self._tr[r] for r in rows])
+            y, state = m.decoder.step_rows(x, _tree(lambda a: a[idx], self._seanet), split=self.paired)  # [n, f·1920, 1]
 
         def store(batch: np.ndarray, new: np.ndarray) -> None:
             batch[idx] = new

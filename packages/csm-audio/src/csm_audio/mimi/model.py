@@ -130,9 +130,10 @@ class Mimi:
         with >= 2 CPUs); see MimiStreamingDecoder."""
         return MimiStreamingDecoder(self, paired)
 
-    def batch_streaming_decoder(self, rows: int) -> "MimiBatchStreamingDecoder":
-        """`rows` independent streaming decodes advanced together (csm_core BatchStreamingDecoder)."""
-        return MimiBatchStreamingDecoder(self, rows)
+    def batch_streaming_decoder(self, rows: int, paired: bool | None = None) -> "MimiBatchStreamingDecoder":
+        """`rows` independent streaming decodes advanced together (csm_core BatchStreamingDecoder);
+        paired: share the work with the helper thread (default as streaming_decoder)."""
+        return MimiBatchStreamingDecoder(self, rows, paired)
 
     def streaming_encoder(self, num_codebooks: int | None = None) -> "MimiStreamingEncoder":
         return MimiStreamingEncoder(self, num_codebooks)

@@ -59,6 +59,21 @@ def _pieces(n: int, halo: int, align: int = 1) -> list[int]:
     return [e for i, e in enumerate(edges) if i == 0 or e > edges[i - 1]]
 
 
+def _leaves(tree: Any) -> list[np.ndarray]:
+    """The arrays of a nested list of arrays (a state), depth first."""
+    return [a for t in tree for a in _leaves(t)] if isinstance(tree, list) else [tree]
+
+
+def _unflatten(like: Any, leaves: list[np.ndarray]) -> Any:
+    """leaves (as _leaves gives them) back in the nesting of `like`."""
+    it = iter(leaves)
+
+    def build(t: Any) -> Any:
+        return [build(c) for c in t] if isinstance(t, list) else next(it)
+
+    return build(like)
+
+
 class _ResBlock:
     """x + conv_k1(ELU(conv_k3(ELU(x)))), identity skip."""
 
@@ -257,11 +272,14 @@ class SEANetDecoder:
         y, tail_state = self._shared(x, edges, self.tail_halo, self.tail_rate, self._tail, tail_state, self._tail_init)
         return y, new + tail_state
 
-    def step_rows(self, x: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        """step() (no split) for r independent streams at once: x [r, n, C] -> [r, n·hop, channels];
-        state as init_state() with every array stacked over the rows ([r, ...]). Each product takes
-        all rows; every row's output is the one step() gives it alone (same tiles, same products per
-        row; elementwise passes run on contiguous tiles as there)."""
+    def step_rows(self, x: np.ndarray, state: list[Any], split: bool = False) -> tuple[np.ndarray, list[Any]]:
+        """step() for r independent streams at once: x [r, n, C] -> [r, n·hop, channels]; state as
+        init_state() with every array stacked over the rows ([r, ...]). Every row's output is the
+        one step(split=False) gives it alone: same tiles, same products per row.
+
+        The head's products (the large weights) take all rows at once. The tail (small weights, long
+        activations) runs on groups of rows whose tiles stay in cache like one row's; with `split`
+        the groups are shared with the helper thread (threads.share_work)."""
         n_head = len(self.stages) - len(self.tail)
         new: list[Any] = []
         x, s = self.first.step_rows(x, state[0])
@@ -272,6 +290,25 @@ class SEANetDecoder:
             x, s = res.step_rows(x, state[2 + 2 * i])
             new.append(s)
         tail_state = state[1 + 2 * n_head :]
+        r = x.shape[0]
+        g = max(1, _DECODER_TILE // max(1, min(x.shape[1], _DECODER_TILE)))  # rows per group
+        groups = [slice(a, min(a + g, r)) for a in range(0, r, g)]
+
+        def group(rows: slice):
+            return self._tail_rows(x[rows], [s[rows] for s in _leaves(tail_state)])
+
+        if split and len(groups) > 1:
+            with one_blas_thread():
+                out = share_work([lambda rows=rows: group(rows) for rows in groups])
+        else:
+            out = [group(rows) for rows in groups]
+        y = np.concatenate([o[0] for o in out]) if len(out) > 1 else out[0][0]
+        leaves = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*(o[1] for o in out))]
+        return y, new + _unflatten(tail_state, leaves)
+
+    def _tail_rows(self, x: np.ndarray, leaves: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """_tail for rows x [r, n, C], the tail state's arrays flattened (_leaves), stacked over rows."""
+        tail_state = _unflatten(self._tail_init(), leaves)
         parts = []
         for a in range(0, max(x.shape[1], 1), _DECODER_TILE):
             xt = np.ascontiguousarray(x[:, a : a + _DECODER_TILE])
@@ -284,7 +321,7 @@ class SEANetDecoder:
             xt, s = self.last.step_rows(elu(xt), tail_state[-1])
             tail_state = ts + [s]
             parts.append(xt)
-        return np.concatenate(parts, axis=1), new + tail_state
+        return np.concatenate(parts, axis=1), _leaves(tail_state)
 
     def _tail_init(self) -> list[Any]:
         state: list[Any] = []
