@@ -142,7 +142,7 @@ def test_reset_row_leaves_the_others(model):
         ([-1], np.zeros((1, 32, 1), np.int64), IndexError, r"row -1 is out of range"),
         ([1, 1], np.zeros((2, 32, 1), np.int64), ValueError, r"row 1 is listed 2 times"),
         ([0, 1], np.zeros((1, 32, 1), np.int64), ValueError, r"codes hold 1 rows .* for 2 listed rows"),
-        ([0], np.zeros((32, 1), np.int64), ValueError, r"3-D array \[rows, num_codebooks, frames\], got shape \(32, 1\)"),
+        ([0], np.zeros((32, 1), np.int64), ValueError, r"3-D array \[rows, num_codebooks, frames\], got shape \(32, 1"),
         ([0], np.zeros((1, 33, 1), np.int64), ValueError, r"33 codebooks .* expected 1 to 32"),
         ([0], np.zeros((1, 32, 1), np.float32), ValueError, r"codes must be integers, got dtype float32"),
         ([0, 2], np.full((2, 32, 1), 7), ValueError, r"code 2048 for row 2 \(codes\[1\]\), codebook 4, frame 0"),
@@ -175,3 +175,38 @@ def test_full_size_rows_match_single_streams():
     for out, refs in _interleave(m, rows=3, steps=8, seed=8):
         worst = max(worst, float(np.abs(out - refs).max()))
     assert worst <= TOL
+
+
+def test_scheduler_audio_equals_per_row_decoders(model):
+    # csm_core's Scheduler decodes every slot through this decoder; without it, one streaming
+    # decoder per slot. Requests of different lengths join and leave: same audio per request.
+    from csm_core.config import csm_tiny
+    from csm_core.options import GenerationOptions
+    from csm_core.scheduler import Scheduler
+    from csm_core.slots import FrameModelSlots
+    from csm_core.testing.generation import FakeFrameModel, FakeTokenizer
+
+    class PerRowOnly:  # the codec without batch_streaming_decoder: the scheduler's fallback
+        def __init__(self, codec):
+            self._codec = codec
+            for name in ("sample_rate", "frame_size", "num_codebooks", "codebook_size", "encode", "decode"):
+                setattr(self, name, getattr(codec, name))
+
+        def streaming_decoder(self):
+            return self._codec.streaming_decoder(False)
+
+    def run(codec):
+        slots = FrameModelSlots(lambda: FakeFrameModel(csm_tiny()))
+        sched = Scheduler(slots, FakeTokenizer(), codec, slots=2, chunk_frames=2)
+        lengths_ms = [240, 720, 400, 560]  # 3, 9, 5, 7 frames: rows join and leave at different steps
+        jobs = [
+            sched.submit(f"Request {i}.", options=GenerationOptions(seed=i, max_audio_ms=ms))
+            for i, ms in enumerate(lengths_ms)
+        ]
+        return [sched.result(j).audio for j in jobs]
+
+    batched = run(model)
+    per_row = run(PerRowOnly(model))
+    assert [a.size for a in batched] == [a.size for a in per_row] == [1920 * n for n in (3, 9, 5, 7)]
+    for a, b in zip(batched, per_row):
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0)

@@ -3,4 +3,7 @@
 from .checkpoint import CheckpointError, canonical_weights, load_weights
 from .model import Mimi, MimiBatchStreamingDecoder, MimiStreamingDecoder, MimiStreamingEncoder
 
-__all__ = ["Mimi", "MimiBatchStreamingDecoder", "MimiStreamingDecoder", "MimiStreamingEncoder", "CheckpointError", "canonical_weights", "load_weights"]
+__all__ = [
+    "Mimi", "MimiBatchStreamingDecoder", "MimiStreamingDecoder", "MimiStreamingEncoder", "CheckpointError",
+    "canonical_weights", "load_weights",
+]

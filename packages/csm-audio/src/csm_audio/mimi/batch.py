@@ -84,7 +84,8 @@ class MimiBatchStreamingDecoder:
             z = m.quantizer.decode(codes.transpose(1, 0, 2).reshape(k, n * f))  # [n·f, d] at 12.5 Hz
             x, self._up[idx] = m.upsample.step_rows(z.reshape(n, f, -1), self._up[idx])  # [n, 2f, d]
             x = m.decoder_transformer.step_rows(x, [self._tr[r] for r in rows])
-            y, state = m.decoder.step_rows(x, _tree(lambda a: a[idx], self._seanet), split=self.paired)  # [n, f·1920, 1]
+            state = _tree(lambda a: a[idx], self._seanet)
+            y, state = m.decoder.step_rows(x, state, split=self.paired)  # [n, f·1920, 1]
 
         def store(batch: np.ndarray, new: np.ndarray) -> None:
             batch[idx] = new
