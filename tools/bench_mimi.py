@@ -195,15 +195,15 @@ def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
     import numpy as np
 
     from csm_audio.mimi import ops, transformer
-    from csm_audio.mimi.threads import one_blas_thread, paired_products
+    from csm_audio.mimi.threads import one_blas_thread
 
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     real = ops.matmul
 
-    def record(x, w):
+    def record(x, w, paired=False):
         if w.nbytes >= 1 << 20:
             seen.append((np.array(x), w))
-        return real(x, w)
+        return real(x, w, paired)
 
     dec = model.streaming_decoder(True)
     for t in range(5):
@@ -214,11 +214,11 @@ def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
     finally:
         ops.matmul = transformer.matmul = real
     ts = []
-    with one_blas_thread(), paired_products(True):
+    with one_blas_thread():
         for _ in range(count):
             t0 = time.perf_counter()
             for x, w in seen:
-                real(x, w)
+                real(x, w, True)
             ts.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(ts)), sum(w.nbytes for _, w in seen) / 1e6
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .threads import one_blas_thread, pair_default, paired_products
+from .threads import one_blas_thread, pair_default
 from .transformer import TransformerState
 
 if TYPE_CHECKING:
@@ -80,12 +80,13 @@ class MimiBatchStreamingDecoder:
         if n == 0 or f == 0:
             return np.zeros((n, f * m.frame_size), np.float32)
         idx = np.asarray(rows, np.intp)
-        with one_blas_thread(), paired_products(self.paired):
-            z = m.quantizer.decode(codes.transpose(1, 0, 2).reshape(k, n * f))  # [n·f, d] at 12.5 Hz
+        pair = self.paired
+        with one_blas_thread():
+            z = m.quantizer.decode(codes.transpose(1, 0, 2).reshape(k, n * f), pair)  # [n·f, d] at 12.5 Hz
             x, self._up[idx] = m.upsample.step_rows(z.reshape(n, f, -1), self._up[idx])  # [n, 2f, d]
-            x = m.decoder_transformer.step_rows(x, [self._tr[r] for r in rows])
+            x = m.decoder_transformer.step_rows(x, [self._tr[r] for r in rows], pair)
             state = _tree(lambda a: a[idx], self._seanet)
-            y, state = m.decoder.step_rows(x, state, split=self.paired)  # [n, f·1920, 1]
+            y, state = m.decoder.step_rows(x, state, split=pair, paired=pair)  # [n, f·1920, 1]
 
         def store(batch: np.ndarray, new: np.ndarray) -> None:
             batch[idx] = new

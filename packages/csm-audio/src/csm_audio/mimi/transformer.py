@@ -91,11 +91,12 @@ class Transformer:
         """Whole clip: x [T, d] -> [T, d]."""
         return self.step(x, self.init_state())[0]
 
-    def step(self, x: np.ndarray, state: TransformerState) -> tuple[np.ndarray, TransformerState]:
-        """The next n steps x [n, d] -> ([n, d], the state, updated in place)."""
-        return self.step_rows(x[None], [state])[0], state
+    def step(self, x: np.ndarray, state: TransformerState, paired: bool = False) -> tuple[np.ndarray, TransformerState]:
+        """The next n steps x [n, d] -> ([n, d], the state, updated in place). paired: products and
+        elementwise passes may use the helper thread (ops.matmul)."""
+        return self.step_rows(x[None], [state], paired)[0], state
 
-    def step_rows(self, x: np.ndarray, states: list[TransformerState]) -> np.ndarray:
+    def step_rows(self, x: np.ndarray, states: list[TransformerState], paired: bool = False) -> np.ndarray:
         """The next m steps of r independent streams at once: x [r, m, d] -> [r, m, d], states[i]
         (row i's, any history) updated in place. The weight products take all r·m rows at once;
         attention runs per row over its own keys and values."""
@@ -105,11 +106,11 @@ class Transformer:
         x = np.array(x.reshape(r * n, d), np.float32)
         for i, layer in enumerate(self.layers):
             h = layer_norm(x, *layer.norm1, layer.eps)
-            a = self._attention(layer, h, rot, states, i, append)
+            a = self._attention(layer, h, rot, states, i, append, paired)
             a *= layer.ls1
             x += a
             h = layer_norm(x, *layer.norm2, layer.eps)
-            a = matmul(gelu(matmul(h, layer.w1)), layer.w2)
+            a = matmul(gelu(matmul(h, layer.w1, paired), paired), layer.w2, paired)
             a *= layer.ls2
             x += a
         for st, app in zip(states, append):
@@ -140,12 +141,12 @@ class Transformer:
             state.length = keep
         return True
 
-    def _attention(self, layer: _Layer, h, rot, states: list[TransformerState], i: int, append: list[bool]):
+    def _attention(self, layer: _Layer, h, rot, states: list[TransformerState], i: int, append: list[bool], paired):
         """h [r·n, d]: r rows of n steps, row j continuing states[j]."""
         rn, d = h.shape
         H, hd = layer.heads, layer.head_dim
         n = rn // len(states)
-        qkv = matmul(h, layer.w_in)  # [r·n, 3d]
+        qkv = matmul(h, layer.w_in, paired)  # [r·n, 3d]
         qk = _rope(qkv[:, : 2 * d], rot, 2 * H)  # [r·n, 2H, hd]: q heads, then k heads
         out = np.empty((rn, H, hd), np.float32)
         for j, (st, app) in enumerate(zip(states, append)):
@@ -154,7 +155,7 @@ class Transformer:
             k_new = qk[rows, H:].transpose(1, 0, 2)
             v_new = qkv[rows, 2 * d :].reshape(n, H, hd).transpose(1, 0, 2)
             self._attend(q, k_new, v_new, st, i, app, out[rows])
-        return matmul(out.reshape(rn, d), layer.w_out)
+        return matmul(out.reshape(rn, d), layer.w_out, paired)
 
     def _attend(self, q, k_new, v_new, state: TransformerState, i: int, append: bool, out: np.ndarray) -> None:
         """One row's attention: q, k_new, v_new [H, n, hd] of its n new steps -> out [n, H, hd];
