@@ -6,6 +6,10 @@ medians of --repeats runs, measured interleaved so every implementation sees the
 load. Also prints the load average and a single-GEMM throughput as the machine's limit.
 
     flock /work/bigmem.lock python tools/bench_mimi.py [--threads 2] [--repeats 5] [--seconds 10]
+
+With --batch 1,4,16 it prints instead, per row count N: the time of one streaming step that
+decodes one frame for each of N rows, batched (Mimi.batch_streaming_decoder) vs N single-stream
+decoders (default mode) one after another; medians over --frames steps.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--frames", type=int, default=40, help="streaming frames timed (after 5 warm-up frames)")
     ap.add_argument("--no-reference", action="store_true", help="skip moshi / transformers")
+    ap.add_argument("--batch", default=None, help="row counts (comma list): batched vs single-stream step times only")
     args = ap.parse_args()
     counts = [int(t) for t in str(args.threads).split(",")]
     if len(counts) > 1:  # BLAS thread pools are fixed at import: one process per count
@@ -54,6 +59,9 @@ def main() -> None:
 
     cfg = mimi()
     weights = random_mimi_weights(cfg, 0)
+    if args.batch:
+        _bench_batch(Mimi(cfg, weights), [int(n) for n in args.batch.split(",")], args.frames, args.threads)
+        return
     audio = mimi_test_audio(int(args.seconds * cfg.sample_rate), seed=1)
     ours = Mimi(cfg, weights)
     codes = ours.encode(audio)
@@ -148,6 +156,36 @@ def main() -> None:
     print("targets: encode and decode >= 10x RT, one-frame streaming decode <= 15 ms (80 ms of audio)")
 
 
+def _bench_batch(model, counts: list[int], steps: int, threads: int) -> None:
+    """Per row count N: ms per step (one frame for each of N rows), batched vs N single streams."""
+    import time
+
+    import numpy as np
+
+    warm = 5
+    rng = np.random.default_rng(0)
+    print(f"\nMimi full size, streaming one frame per row per step, {threads} threads, medians of {steps} steps")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'rows N':>6} {'batched ms/step':>16} {'N single ms/step':>17} {'ms/frame/row batched':>21} {'speed-up':>9}")
+    for n in counts:
+        batch = model.batch_streaming_decoder(n)
+        singles = [model.streaming_decoder() for _ in range(n)]
+        codes = rng.integers(0, model.codebook_size, (warm + steps, n, 32, 1))
+        tb, ts = [], []
+        for t in range(warm + steps):  # interleaved, so both see the same machine load
+            t0 = time.perf_counter()
+            batch.decode(range(n), codes[t])
+            t1 = time.perf_counter()
+            for r, dec in enumerate(singles):
+                dec.decode(codes[t, r])
+            t2 = time.perf_counter()
+            if t >= warm:
+                tb.append(t1 - t0)
+                ts.append(t2 - t1)
+        b, s = 1e3 * float(np.median(tb)), 1e3 * float(np.median(ts))
+        print(f"{n:>6} {b:>16.1f} {s:>17.1f} {b / n:>21.1f} {s / b:>8.2f}x")
+
+
 def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
     """(median ms, MB of weights): the matrix products with weights of at least 1 MB that one
     streamed frame runs (recorded from a real decode call), replayed back to back through the same
@@ -157,15 +195,15 @@ def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
     import numpy as np
 
     from csm_audio.mimi import ops, transformer
-    from csm_audio.mimi.threads import one_blas_thread, paired_products
+    from csm_audio.mimi.threads import one_blas_thread
 
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     real = ops.matmul
 
-    def record(x, w):
+    def record(x, w, paired=False):
         if w.nbytes >= 1 << 20:
             seen.append((np.array(x), w))
-        return real(x, w)
+        return real(x, w, paired)
 
     dec = model.streaming_decoder(True)
     for t in range(5):
@@ -176,11 +214,11 @@ def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
     finally:
         ops.matmul = transformer.matmul = real
     ts = []
-    with one_blas_thread(), paired_products(True):
+    with one_blas_thread():
         for _ in range(count):
             t0 = time.perf_counter()
             for x, w in seen:
-                real(x, w)
+                real(x, w, True)
             ts.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(ts)), sum(w.nbytes for _, w in seen) / 1e6
 

@@ -1,4 +1,4 @@
-"""The helper thread (threads.split_work / paired_products), weight layouts, and the two-stream splits
+"""The helper thread (threads.split_work, products with paired=True), weight layouts, and the two-stream splits
 of SEANet and the streaming decoder: every threaded path equals the plain one."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from csm_audio import Mimi
 from csm_audio.mimi import ops, seanet, threads
 from csm_audio.mimi.ops import elu, gelu, matmul, pack_weights, weight_matrix
-from csm_audio.mimi.threads import paired_products, share_work, split_work
+from csm_audio.mimi.threads import share_work, split_work
 from csm_core.config import mimi_tiny
 from csm_core.testing.mimi import mimi_test_audio, random_mimi_weights
 
@@ -110,15 +110,13 @@ def test_matmul_paths_equal_numpy(pair_everything, rows, tall, paired):
     w = weight_matrix(rng.normal(0, 1, (k, n)).astype(np.float32))
     assert w.flags.f_contiguous == tall  # tall weights stored transposed
     x = rng.normal(0, 1, (rows, k)).astype(np.float32)
-    with paired_products(paired):
-        y = matmul(x, w)
+    y = matmul(x, w, paired)
     np.testing.assert_allclose(y, x.astype(np.float64) @ w, rtol=1e-5, atol=2e-4)
 
 
 def test_paired_elementwise_equals_plain(pair_everything):
     x = rng.normal(0, 3, (37, 50)).astype(np.float32)
-    with paired_products(True):
-        e, g = elu(x), gelu(x)
+    e, g = elu(x, True), gelu(x, True)
     np.testing.assert_array_equal(e, elu(x))
     np.testing.assert_array_equal(g, gelu(x))
 

@@ -17,14 +17,15 @@ import numpy as np
 from csm_core.config import MimiConfig, mimi
 from csm_core.weights import mimi_config_beside
 
+from .batch import MimiBatchStreamingDecoder
 from .checkpoint import canonical_weights, load_weights
 from .ops import Conv1d, ConvTranspose1d, pack_weights
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
-from .threads import one_blas_thread, pair_default, pair_forced, paired_products
+from .threads import one_blas_thread, pair_default, pair_forced
 from .transformer import Transformer
 
-__all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder"]
+__all__ = ["Mimi", "MimiStreamingDecoder", "MimiStreamingEncoder", "MimiBatchStreamingDecoder"]
 
 _DECODE_CHUNK = 250  # frames (20 s) per internal decode call
 _FEW_FRAMES = 4  # streaming calls this small run BLAS on one thread
@@ -129,6 +130,11 @@ class Mimi:
         with >= 2 CPUs); see MimiStreamingDecoder."""
         return MimiStreamingDecoder(self, paired)
 
+    def batch_streaming_decoder(self, rows: int, paired: bool | None = None) -> "MimiBatchStreamingDecoder":
+        """`rows` independent streaming decodes advanced together (csm_core BatchStreamingDecoder);
+        paired: share the work with the helper thread (default as streaming_decoder)."""
+        return MimiBatchStreamingDecoder(self, rows, paired)
+
     def streaming_encoder(self, num_codebooks: int | None = None) -> "MimiStreamingEncoder":
         return MimiStreamingEncoder(self, num_codebooks)
 
@@ -178,8 +184,8 @@ class MimiStreamingDecoder:
     whole-clip decode gives for those frames. Implements csm_core.protocols.StreamingDecoder.
 
     Calls of at most 4 frames run BLAS on one thread and may use one helper thread: the rows of
-    their products split in two halves, and the SEANet tail in two streams (threads.paired_products,
-    SEANetDecoder.step). paired=True forces that on, False off; None (default) follows
+    their products split in two halves (ops.matmul(paired=True)), and the SEANet tail in two
+    streams (SEANetDecoder.step). paired=True forces that on, False off; None (default) follows
     $CSM_AUDIO_PAIR (0/1) or, unset, is on with >= 2 CPUs but keeps timing both ways and uses the
     faster: a helper thread only pays while the second core is free.
     """
@@ -224,11 +230,12 @@ class MimiStreamingDecoder:
         few = codes.shape[1] <= _FEW_FRAMES
         pair = self._use_helper() if few else self.paired
         t0 = time.perf_counter()
-        with one_blas_thread() if few else contextlib.nullcontext(), paired_products(few and pair):
-            z = m.quantizer.decode(codes)  # [n, d] at 12.5 Hz
+        halves = few and pair  # products and passes split in two over the helper thread
+        with one_blas_thread() if few else contextlib.nullcontext():
+            z = m.quantizer.decode(codes, halves)  # [n, d] at 12.5 Hz
             x, self._up = m.upsample.step(z, self._up)  # [2n, d]
-            x, self._tr = m.decoder_transformer.step(x, self._tr)
-            y, self._seanet = m.decoder.step(x, self._seanet, split=pair)  # [n·1920, 1]
+            x, self._tr = m.decoder_transformer.step(x, self._tr, halves)
+            y, self._seanet = m.decoder.step(x, self._seanet, split=pair, paired=halves)  # [n·1920, 1]
         if few and self._adaptive:
             self._record(pair, (time.perf_counter() - t0) / codes.shape[1])
         return np.ascontiguousarray(y[:, 0])

@@ -4,6 +4,10 @@ Time-major keeps every convolution a plain matrix product: a window of k consecu
 contiguous memory, and a stride-s conv sees the input as blocks of s rows ([T/s, s·C], a free
 reshape). Convolutions are causal (spec/mimi.md §2). Each conv/convT can run on a whole clip or
 step through chunks with a small state, which is what makes streaming decode exact.
+
+Threading is an explicit argument: `paired=True` lets a large enough product or elementwise pass
+split its rows (or columns) in two, one half on the helper thread (threads.split_work). Callers
+pass it where BLAS runs on one thread (few-frame streaming); the default runs everything here.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .threads import is_paired, split_work
+from .threads import split_work
 
 __all__ = [
     "elu", "gelu", "layer_norm", "matmul", "weight_matrix", "pack_weights", "Conv1d", "ConvTranspose1d",
@@ -29,10 +33,10 @@ _GELU_A = tuple(  # a5 .. a1, Horner order
 )
 
 
-def _rows_parallel(fn, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """fn(x_chunk, out_chunk): under paired_products() large passes split in two row halves, one
-    on the helper thread (numpy ufuncs release the GIL)."""
-    if is_paired() and x.size >= _PAIR_MIN_ELEMENTS and x.shape[0] >= 2:
+def _rows_parallel(fn, x: np.ndarray, out: np.ndarray, paired: bool) -> np.ndarray:
+    """fn(x_chunk, out_chunk): when paired, large passes split in two row halves, one on the
+    helper thread (numpy ufuncs release the GIL)."""
+    if paired and x.size >= _PAIR_MIN_ELEMENTS and x.shape[0] >= 2:
         h = x.shape[0] // 2
         split_work(lambda: fn(x[:h], out[:h]), lambda: fn(x[h:], out[h:]))
     else:
@@ -53,13 +57,13 @@ def _elu_into(x: np.ndarray, y: np.ndarray) -> None:
     np.maximum(y, x, out=y)
 
 
-def elu(x: np.ndarray) -> np.ndarray:
+def elu(x: np.ndarray, paired: bool = False) -> np.ndarray:
     """ELU(alpha=1) = max(x, exp(min(x, 0)) − 1), since e^x − 1 >= x.
 
     exp − 1 instead of expm1: numpy's float32 exp is SIMD and ~4x faster; the absolute error
     (~6e-8) is far below the parity tolerance. Large inputs are split over threads.
     """
-    return _rows_parallel(_elu_into, x, np.empty_like(x))
+    return _rows_parallel(_elu_into, x, np.empty_like(x), paired)
 
 
 _GELU_BLOCK = 1 << 15  # elements per pass block: three float32 buffers stay in L2
@@ -87,10 +91,10 @@ def _gelu_into(x: np.ndarray, out: np.ndarray) -> None:
         ob -= h
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
+def gelu(x: np.ndarray, paired: bool = False) -> np.ndarray:
     """GELU in the exact erf form x·Φ(x) (not the tanh approximation), |error| <= 1e-7·|x|."""
     x = np.ascontiguousarray(x, np.float32)
-    return _rows_parallel(_gelu_into, x, np.empty_like(x))
+    return _rows_parallel(_gelu_into, x, np.empty_like(x), paired)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -168,14 +172,14 @@ def _product(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
         np.matmul(x, w, out=y)
 
 
-def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def matmul(x: np.ndarray, w: np.ndarray, paired: bool = False) -> np.ndarray:
     """x [M, K] @ w [K, N] -> new [M, N]. For a few rows (streaming one frame) gemm would pack the
     whole weight for a couple of rows; instead stream it once in cache-sized row slices with vector
-    products. Under paired_products() large enough products are split in two, rows or columns,
-    one half on the helper thread."""
+    products. When paired, large enough products are split in two, rows or columns, one half on
+    the helper thread."""
     m = x.shape[0]
     y = np.empty((m, w.shape[1]), np.float32)
-    if not is_paired() or m < 2:
+    if not paired or m < 2:
         _product(x, w, y)
     elif _streamed(m, w) or (m >= _PAIR_MIN_ROWS and m * w.size >= _PAIR_MIN_MACS):
         # rows split: vector products over a big weight, or gemms of >= 32 rows a thread
@@ -248,7 +252,7 @@ class Conv1d:
             return None
         return np.zeros((self.pad, self.cin), np.float32)
 
-    def step(self, x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, x: np.ndarray, state: np.ndarray | None, paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Streaming: x [n·s, Cin] -> ([n, Cout], new state). Equals forward() on the whole stream."""
         if self.n_blocks * self.s != self.k:
             raise NotImplementedError("streaming needs a kernel that is a multiple of the stride")
@@ -259,8 +263,20 @@ class Conv1d:
                 return np.zeros((0, self.cout), np.float32), state
             state = np.repeat(x[:1], self.pad, axis=0)
         xp = np.concatenate([state, x]) if self.pad else x
-        y = self._windows(xp, x.shape[0] // self.s)
+        y = self._windows(xp, x.shape[0] // self.s, paired)
         return y, xp[xp.shape[0] - self.pad :].copy()
+
+    def step_rows(self, x: np.ndarray, state: np.ndarray, paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """step() for n independent streams at once: x [n, m·s, Cin], state [n, k−s, Cin] ->
+        ([n, m, Cout], new state). One product over all rows' windows; each row's output is the
+        one step() gives it alone on a product of the same shape per row (see _windows)."""
+        if self.n_blocks * self.s != self.k:
+            raise NotImplementedError("streaming needs a kernel that is a multiple of the stride")
+        if x.shape[1] % self.s:
+            raise ValueError(f"a streamed chunk must be a multiple of the stride {self.s}, got {x.shape[1]} steps")
+        xp = np.concatenate([state, x], axis=1) if self.pad else x
+        y = self._windows_rows(xp, x.shape[1] // self.s, paired)
+        return y, xp[:, xp.shape[1] - self.pad :].copy()
 
     def finish(self, x: np.ndarray, state: np.ndarray | None, total: int) -> np.ndarray:
         """The last outputs of a stream of `total` inputs, x being its final (any-length) part:
@@ -277,27 +293,32 @@ class Conv1d:
             xp = np.concatenate([xp, np.zeros((tail, self.cin), np.float32)])
         return self._windows(xp, n_out - done)
 
-    def _windows(self, xp: np.ndarray, n_out: int) -> np.ndarray:
-        """xp [(n_out − 1 + n_blocks)·s, Cin] contiguous -> y [n_out, Cout]."""
-        s, cin, nb = self.s, self.cin, self.n_blocks
+    def _windows(self, xp: np.ndarray, n_out: int, paired: bool = False) -> np.ndarray:
+        """xp [(n_out − 1 + n_blocks)·s, Cin] -> y [n_out, Cout]."""
+        return self._windows_rows(xp[None], n_out, paired)[0]
+
+    def _windows_rows(self, xp: np.ndarray, n_out: int, paired: bool = False) -> np.ndarray:
+        """xp [n, (n_out − 1 + n_blocks)·s, Cin] (n streams) -> y [n, n_out, Cout], each product
+        taking all n rows' windows at once."""
+        s, cin, nb, n = self.s, self.cin, self.n_blocks, xp.shape[0]
         xp = np.ascontiguousarray(xp, dtype=np.float32)
-        if n_out == 0:
-            return np.zeros((0, self.cout), np.float32)
+        if n_out == 0 or n == 0:
+            return np.zeros((n, n_out, self.cout), np.float32)
         if nb == 1 and s == 1:  # pointwise conv: the input is already the matrix
-            y = matmul(xp[:n_out], self.w_flat)
+            y = matmul(xp[:, :n_out].reshape(n * n_out, cin), self.w_flat, paired)
         elif self.im2col or n_out <= _IM2COL_ROWS:
             # row t = xp[t·s : t·s + nb·s] flattened: overlapping rows, copied once (for a few rows the
             # copy is tiny and one product reads the weight once instead of nb partial products)
-            cols = as_strided(xp, (n_out, nb * s * cin), (s * cin * 4, 4))
-            y = matmul(np.ascontiguousarray(cols), self.w_flat)
+            cols = as_strided(xp, (n, n_out, nb * s * cin), (xp.strides[0], s * cin * 4, 4))
+            y = matmul(np.ascontiguousarray(cols).reshape(n * n_out, nb * s * cin), self.w_flat, paired)
         else:
-            blocks = xp.reshape(-1, s * cin)  # [n_out − 1 + nb, s·Cin]
-            y = matmul(blocks[:n_out], self.w_blocks[0])
+            blocks = xp.reshape(n, -1, s * cin)  # [n, n_out − 1 + nb, s·Cin]
+            y = matmul(blocks[:, :n_out].reshape(n * n_out, s * cin), self.w_blocks[0], paired)
             for p in range(1, nb):
-                y += matmul(blocks[p : p + n_out], self.w_blocks[p])
+                y += matmul(blocks[:, p : p + n_out].reshape(n * n_out, s * cin), self.w_blocks[p], paired)
         if self.bias is not None:
             y += self.bias
-        return y
+        return y.reshape(n, n_out, self.cout)
 
 
 class ConvTranspose1d:
@@ -333,24 +354,30 @@ class ConvTranspose1d:
         """Whole clip: x [T, Cin] -> [T·s, Cout]."""
         return self.step(x, self.init_state())[0]
 
-    def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, x: np.ndarray, state: np.ndarray, paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """x [T, Cin] -> ([T·s, Cout], new state)."""
+        y, new_state = self.step_rows(x[None], state[None], paired)
+        return y[0], new_state[0]
+
+    def step_rows(self, x: np.ndarray, state: np.ndarray, paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """step() for r independent streams at once: x [r, T, Cin], state [r, (n_blocks − 1)·s, Cout]
+        -> ([r, T·s, Cout], new state); one product over all rows."""
         s, nb, c = self.s, self.n_blocks, self.cout
-        n = x.shape[0]
+        r, n = x.shape[:2]
         if self.depthwise:
-            y = x[:, None, :] * self.w[None, :, :]  # [T, k', C]
+            y = x[:, :, None, :] * self.w[None, None, :, :]  # [r, T, k', C]
         else:
-            y = matmul(x, self.w)  # [T, k'·Cout]
-        y = y.reshape(n, nb, s, c)
+            y = matmul(x.reshape(r * n, self.cin), self.w, paired)  # [r·T, k'·Cout]
+        y = y.reshape(r, n, nb, s, c)
         # out block t = Σ_p y[t − p, p]; blocks past T (p ≥ 1 of the last rows) are the new state
-        full = np.empty((n + nb - 1, s, c), np.float32)
-        full[:n] = y[:, 0]
-        full[n:] = 0.0
+        full = np.empty((r, n + nb - 1, s, c), np.float32)
+        full[:, :n] = y[:, :, 0]
+        full[:, n:] = 0.0
         for p in range(1, nb):
-            full[p : p + n] += y[:, p]
-        full[: nb - 1] += state.reshape(nb - 1, s, c)
-        out = full[:n].reshape(n * s, c)
-        new_state = full[n:].reshape((nb - 1) * s, c).copy()
+            full[:, p : p + n] += y[:, :, p]
+        full[:, : nb - 1] += state.reshape(r, nb - 1, s, c)
+        out = full[:, :n].reshape(r, n * s, c)
+        new_state = full[:, n:].reshape(r, (nb - 1) * s, c).copy()
         if self.bias is not None:
             out += self.bias
         return out, new_state

@@ -9,6 +9,8 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
+from .ops import matmul
+
 __all__ = ["SplitRVQ"]
 
 
@@ -36,12 +38,12 @@ class _RVQ:
             r -= self.codebooks[i][c]
         return codes
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
+    def decode(self, codes: np.ndarray, paired: bool = False) -> np.ndarray:
         """codes [n, T] -> [T, d]: Σ codewords, then the output projection."""
         acc = np.zeros((codes.shape[1], self.input_proj.shape[1]), np.float32)
         for i, c in enumerate(codes):
             acc += self.codebooks[i][c]
-        return acc @ self.output_proj
+        return matmul(acc, self.output_proj, paired)
 
 
 class SplitRVQ:
@@ -57,9 +59,9 @@ class SplitRVQ:
             codes.append(self.rest.encode(x, num_codebooks - self.n_semantic))
         return np.concatenate(codes)
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
+    def decode(self, codes: np.ndarray, paired: bool = False) -> np.ndarray:
         """codes [K, T] (any K >= 1: the sum is truncated) -> latent [T, d]."""
-        z = self.first.decode(codes[: self.n_semantic])
+        z = self.first.decode(codes[: self.n_semantic], paired)
         if codes.shape[0] > self.n_semantic:
-            z += self.rest.decode(codes[self.n_semantic :])
+            z += self.rest.decode(codes[self.n_semantic :], paired)
         return z

@@ -59,6 +59,21 @@ def _pieces(n: int, halo: int, align: int = 1) -> list[int]:
     return [e for i, e in enumerate(edges) if i == 0 or e > edges[i - 1]]
 
 
+def _leaves(tree: Any) -> list[np.ndarray]:
+    """The arrays of a nested list of arrays (a state), depth first."""
+    return [a for t in tree for a in _leaves(t)] if isinstance(tree, list) else [tree]
+
+
+def _unflatten(like: Any, leaves: list[np.ndarray]) -> Any:
+    """leaves (as _leaves gives them) back in the nesting of `like`."""
+    it = iter(leaves)
+
+    def build(t: Any) -> Any:
+        return [build(c) for c in t] if isinstance(t, list) else next(it)
+
+    return build(like)
+
+
 class _ResBlock:
     """x + conv_k1(ELU(conv_k3(ELU(x)))), identity skip."""
 
@@ -72,9 +87,17 @@ class _ResBlock:
     def init_state(self) -> list[np.ndarray]:
         return [self.conv1.init_state(), self.conv2.init_state()]
 
-    def step(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        h, s1 = self.conv1.step(elu(x), state[0])
-        h, s2 = self.conv2.step(elu(h), state[1])
+    def step(self, x: np.ndarray, state: list[np.ndarray], paired: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        h, s1 = self.conv1.step(elu(x, paired), state[0], paired)
+        h, s2 = self.conv2.step(elu(h, paired), state[1], paired)
+        return x + h, [s1, s2]
+
+    def step_rows(
+        self, x: np.ndarray, state: list[np.ndarray], paired: bool = False
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """step() for r streams: x [r, n, C], states stacked [r, ...]."""
+        h, s1 = self.conv1.step_rows(elu(x, paired), state[0], paired)
+        h, s2 = self.conv2.step_rows(elu(h, paired), state[1], paired)
         return x + h, [s1, s2]
 
 
@@ -205,16 +228,19 @@ class SEANetDecoder:
             state += [up.init_state(), res.init_state()]
         return state + self._tail_init()
 
-    def step(self, x: np.ndarray, state: list[Any], split: bool = False) -> tuple[np.ndarray, list[Any]]:
+    def step(
+        self, x: np.ndarray, state: list[Any], split: bool = False, paired: bool = False
+    ) -> tuple[np.ndarray, list[Any]]:
         """The next latent steps -> audio. The head (wide channels, few steps, big weights) takes the
         chunk at once; the tail (narrow channels, many samples) runs in tiles that stay in cache.
         With `split`, a long chunk runs as 2 or 4 streams over pieces of it, shared with the helper
         thread and each started a few steps early from zero state (see _lead_in); a short one (a
-        frame) splits the tail only."""
+        frame) splits the tail only. `paired`: the products and passes run here may split in two
+        over the helper thread (ops.matmul); pieces shared with it never do."""
         edges = _pieces(x.shape[0], 2 * self.halo) if split else [0, x.shape[0]]
         if len(edges) == 2:
-            return self._step(x, state, split)
-        run = lambda xs, st: self._step(xs, st, False)  # noqa: E731
+            return self._step(x, state, split, paired)
+        run = lambda xs, st: self._step(xs, st, False, False)  # noqa: E731
         return self._shared(x, edges, self.halo, self.hop, run, state, self.init_state)
 
     def _shared(self, x, edges, halo, rate, run, state, zero_state) -> tuple[np.ndarray, list[Any]]:
@@ -233,23 +259,76 @@ class SEANetDecoder:
             out = share_work([lambda i=i: piece(i) for i in range(len(edges) - 1)])
         return np.concatenate([y for y, _ in out]), out[-1][1]
 
-    def _step(self, x: np.ndarray, state: list[Any], split_tail: bool) -> tuple[np.ndarray, list[Any]]:
+    def _step(self, x: np.ndarray, state: list[Any], split_tail: bool, paired: bool) -> tuple[np.ndarray, list[Any]]:
         n_head = len(self.stages) - len(self.tail)
         new: list[Any] = []
-        x, s = self.first.step(x, state[0])
+        x, s = self.first.step(x, state[0], paired)
         new.append(s)
         for i, (up, res) in enumerate(self.stages[:n_head]):
-            x, s = up.step(elu(x), state[1 + 2 * i])
+            x, s = up.step(elu(x, paired), state[1 + 2 * i], paired)
             new.append(s)
-            x, s = res.step(x, state[2 + 2 * i])
+            x, s = res.step(x, state[2 + 2 * i], paired)
             new.append(s)
         tail_state = state[1 + 2 * n_head :]
         edges = _pieces(x.shape[0], self.tail_halo) if split_tail else [0, x.shape[0]]
         if len(edges) == 2:
-            y, tail_state = self._tail(x, tail_state)
+            y, tail_state = self._tail(x, tail_state, paired)
             return y, new + tail_state
         y, tail_state = self._shared(x, edges, self.tail_halo, self.tail_rate, self._tail, tail_state, self._tail_init)
         return y, new + tail_state
+
+    def step_rows(
+        self, x: np.ndarray, state: list[Any], split: bool = False, paired: bool = False
+    ) -> tuple[np.ndarray, list[Any]]:
+        """step() for r independent streams at once: x [r, n, C] -> [r, n·hop, channels]; state as
+        init_state() with every array stacked over the rows ([r, ...]). Every row's output is the
+        one step(split=False) gives it alone: same tiles, same products per row.
+
+        The head's products (the large weights) take all rows at once. The tail (small weights, long
+        activations) runs on groups of rows whose tiles stay in cache like one row's; with `split`
+        the groups are shared with the helper thread (threads.share_work). `paired` as in step()."""
+        n_head = len(self.stages) - len(self.tail)
+        new: list[Any] = []
+        x, s = self.first.step_rows(x, state[0], paired)
+        new.append(s)
+        for i, (up, res) in enumerate(self.stages[:n_head]):
+            x, s = up.step_rows(elu(x, paired), state[1 + 2 * i], paired)
+            new.append(s)
+            x, s = res.step_rows(x, state[2 + 2 * i], paired)
+            new.append(s)
+        tail_state = state[1 + 2 * n_head :]
+        r = x.shape[0]
+        g = max(1, _DECODER_TILE // max(1, min(x.shape[1], _DECODER_TILE)))  # rows per group
+        groups = [slice(a, min(a + g, r)) for a in range(0, r, g)]
+
+        def group(rows: slice, paired: bool):
+            return self._tail_rows(x[rows], [s[rows] for s in _leaves(tail_state)], paired)
+
+        if split and len(groups) > 1:
+            with one_blas_thread():
+                out = share_work([lambda rows=rows: group(rows, False) for rows in groups])
+        else:
+            out = [group(rows, paired) for rows in groups]
+        y = np.concatenate([o[0] for o in out]) if len(out) > 1 else out[0][0]
+        leaves = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*(o[1] for o in out))]
+        return y, new + _unflatten(tail_state, leaves)
+
+    def _tail_rows(self, x: np.ndarray, leaves: list[np.ndarray], paired: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """_tail for rows x [r, n, C], the tail state's arrays flattened (_leaves), stacked over rows."""
+        tail_state = _unflatten(self._tail_init(), leaves)
+        parts = []
+        for a in range(0, max(x.shape[1], 1), _DECODER_TILE):
+            xt = np.ascontiguousarray(x[:, a : a + _DECODER_TILE])
+            ts = []
+            for j, (up, res) in enumerate(self.tail):
+                xt, s = up.step_rows(elu(xt, paired), tail_state[2 * j], paired)
+                ts.append(s)
+                xt, s = res.step_rows(xt, tail_state[2 * j + 1], paired)
+                ts.append(s)
+            xt, s = self.last.step_rows(elu(xt, paired), tail_state[-1], paired)
+            tail_state = ts + [s]
+            parts.append(xt)
+        return np.concatenate(parts, axis=1), _leaves(tail_state)
 
     def _tail_init(self) -> list[Any]:
         state: list[Any] = []
@@ -257,18 +336,18 @@ class SEANetDecoder:
             state += [up.init_state(), res.init_state()]
         return state + [self.last.init_state()]
 
-    def _tail(self, x: np.ndarray, tail_state: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    def _tail(self, x: np.ndarray, tail_state: list[Any], paired: bool = False) -> tuple[np.ndarray, list[Any]]:
         """Tail stages + last conv over x [n, C] in tiles; tail_state as in init_state()'s end."""
         parts = []
         for a in range(0, max(x.shape[0], 1), _DECODER_TILE):
             xt = x[a : a + _DECODER_TILE]
             ts = []
             for j, (up, res) in enumerate(self.tail):
-                xt, s = up.step(elu(xt), tail_state[2 * j])
+                xt, s = up.step(elu(xt, paired), tail_state[2 * j], paired)
                 ts.append(s)
-                xt, s = res.step(xt, tail_state[2 * j + 1])
+                xt, s = res.step(xt, tail_state[2 * j + 1], paired)
                 ts.append(s)
-            xt, s = self.last.step(elu(xt), tail_state[-1])
+            xt, s = self.last.step(elu(xt, paired), tail_state[-1], paired)
             tail_state = ts + [s]
             parts.append(xt)
         return np.concatenate(parts), tail_state

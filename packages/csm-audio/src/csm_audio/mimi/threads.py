@@ -22,7 +22,7 @@ except ImportError:  # optional: without it BLAS keeps its thread count and the 
     ThreadpoolController = None
 
 __all__ = [
-    "one_blas_thread", "pair_forced", "pair_default", "paired_products", "is_paired", "split_work", "share_work",
+    "one_blas_thread", "pair_forced", "pair_default", "split_work", "share_work",
 ]
 
 _BLAS: Any = None
@@ -94,7 +94,6 @@ class _Helper:
 
 
 _HELPER: _Helper | None = None
-_LOCAL = threading.local()
 
 
 def _helper() -> _Helper:
@@ -121,23 +120,6 @@ def pair_default() -> bool:
     return n >= 2
 
 
-@contextlib.contextmanager
-def paired_products(enabled: bool = True):
-    """Within the block (this thread), large-enough products and elementwise passes are split in two
-    row halves, one of them run on the helper thread. Meant for calls where BLAS runs on one thread."""
-    before = getattr(_LOCAL, "paired", False)
-    _LOCAL.paired = enabled
-    try:
-        yield
-    finally:
-        _LOCAL.paired = before
-
-
-def is_paired() -> bool:
-    """Whether paired_products() is on in this thread."""
-    return getattr(_LOCAL, "paired", False)
-
-
 def split_work(mine, theirs) -> None:
     """Run mine() here and theirs() on the helper thread (or here, if the helper has not started it
     by the time mine() is done); both have run on return."""
@@ -147,8 +129,8 @@ def split_work(mine, theirs) -> None:
 def share_work(pieces: list) -> list:
     """Call every piece (no-argument functions) and return their results in order: this thread takes
     pieces from the first on, the helper thread from the last back, each the next one not yet taken.
-    So a helper slowed down by a busy machine only takes fewer pieces; neither thread splits its
-    pieces' work further (paired_products is off in them)."""
+    So a helper slowed down by a busy machine only takes fewer pieces; pieces must not split their
+    own work further (callers run them with paired=False)."""
     tasks = [_Task(piece) for piece in pieces]
 
     def helper_side() -> None:
@@ -159,10 +141,9 @@ def share_work(pieces: list) -> list:
 
     _helper().tasks.put(_Task(helper_side))
     mine = 0
-    with paired_products(False):
-        while mine < len(tasks) and tasks[mine].claim.acquire(blocking=False):
-            tasks[mine].result = tasks[mine].fn()
-            mine += 1
+    while mine < len(tasks) and tasks[mine].claim.acquire(blocking=False):
+        tasks[mine].result = tasks[mine].fn()
+        mine += 1
     for task in tasks[mine:]:
         task.join()
     return [task.result for task in tasks]

@@ -91,27 +91,40 @@ class Transformer:
         """Whole clip: x [T, d] -> [T, d]."""
         return self.step(x, self.init_state())[0]
 
-    def step(self, x: np.ndarray, state: TransformerState) -> tuple[np.ndarray, TransformerState]:
-        """The next n steps x [n, d] -> ([n, d], the state, updated in place)."""
-        n = x.shape[0]
-        pos = np.arange(state.offset, state.offset + n, dtype=np.float32)
-        angle = pos[:, None] * self.freqs[None, :]  # [n, hd/2]
-        rot = np.empty((n, 1, angle.shape[1]), np.complex64)  # e^{i·angle}, float32 cos/sin like moshi
-        rot.real, rot.imag = np.cos(angle)[:, None], np.sin(angle)[:, None]
-        append = self._make_room(state, n)
-        x = np.array(x, np.float32)
+    def step(self, x: np.ndarray, state: TransformerState, paired: bool = False) -> tuple[np.ndarray, TransformerState]:
+        """The next n steps x [n, d] -> ([n, d], the state, updated in place). paired: products and
+        elementwise passes may use the helper thread (ops.matmul)."""
+        return self.step_rows(x[None], [state], paired)[0], state
+
+    def step_rows(self, x: np.ndarray, states: list[TransformerState], paired: bool = False) -> np.ndarray:
+        """The next m steps of r independent streams at once: x [r, m, d] -> [r, m, d], states[i]
+        (row i's, any history) updated in place. The weight products take all r·m rows at once;
+        attention runs per row over its own keys and values."""
+        r, n, d = x.shape
+        rot = np.concatenate([self._rotation(st.offset, n) for st in states])  # [r·n, 1, hd/2]
+        append = [self._make_room(st, n) for st in states]
+        x = np.array(x.reshape(r * n, d), np.float32)
         for i, layer in enumerate(self.layers):
             h = layer_norm(x, *layer.norm1, layer.eps)
-            a = self._attention(layer, h, rot, state, i, append)
+            a = self._attention(layer, h, rot, states, i, append, paired)
             a *= layer.ls1
             x += a
             h = layer_norm(x, *layer.norm2, layer.eps)
-            a = matmul(gelu(matmul(h, layer.w1)), layer.w2)
+            a = matmul(gelu(matmul(h, layer.w1, paired), paired), layer.w2, paired)
             a *= layer.ls2
             x += a
-        state.offset += n
-        state.length = state.length + n if append else min(state.length + n, self.context - 1)
-        return x, state
+        for st, app in zip(states, append):
+            st.offset += n
+            st.length = st.length + n if app else min(st.length + n, self.context - 1)
+        return x.reshape(r, n, d)
+
+    def _rotation(self, offset: int, n: int) -> np.ndarray:
+        """RoPE factors e^{i·angle} [n, 1, hd/2] of steps offset .. offset + n − 1, float32 cos/sin like moshi."""
+        pos = np.arange(offset, offset + n, dtype=np.float32)
+        angle = pos[:, None] * self.freqs[None, :]  # [n, hd/2]
+        rot = np.empty((n, 1, angle.shape[1]), np.complex64)
+        rot.real, rot.imag = np.cos(angle)[:, None], np.sin(angle)[:, None]
+        return rot
 
     def _make_room(self, state: TransformerState, n: int) -> bool:
         """Whether the n new keys/values fit behind the cached ones in the buffers, after moving the
@@ -128,14 +141,26 @@ class Transformer:
             state.length = keep
         return True
 
-    def _attention(self, layer: _Layer, h, rot, state: TransformerState, i: int, append: bool):
-        n, d = h.shape
+    def _attention(self, layer: _Layer, h, rot, states: list[TransformerState], i: int, append: list[bool], paired):
+        """h [r·n, d]: r rows of n steps, row j continuing states[j]."""
+        rn, d = h.shape
         H, hd = layer.heads, layer.head_dim
-        qkv = matmul(h, layer.w_in)  # [n, 3d]
-        qk = _rope(qkv[:, : 2 * d], rot, 2 * H)  # [n, 2H, hd]: q heads, then k heads
-        q = qk[:, :H].transpose(1, 0, 2)  # [H, n, hd]
-        k_new = qk[:, H:].transpose(1, 0, 2)
-        v_new = qkv[:, 2 * d :].reshape(n, H, hd).transpose(1, 0, 2)
+        n = rn // len(states)
+        qkv = matmul(h, layer.w_in, paired)  # [r·n, 3d]
+        qk = _rope(qkv[:, : 2 * d], rot, 2 * H)  # [r·n, 2H, hd]: q heads, then k heads
+        out = np.empty((rn, H, hd), np.float32)
+        for j, (st, app) in enumerate(zip(states, append)):
+            rows = slice(j * n, (j + 1) * n)
+            q = qk[rows, :H].transpose(1, 0, 2)  # [H, n, hd]
+            k_new = qk[rows, H:].transpose(1, 0, 2)
+            v_new = qkv[rows, 2 * d :].reshape(n, H, hd).transpose(1, 0, 2)
+            self._attend(q, k_new, v_new, st, i, app, out[rows])
+        return matmul(out.reshape(rn, d), layer.w_out, paired)
+
+    def _attend(self, q, k_new, v_new, state: TransformerState, i: int, append: bool, out: np.ndarray) -> None:
+        """One row's attention: q, k_new, v_new [H, n, hd] of its n new steps -> out [n, H, hd];
+        the new keys/values join the row's buffers."""
+        H, n, hd = q.shape
         m = state.length if append else min(state.length, self.context - 1)  # cached steps before the chunk
         if append:
             kb, vb = state.keys[i], state.values[i]
@@ -148,7 +173,6 @@ class Transformer:
         else:
             k, v = np.ascontiguousarray(k_new), np.ascontiguousarray(v_new)
         q = q * self.scale
-        out = np.empty((n, H, hd), np.float32)
         for a in range(0, n, _QUERY_BLOCK):
             b = min(a + _QUERY_BLOCK, n)
             lo = max(0, a + m - self.context + 1)  # oldest key the first query of the block sees
@@ -166,7 +190,6 @@ class Transformer:
                 state.values.append(np.empty((H, cap, hd), np.float32))
             state.keys[i][:, :keep] = k[:, k.shape[1] - keep :]
             state.values[i][:, :keep] = v[:, v.shape[1] - keep :]
-        return matmul(out.reshape(n, d), layer.w_out)
 
 
 def _rope(x: np.ndarray, rot: np.ndarray, heads: int) -> np.ndarray:
