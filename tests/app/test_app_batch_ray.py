@@ -55,7 +55,7 @@ def _local(tiny_model, rows, out):
     from csm_app.corpus import generate_rows, run_meta
 
     tts = CSM.load(tiny_model, watermark=False, threads=1)
-    return {r["id"]: r for r in generate_rows(tts, tts.scheduler(slots=2, chunk_frames=25), rows, out,
+    return {r["id"]: r for r in generate_rows(tts, tts.scheduler(slots=2, chunk_frames=None), rows, out,
                                                meta=run_meta(tts, None))}  # fmt: skip
 
 

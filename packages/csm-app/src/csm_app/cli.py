@@ -297,7 +297,7 @@ def _batch_local(todo, out_dir: Path, load: dict, slots: int, quant):
     from .facade import CSM
 
     tts = CSM.load(**load)
-    sched = tts.scheduler(slots=slots, chunk_frames=25)
+    sched = tts.scheduler(slots=slots, chunk_frames=None)
     voices = VoiceCache(tts)
     try:  # every request is checked against the model before the first is generated
         check_rows(sched, todo, voices, out_dir)

@@ -372,7 +372,8 @@ def run_meta(tts, quant: str | None) -> dict:
 def generate_rows(
     tts, sched, rows: list[CorpusRow], out_dir: Path, *, meta: dict | None = None, voices: VoiceCache | None = None,
 ) -> Iterator[dict]:  # fmt: skip
-    """Generate `rows` on `sched` (a `tts.scheduler(...)`: rows refill freed slots), write each
+    """Generate `rows` on `sched` (a `tts.scheduler(..., chunk_frames=None)`: codes only; rows refill
+    freed slots), decode each finished row's codes as one clip, write each
     file atomically and yield its manifest row (the caller records it). A row that produces no
     audio yields a row with an 'error' and no file."""
     slots = sched.slots
@@ -392,7 +393,9 @@ def generate_rows(
                 yield {"id": row.id, "where": row.where, "output": row.output, "frames": 0,
                        "error": "no audio was generated (the model stopped at once)"}
                 continue
-            audio = tts.mark(result.audio)
+            # one whole-clip decode per row: the file depends on its codes alone, not on which rows
+            # shared a batched streaming decode (whose products round a row's last bit by batch size)
+            audio = tts.mark(tts.codec.decode(result.codes))
             nbytes, sha = write_atomic(_output_path(out_dir, row), audio, tts.sample_rate, row.fmt)
             yield manifest_row(row, result, nbytes, sha, tts.sample_rate, meta or {})
 

@@ -39,7 +39,7 @@ class CorpusActor:
         if load.get("threads") is None:
             load["threads"] = threads
         self.tts = CSM.load(**load)
-        self.sched = self.tts.scheduler(slots=slots, chunk_frames=25)
+        self.sched = self.tts.scheduler(slots=slots, chunk_frames=None)
         self.voices = VoiceCache(self.tts)
         self.meta = run_meta(self.tts, load.get("quant"))
         self.out_dir = Path(out_dir)
