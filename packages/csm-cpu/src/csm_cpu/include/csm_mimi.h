@@ -143,35 +143,52 @@ CSM_AVX2 static inline void mimi_store8_avx2(const mimi_mat *B, int col, int nco
 }
 
 /* One register tile: rows 0..MR-1 of A times one panel, then the epilogue into C. MR and BF16
- * are constants at every call site, so the accumulators stay in registers. */
-#define MIMI_TILE_AVX2(MR, BF16)                                                                           \
+ * are constants at every call site; the accumulators are named variables (GCC spilled an array
+ * of them to the stack on every step), the rows past MR are dead code. */
+#define MIMI_ROW_STEP(i, x0, x1)                                                                      \
+    if (mr_ > i) {                                                                                     \
+        __m256 a = _mm256_broadcast_ss(A + i * lda + k);                                              \
+        x0 = _mm256_fmadd_ps(a, b0, x0);                                                              \
+        x1 = _mm256_fmadd_ps(a, b1, x1);                                                              \
+    }
+#define MIMI_ROW_STORE(i, x0, x1)                                                                     \
+    if (mr_ > i) {                                                                                     \
+        mimi_store8_avx2(B, col, nc, x0, C + i * ldc + col, accumulate, act);                         \
+        mimi_store8_avx2(B, col + 8, nc - 8, x1, C + i * ldc + col + 8, accumulate, act);             \
+    }
+#define MIMI_TILE_AVX2(MR, BF16)                                                                      \
     CSM_AVX2 static inline void mimi_tile##MR##_##BF16##_avx2(const mimi_mat *B, const float *A, int64_t lda, \
-                                                               const char *panel, int col, float *C,          \
-                                                               int64_t ldc, int accumulate, int act) {        \
-        __m256 c0[MR], c1[MR];                                                                             \
-        for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm256_setzero_ps();                                  \
-        for (int k = 0; k < B->K; k++) {                                                                   \
-            __m256 b0, b1;                                                                                 \
-            if (BF16) {                                                                                    \
-                const uint16_t *bp = (const uint16_t *)panel + (int64_t)k * MIMI_NR;                       \
-                b0 = csm_load_bf16_avx2(bp);                                                               \
-                b1 = csm_load_bf16_avx2(bp + 8);                                                           \
-            } else {                                                                                       \
-                const float *bp = (const float *)panel + (int64_t)k * MIMI_NR;                             \
-                b0 = _mm256_loadu_ps(bp);                                                                  \
-                b1 = _mm256_loadu_ps(bp + 8);                                                              \
-            }                                                                                              \
-            for (int i = 0; i < MR; i++) {                                                                 \
-                __m256 a = _mm256_broadcast_ss(A + i * lda + k);                                           \
-                c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);                                                     \
-                c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);                                                     \
-            }                                                                                              \
-        }                                                                                                  \
-        int nc = B->N - col;                                                                               \
-        for (int i = 0; i < MR; i++) {                                                                     \
-            mimi_store8_avx2(B, col, nc, c0[i], C + i * ldc + col, accumulate, act);                       \
-            mimi_store8_avx2(B, col + 8, nc - 8, c1[i], C + i * ldc + col + 8, accumulate, act);           \
-        }                                                                                                  \
+                                                               const char *panel, int col, float *C,  \
+                                                               int64_t ldc, int accumulate, int act) { \
+        __m256 z = _mm256_setzero_ps();                                                               \
+        __m256 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z;                                  \
+        __m256 r30 = z, r31 = z, r40 = z, r41 = z, r50 = z, r51 = z;                                  \
+        const int K = B->K, mr_ = MR;                                                                 \
+        for (int k = 0; k < K; k++) {                                                                 \
+            __m256 b0, b1;                                                                            \
+            if (BF16) {                                                                               \
+                const uint16_t *bp = (const uint16_t *)panel + (int64_t)k * MIMI_NR;                  \
+                b0 = csm_load_bf16_avx2(bp);                                                          \
+                b1 = csm_load_bf16_avx2(bp + 8);                                                      \
+            } else {                                                                                  \
+                const float *bp = (const float *)panel + (int64_t)k * MIMI_NR;                        \
+                b0 = _mm256_loadu_ps(bp);                                                             \
+                b1 = _mm256_loadu_ps(bp + 8);                                                         \
+            }                                                                                         \
+            MIMI_ROW_STEP(0, r00, r01)                                                                \
+            MIMI_ROW_STEP(1, r10, r11)                                                                \
+            MIMI_ROW_STEP(2, r20, r21)                                                                \
+            MIMI_ROW_STEP(3, r30, r31)                                                                \
+            MIMI_ROW_STEP(4, r40, r41)                                                                \
+            MIMI_ROW_STEP(5, r50, r51)                                                                \
+        }                                                                                             \
+        int nc = B->N - col;                                                                          \
+        MIMI_ROW_STORE(0, r00, r01)                                                                   \
+        MIMI_ROW_STORE(1, r10, r11)                                                                   \
+        MIMI_ROW_STORE(2, r20, r21)                                                                   \
+        MIMI_ROW_STORE(3, r30, r31)                                                                   \
+        MIMI_ROW_STORE(4, r40, r41)                                                                   \
+        MIMI_ROW_STORE(5, r50, r51)                                                                   \
     }
 MIMI_TILE_AVX2(6, 0)
 MIMI_TILE_AVX2(4, 0)
