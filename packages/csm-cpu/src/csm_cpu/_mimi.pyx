@@ -44,6 +44,9 @@ cdef int _isa = csm_detect_isa()
 DEF _ROW_BLOCK = 48          # rows per work item of a product (8 register tiles)
 DEF _GROUP_BYTES = 131072    # weight bytes per work item: the panels of one item stay in L2
 DEF _ACT_BLOCK = 32768       # values per work item of an elementwise pass
+DEF _GEMM_PARALLEL = 1 << 20  # multiply-adds below which a product stays on one thread: waking a
+                              # sleeping thread (passive wait) costs more than it saves
+DEF _ATTEND_PARALLEL = 8192   # (query, head, cached key) triples, likewise
 
 
 def set_isa(int isa) -> None:
@@ -158,7 +161,7 @@ def gemm(Mat B, const float[::1] a, Py_ssize_t lda, Py_ssize_t M, float[:, ::1] 
             group = W.npanels
     npg = (W.npanels + group - 1) // group
     items = npg * nmb
-    if threads <= 1 or items == 1:
+    if threads <= 1 or items == 1 or M * K * <int64_t>N < _GEMM_PARALLEL:
         with nogil:
             mimi_gemm(_isa, W, A, lda, 0, <int>M, 0, W.npanels, C, N, accumulate, act)
         return
@@ -239,7 +242,7 @@ def attention(const float[:, ::1] q, const float[:, ::1] keys, const float[:, ::
     if n == 0:
         return
     hd = d // heads
-    cdef int nth = threads if threads > 1 else 1
+    cdef int nth = threads if threads > 1 and n * heads * (first + n) >= _ATTEND_PARALLEL else 1
     cdef float *scores = <float *>malloc(<size_t>nth * context * sizeof(float))
     if scores == NULL:
         raise MemoryError()

@@ -283,10 +283,55 @@ static inline void mimi_layer_norm(const float *x, const float *w, const float *
     for (int i = 0; i < n; i++) y[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
+#if CSM_HAVE_AVX2
+/* mimi_attend for hd a multiple of 8 up to 64: the softmax's exponentials 8 keys at a time, the
+ * weighted sum of values in registers. */
+CSM_AVX2 static inline void mimi_attend_avx2(const float *q, const float *kc, const float *vc, int64_t ld, int lo,
+                                             int hi, int hd, float scale, float *scores, float *out) {
+    int n = hi - lo, nv = hd / 8;
+    float m = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        const float *k = kc + (int64_t)(lo + t) * ld;
+        __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(k), _mm256_loadu_ps(q));
+        for (int j = 1; j < nv; j++) acc = _mm256_fmadd_ps(_mm256_loadu_ps(k + 8 * j), _mm256_loadu_ps(q + 8 * j), acc);
+        float s = csm_hsum_avx2(acc) * scale;
+        scores[t] = s;
+        m = s > m ? s : m;
+    }
+    __m256 vm = _mm256_set1_ps(m), tot = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        __m256 e = mimi_exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(scores + t), vm));
+        _mm256_storeu_ps(scores + t, e);
+        tot = _mm256_add_ps(tot, e);
+    }
+    float total = csm_hsum_avx2(tot);
+    for (; t < n; t++) {
+        scores[t] = expf(scores[t] - m);
+        total += scores[t];
+    }
+    __m256 o[8];
+    for (int j = 0; j < nv; j++) o[j] = _mm256_setzero_ps();
+    for (t = 0; t < n; t++) {
+        const float *v = vc + (int64_t)(lo + t) * ld;
+        __m256 w = _mm256_set1_ps(scores[t]);
+        for (int j = 0; j < nv; j++) o[j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8 * j), o[j]);
+    }
+    __m256 inv = _mm256_set1_ps(1.f / total);
+    for (int j = 0; j < nv; j++) _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(o[j], inv));
+}
+#endif
+
 /* One head of one query: keys/values rows lo..hi-1 (row stride ld floats), softmax(q.k * scale) v
  * into out [hd]. scores holds hi - lo floats. */
 static inline void mimi_attend(int isa, const float *q, const float *kc, const float *vc, int64_t ld, int lo, int hi,
                                int hd, float scale, float *scores, float *out) {
+#if CSM_HAVE_AVX2
+    if (isa == CSM_ISA_AVX2 && hd % 8 == 0 && hd <= 64) {
+        mimi_attend_avx2(q, kc, vc, ld, lo, hi, hd, scale, scores, out);
+        return;
+    }
+#endif
     float m = -INFINITY;
     for (int t = lo; t < hi; t++) {
         float s = csm_dot(isa, CSM_F32, (const char *)(kc + (int64_t)t * ld), hd, q, NULL, NULL) * scale;
