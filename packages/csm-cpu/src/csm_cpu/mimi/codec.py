@@ -39,7 +39,9 @@ class Mimi:
 
     name = "cpu"
 
-    def __init__(self, config: MimiConfig, weights: Mapping[str, np.ndarray], fmt: str = "f32", threads: int | None = None):
+    def __init__(
+        self, config: MimiConfig, weights: Mapping[str, np.ndarray], fmt: str = "f32", threads: int | None = None
+    ):
         if fmt not in FORMATS:
             raise ValueError(f"Mimi weight format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         self.threads = int(threads) if threads is not None else default_threads()

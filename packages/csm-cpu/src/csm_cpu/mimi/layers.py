@@ -66,7 +66,8 @@ class Conv:
         if x.shape[0] % s:
             if not final:
                 raise ValueError(f"a streamed chunk must be a multiple of the stride {s}, got {x.shape[0]} steps")
-            fill = np.repeat(x[-1:], s - x.shape[0] % s, 0) if self.replicate else np.zeros((s - x.shape[0] % s, self.cin), _F32)
+            short = s - x.shape[0] % s
+            fill = np.repeat(x[-1:], short, 0) if self.replicate else np.zeros((short, self.cin), _F32)
             x = np.concatenate([x, fill])
         if state is None:
             if x.shape[0] == 0:
@@ -106,7 +107,9 @@ class ConvTr:
         wp[..., :k] = weight
         # window row b (input x[t − nb + 1 + b]) meets taps (nb−1−b)·s .. (nb−b)·s − 1:
         # [Cin, Cout, s] -> [Cin, s·Cout] (columns: step within the output row, then Cout)
-        blocks = [wp[:, :, (nb - 1 - b) * s : (nb - b) * s].transpose(0, 2, 1).reshape(cin, s * cout) for b in range(nb)]
+        blocks = [
+            wp[:, :, (nb - 1 - b) * s : (nb - b) * s].transpose(0, 2, 1).reshape(cin, s * cout) for b in range(nb)
+        ]
         self.mat = Mat(np.concatenate(blocks), fmt, None if bias is None else np.tile(np.asarray(bias, _F32), s))
 
     def init_state(self) -> np.ndarray:
@@ -154,8 +157,10 @@ class ResBlock:
 
     def __init__(self, w: Mapping[str, np.ndarray], name: str, fmt: str, threads: int):
         self.threads = threads
-        self.conv1 = Conv(w[f"{name}.block.1.conv.conv.weight"], w[f"{name}.block.1.conv.conv.bias"], 1, fmt, threads, ACT_ELU)
-        self.conv2 = Conv(w[f"{name}.block.3.conv.conv.weight"], w[f"{name}.block.3.conv.conv.bias"], 1, fmt, threads, ACT_ELU)
+        conv = lambda i: Conv(  # noqa: E731
+            w[f"{name}.block.{i}.conv.conv.weight"], w[f"{name}.block.{i}.conv.conv.bias"], 1, fmt, threads, ACT_ELU
+        )
+        self.conv1, self.conv2 = conv(1), conv(3)
         if self.conv2.pad:
             raise NotImplementedError("the residual block's second conv must be pointwise")
 
@@ -194,9 +199,10 @@ class _Layer:
     def __init__(self, w: Mapping[str, np.ndarray], p: str, fmt: str):
         f32 = lambda a: np.ascontiguousarray(np.asarray(a, _F32))  # noqa: E731
         self.w_in = Mat(f32(w[f"{p}.self_attn.in_proj_weight"]).T, fmt)  # [3d, d] -> [d, 3d]
-        self.w_out = Mat(f32(w[f"{p}.self_attn.out_proj.weight"]).T, fmt, scale=w[f"{p}.layer_scale_1.scale"])  # [d, d]
+        ls1, ls2 = w[f"{p}.layer_scale_1.scale"], w[f"{p}.layer_scale_2.scale"]
+        self.w_out = Mat(f32(w[f"{p}.self_attn.out_proj.weight"]).T, fmt, scale=ls1)  # [d, d] -> [d_in, d_out]
         self.w1 = Mat(f32(w[f"{p}.linear1.weight"]).T, fmt)  # [ff, d] -> [d, ff]
-        self.w2 = Mat(f32(w[f"{p}.linear2.weight"]).T, fmt, scale=w[f"{p}.layer_scale_2.scale"])  # [d, ff] -> [ff, d]
+        self.w2 = Mat(f32(w[f"{p}.linear2.weight"]).T, fmt, scale=ls2)  # [d, ff] -> [ff, d]
         self.norm1 = (f32(w[f"{p}.norm1.weight"]), f32(w[f"{p}.norm1.bias"]))
         self.norm2 = (f32(w[f"{p}.norm2.weight"]), f32(w[f"{p}.norm2.bias"]))
 
@@ -273,8 +279,9 @@ class Transformer:
 class _RVQ:
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str, n_q: int, fmt: str, threads: int):
         self.threads = threads
-        self.input_proj = Mat(np.asarray(w[f"{prefix}.input_proj.weight"], _F32)[:, :, 0].T, fmt)  # [cd, d, 1] -> [d, cd]
-        self.output_proj = Mat(np.asarray(w[f"{prefix}.output_proj.weight"], _F32)[:, :, 0].T, fmt)  # [d, cd, 1] -> [cd, d]
+        proj = lambda name: np.asarray(w[f"{prefix}.{name}.weight"], _F32)[:, :, 0].T  # noqa: E731
+        self.input_proj = Mat(proj("input_proj"), fmt)  # [cd, d, 1] -> [d, cd]
+        self.output_proj = Mat(proj("output_proj"), fmt)  # [d, cd, 1] -> [cd, d]
         books = []
         for i in range(n_q):
             cb = f"{prefix}.vq.layers.{i}._codebook"

@@ -101,7 +101,8 @@ class SEANetEncoder:
         ratios = list(reversed(config.ratios))
         for i, r in enumerate(ratios):
             act = ACT_ELU if i == len(ratios) - 1 else 0  # the last one feeds the final ELU
-            self.stages.append((ResBlock(w, f"encoder.model.{idx}", fmt, threads), _conv(w, f"encoder.model.{idx + 2}", r, fmt, threads, act)))
+            res = ResBlock(w, f"encoder.model.{idx}", fmt, threads)
+            self.stages.append((res, _conv(w, f"encoder.model.{idx + 2}", r, fmt, threads, act)))
             idx += 3
         self.last = _conv(w, f"encoder.model.{idx + 1}", 1, fmt, threads)
         self.head, self.rest = self.stages[:_TAIL_STAGES], self.stages[_TAIL_STAGES:]
