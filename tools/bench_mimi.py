@@ -1,9 +1,12 @@
-"""Benchmark the numpy Mimi against moshi and transformers (torch CPU), same weights, same run.
+"""Benchmark the numpy Mimi and csm-cpu's Mimi (fp32 and bf16 weights) against moshi and
+transformers (torch CPU), same weights, same run.
 
 Prints, for 10 s of audio (full-size Mimi, 32 codebooks, random weights, --threads threads):
 encode and decode time as multiples of real time, and one-frame streaming decode latency;
 medians of --repeats runs, measured interleaved so every implementation sees the same machine
-load. Also prints the load average and a single-GEMM throughput as the machine's limit.
+load, and each one's time relative to the numpy codec's (the machine is shared: ratios measured in
+one run hold when absolute times do not). Also prints the load average and a single-GEMM
+throughput as the machine's limit.
 
     flock /work/bigmem.lock python tools/bench_mimi.py [--threads 2] [--repeats 5] [--seconds 10]
 
@@ -32,6 +35,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40, help="streaming frames timed (after 5 warm-up frames)")
     ap.add_argument("--no-reference", action="store_true", help="skip moshi / transformers")
     ap.add_argument("--batch", default=None, help="row counts (comma list): batched vs single-stream step times only")
+    ap.add_argument("--no-cpu", action="store_true", help="skip csm-cpu's Mimi")
     args = ap.parse_args()
     counts = [int(t) for t in str(args.threads).split(",")]
     if len(counts) > 1:  # BLAS thread pools are fixed at import: one process per count
@@ -66,6 +70,13 @@ def main() -> None:
     ours = Mimi(cfg, weights)
     codes = ours.encode(audio)
     impls: dict[str, dict] = {"numpy (csm_audio)": {"encode": lambda: ours.encode(audio), "decode": lambda: ours.decode(codes)}}
+    cpu_codecs = {}
+    if not args.no_cpu:
+        from csm_cpu.mimi import Mimi as CpuMimi
+
+        for fmt in ("f32", "bf16"):
+            m = cpu_codecs[f"csm-cpu {fmt}"] = CpuMimi(cfg, weights, fmt=fmt, threads=args.threads)
+            impls[f"csm-cpu {fmt}"] = {"encode": lambda m=m: m.encode(audio), "decode": lambda m=m: m.decode(codes)}
 
     torch = None
     if not args.no_reference:
@@ -109,13 +120,14 @@ def main() -> None:
     n = args.frames + 5
     frames = np.random.default_rng(0).integers(0, cfg.codebook_size, (32, n))
     modes = {None: "numpy (csm_audio)", True: "helper thread on", False: "helper thread off"}
-    decs = {mode: ours.streaming_decoder(mode) for mode in modes}  # default (adaptive), forced on/off
-    for t in range(n):  # interleaved, so every mode sees the same machine load
-        for mode, dec in decs.items():
+    decs = {modes[mode]: ours.streaming_decoder(mode) for mode in modes}  # default (adaptive), forced on/off
+    decs.update({name: m.streaming_decoder() for name, m in cpu_codecs.items()})
+    for t in range(n):  # interleaved, so every decoder sees the same machine load
+        for key, dec in decs.items():
             t0 = time.perf_counter()
             dec.decode(frames[:, t : t + 1])
-            stream.setdefault(modes[mode], []).append(time.perf_counter() - t0)
-    for key in modes.values():
+            stream.setdefault(key, []).append(time.perf_counter() - t0)
+    for key in decs:
         stream[key] = stream[key][5:]
     if torch is not None:
         key = next(k for k in impls if k.startswith("moshi"))
@@ -142,18 +154,23 @@ def main() -> None:
     sec = args.seconds
     print(f"\nMimi full size, {sec:g} s of audio, 32 codebooks, {args.threads} threads, medians of {args.repeats}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; numpy sgemm 2048x512x2048: {gflops:.0f} GFLOP/s")
-    print(f"{'implementation':<24} {'encode s':>9} {'x RT':>6} {'decode s':>9} {'x RT':>6} {'stream ms/frame (median, p90)':>31}")
+    print(f"{'implementation':<24} {'encode s':>9} {'x RT':>6} {'/numpy':>6} {'decode s':>9} {'x RT':>6} {'/numpy':>6}"
+          f" {'stream ms/frame (median, p90)':>31} {'/numpy':>6}")
+    base = "numpy (csm_audio)"
+    med = {key: float(np.median(v)) for key, v in times.items()}
     for name in impls:
-        enc = float(np.median(times[(name, "encode")]))
-        dec_t = float(np.median(times[(name, "decode")]))
+        enc, dec_t = med[(name, "encode")], med[(name, "decode")]
         s = stream.get(name)
         st = f"{1e3 * np.median(s):.1f}, {1e3 * np.percentile(s, 90):.1f}" if s else "n/a (no streaming decoder)"
-        print(f"{name:<24} {enc:>9.3f} {sec / enc:>6.1f} {dec_t:>9.3f} {sec / dec_t:>6.1f} {st:>31}")
+        sr = f"{np.median(s) / np.median(stream[base]):.2f}" if s else ""
+        print(f"{name:<24} {enc:>9.3f} {sec / enc:>6.1f} {enc / med[(base, 'encode')]:>6.2f} {dec_t:>9.3f} "
+              f"{sec / dec_t:>6.1f} {dec_t / med[(base, 'decode')]:>6.2f} {st:>31} {sr:>6}")
     on, off = stream[modes[True]], stream[modes[False]]
     print(f"numpy stream ms/frame with the helper thread forced on: {1e3 * np.median(on):.1f}, off: {1e3 * np.median(off):.1f}")
     print(f"numpy floor of one streamed frame: its products over weights >= 1 MB ({products_mb:.0f} MB), replayed "
           f"alone with the helper thread: {products_ms:.1f} ms ({products_mb / products_ms:.1f} GB/s)")
-    print("targets: encode and decode >= 10x RT, one-frame streaming decode <= 15 ms (80 ms of audio)")
+    print("targets: numpy encode and decode >= 10x RT, one-frame streaming decode <= 15 ms (80 ms of audio); "
+          "csm-cpu >= 40x RT, <= 10 ms")
 
 
 def _bench_batch(model, counts: list[int], steps: int, threads: int) -> None:

@@ -17,7 +17,6 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from pathlib import Path
 
 from app_helpers import place_in_cache, run_csm, wav_info
 
@@ -400,3 +399,25 @@ def test_bench(cli, monkeypatch, tmp_path):
     assert tools is not None and (tools / "bench_mimi.py").is_file()
     passed_through = run_csm("bench", "mimi", "--no-such-option")  # the tool's own argparse answers
     assert passed_through.returncode == 2 and b"--no-such-option" in passed_through.stderr
+
+
+def test_load_codec_prefers_csm_cpu_and_obeys_csm_codec(tiny_model, monkeypatch):
+    from csm_app.facade import load_codec
+    from csm_audio import Mimi as NumpyMimi
+    from csm_core.testing.mimi import mimi_test_audio
+
+    csm_cpu_mimi = pytest.importorskip("csm_cpu.mimi")
+    args = (tiny_model / "mimi.safetensors", tiny_model / "config.json")
+    monkeypatch.delenv("CSM_CODEC", raising=False)
+    picked = load_codec(*args)
+    assert isinstance(picked, csm_cpu_mimi.Mimi) and picked.fmt == "f32"
+    monkeypatch.setenv("CSM_CODEC", "cpu-bf16")
+    assert load_codec(*args).fmt == "bf16"
+    monkeypatch.setenv("CSM_CODEC", "numpy")
+    forced = load_codec(*args)
+    assert isinstance(forced, NumpyMimi)
+    audio = mimi_test_audio(24_000, seed=3)
+    np.testing.assert_array_equal(picked.encode(audio), forced.encode(audio))
+    monkeypatch.setenv("CSM_CODEC", "torch")
+    with pytest.raises(ValueError, match="CSM_CODEC='torch': expected one of auto, cpu, cpu-bf16, numpy"):
+        load_codec(*args)

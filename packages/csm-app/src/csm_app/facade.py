@@ -207,12 +207,28 @@ def _attach_adapter(frame_model, backend_name: str, adapter) -> None:
     attach_adapter(frame_model.model, load_adapter(adapter, frame_model.config))
 
 
+CODECS = ("auto", "cpu", "cpu-bf16", "numpy")
+
+
 def load_codec(path, model_config=None):
-    """Numpy Mimi from a Kyutai/HF file or an HF CSM checkpoint. Its config: a config.json beside
-    the Mimi file (HF Mimi or a CSM codec_config), else the CSM model's codec_config, else the
-    released Mimi."""
-    from csm_audio import Mimi
+    """Mimi from a Kyutai/HF file or an HF CSM checkpoint: csm-cpu's (its own kernels) when csm-cpu
+    is installed, else the numpy one; $CSM_CODEC picks one of CODECS (cpu-bf16: bf16 weights).
+    Its config: a config.json beside the Mimi file (HF Mimi or a CSM codec_config), else the CSM
+    model's codec_config, else the released Mimi."""
     from csm_core.weights import mimi_config_beside
 
+    choice = os.environ.get("CSM_CODEC", "").strip().lower() or "auto"
+    if choice not in CODECS:
+        raise ValueError(f"CSM_CODEC={choice!r}: expected one of {', '.join(CODECS)}")
     config = mimi_config_beside(path) or (mimi_config_beside(model_config) if model_config is not None else None)
+    if choice != "numpy":
+        try:
+            from csm_cpu.mimi import Mimi as CpuMimi
+        except ImportError:
+            if choice != "auto":
+                raise
+        else:
+            return CpuMimi.from_checkpoint(path, config, fmt="bf16" if choice == "cpu-bf16" else "f32")
+    from csm_audio import Mimi
+
     return Mimi.from_checkpoint(path, config)
