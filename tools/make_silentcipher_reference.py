@@ -6,7 +6,7 @@ checkpoint files, and the official embed / verify paths run with the `silentciph
 writes OUT_DIR/{hparams.yaml, enc_c.ckpt, dec_c.ckpt, dec_m_0.ckpt}: the package's own Encoder,
 CarrierDecoder and MsgDecoder, seeded, with randomised BatchNorm affines, saved with
 torch.save(state_dict) as the released files are. --small writes the same architecture over a
-small STFT (n_fft 256, hop 128, band 64) for fast phase-shift decoding tests.
+small STFT (n_fft 64, hop 32, band 16: 4 phase shifts) for fast phase-shift decoding tests.
 
 The official paths (Sesame's csm `watermarking.py`, SesameAILabs/silentcipher at 44.1 kHz):
 - watermark: torchaudio resample to 44.1 kHz -> encode_wav(key, calc_sdr=False, message_sdr=36)
@@ -34,7 +34,7 @@ FULL = dict(SR=44100, N_FFT=4096, HOP_LENGTH=2048, message_dim=5, message_len=21
             message_sdr=47, n_messages=1, enc_n_layers=3, dec_c_n_layers=4, ensure_negative_message=True,
             ensure_constrained_message=False, frame_level_normalization=False, utterance_level_normalization=True,
             no_normalization=False, model_type="44.1k")
-SMALL = dict(FULL, N_FFT=256, HOP_LENGTH=128, message_band_size=64)
+SMALL = dict(FULL, N_FFT=64, HOP_LENGTH=32, message_band_size=16)
 CSM_1B_KEY = [212, 211, 146, 56, 201]
 
 
@@ -155,7 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--small", action="store_true", help="n_fft 256 / hop 128 / band 64 instead of the 44.1k model's STFT")
+    ap.add_argument("--small", action="store_true", help="n_fft 64 / hop 32 / band 16 instead of the 44.1k model's STFT")
     a = ap.parse_args()
     print(build_reference(a.out_dir, a.seed, a.small))
 

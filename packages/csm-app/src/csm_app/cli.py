@@ -16,6 +16,7 @@ import numpy as np
 
 from .backends import QUANTS
 from .discovery import DEFAULT_MODEL
+from .watermarks import requested as requested_watermark
 
 FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "pcm")
 logger = logging.getLogger("csm")
@@ -98,7 +99,9 @@ def generation_options(fn):
             click.option("--seed", type=int, help="Make sampling reproducible."),
             click.option("--max-audio-ms", type=click.IntRange(min=80), default=90_000, show_default=True,
                          help="Longest audio per prompt."),
-            click.option("--no-watermark", is_flag=True, help="Do not watermark the output."),
+            click.option("--no-watermark", is_flag=True, help="Do not watermark the output (= --watermark none)."),
+            click.option("--watermark", "watermark_kind", type=click.Choice(["silentcipher", "csm", "none"]),
+                         help="Mark: silentcipher (the official one; default when its weights are found), csm, none."),
         ]
     ):
         fn = opt(fn)
@@ -121,7 +124,7 @@ def generation_options(fn):
 @model_options
 @runtime_errors
 def say(text, input_file, output, fmt, speaker, context_text, context_audio, context_speaker, context_file,
-        temperature, topk, seed, max_audio_ms, no_split, no_watermark, model, mimi, tokenizer, offline,
+        temperature, topk, seed, max_audio_ms, no_split, no_watermark, watermark_kind, model, mimi, tokenizer, offline,
         backend, quant, threads, verbose, quiet):
     """Speak TEXT (or - for stdin, or -i FILE) into an audio file (or - for stdout)."""
     _setup_logging(verbose, quiet)
@@ -144,7 +147,7 @@ def say(text, input_file, output, fmt, speaker, context_text, context_audio, con
 
     context = _context_segments(context_text, context_audio, context_speaker, context_file, read_context_audio)
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark)
+                   offline=offline, watermark=requested_watermark(watermark_kind, no_watermark))
     sink = AudioSink(output, tts.sample_rate, fmt)
     with _progress(quiet) as progress:
         for chunk in tts.stream(text, speaker=speaker, context=context, temperature=temperature, topk=topk,
@@ -219,7 +222,7 @@ class _progress:
 @generation_options
 @model_options
 @runtime_errors
-def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, max_audio_ms, no_watermark,
+def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, max_audio_ms, no_watermark, watermark_kind,
           model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
     """Speak every request of a JSONL file into audio files, BATCH_SIZE at a time.
 
@@ -237,7 +240,7 @@ def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, m
     except InputError as e:
         raise click.UsageError(str(e)) from e
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark)
+                   offline=offline, watermark=requested_watermark(watermark_kind, no_watermark))
     codes: dict[int, object] = {}  # id(audio read once) -> its context segment encoded once
 
     def encoded(segment):
@@ -290,7 +293,7 @@ def batch(requests_file, output_dir, fmt, batch_size, temperature, topk, seed, m
 @model_options
 @runtime_errors
 def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature, topk, seed, max_audio_ms,
-          no_watermark, model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
+          no_watermark, watermark_kind, model, mimi, tokenizer, offline, backend, quant, threads, verbose, quiet):
     """Serve speech over HTTP: POST /v1/audio/speech (OpenAI-compatible), GET /v1/voices, /health.
 
     The generation options set each request's defaults; a request may override them."""
@@ -318,7 +321,7 @@ def serve(host, port, voices, chunk_frames, max_waiting, max_batch, temperature,
         voice_turns[name] = turns
     contexts = {name: context_segments(turns, read_context_audio) for name, turns in voice_turns.items()}
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark)
+                   offline=offline, watermark=requested_watermark(watermark_kind, no_watermark))
     named = [Voice(n, segs[-1].speaker, tuple(tts.encode_context(segs))) for n, segs in contexts.items()]
     defaults = {"temperature": temperature, "topk": topk, "seed": seed, "max_audio_ms": max_audio_ms}
     service = SpeechService(tts, named, defaults=defaults, chunk_frames=chunk_frames, max_waiting=max_waiting,
@@ -419,26 +422,34 @@ def tokenize(text, tokenizer, model, speaker, offline, verbose):
 # ---------------------------------------------------------------- watermark
 @main.group()
 def watermark() -> None:
-    """The csm audio watermark (not SilentCipher's)."""
+    """The audio watermarks: csm's own keyed mark and SilentCipher's (the official generator's)."""
 
 
 @watermark.command("detect")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mark", type=click.Choice(["both", "csm", "silentcipher"]), default="both", show_default=True,
+              help="Which mark to look for (SilentCipher's phase-shift search is slow on unmarked audio).")
 @click.option("-v", "--verbose", count=True)
 @runtime_errors
-def watermark_detect(path, verbose):
-    """Say whether FILE carries the csm watermark. Exit 0 when found, 3 when not."""
+def watermark_detect(path, mark, verbose):
+    """Say whether FILE carries csm's mark and SilentCipher's. Exit 0 when one is found, 3 when not."""
     from csm_audio.io import read_audio
     from csm_audio.resample import to_mono
-    from csm_audio.watermark import PatchworkWatermarker
+
+    from .watermarks import detect_all
 
     audio, sr = read_audio(path)
-    result = PatchworkWatermarker().detect(to_mono(audio), sr)
-    status = "found" if result.found else "not found"
-    payload = f" payload=0x{result.payload:08x}" if result.payload is not None else ""
-    reason = f" ({result.reason})" if result.reason else ""
-    click.echo(f"{path}: watermark {status}{payload} score={result.score:.2f}{reason}")
-    sys.exit(0 if result.found else 3)
+    results = detect_all(to_mono(audio), sr, ("csm", "silentcipher") if mark == "both" else (mark,))
+    for name, result in results.items():
+        if isinstance(result, str):
+            click.echo(f"{path}: {name} watermark {result}")
+            continue
+        status = "found" if result.found else "not found"
+        width = 8 if name == "csm" else 10
+        payload = f" payload=0x{result.payload:0{width}x}" if result.payload is not None else ""
+        reason = f" ({result.reason})" if result.reason else ""
+        click.echo(f"{path}: {name} watermark {status}{payload} score={result.score:.2f}{reason}")
+    sys.exit(0 if any(not isinstance(r, str) and r.found for r in results.values()) else 3)
 
 
 # ---------------------------------------------------------------- info
@@ -468,6 +479,9 @@ def info(model):
 
     click.echo(f"cores           {os.cpu_count()}")
     click.echo(f"hub cache       {hub_cache_dir()}")
+    from .watermarks import describe
+
+    click.echo(f"watermark       {describe()}")
     try:
         files = resolve_model(model, offline=True)
         click.echo(f"model           {files.weights} ({files.layout} layout)")

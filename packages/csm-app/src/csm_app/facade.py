@@ -21,6 +21,8 @@ from csm_core.generation import DEFAULT_MAX_AUDIO_MS, Generation, Generator, Req
 
 from .backends import check_quant, open_backend, pick_backend
 from .discovery import DEFAULT_MODEL, ModelFiles, resolve_model
+from .watermarks import choose as choose_watermark
+from .watermarks import is_whole_clip, joined, joined_events
 
 __all__ = ["CSM"]
 
@@ -58,10 +60,12 @@ class CSM:
         mimi: str | os.PathLike | None = None,
         tokenizer: str | os.PathLike | None = None,
         offline: bool = False,
-        watermark: bool = True,
+        watermark: bool | str = True,
     ) -> "CSM":
         """Find the model (see `discovery.resolve_model`), then load the tokenizer, the backend
-        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker."""
+        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker
+        (watermark: True = SilentCipher if its weights are found else csm's mark, "silentcipher", "csm", False/"none";
+        see watermarks.choose)."""
         from csm_tokenizers import load_tokenizer
 
         check_quant(quant)
@@ -70,11 +74,7 @@ class CSM:
         tok = load_tokenizer(files.tokenizer)
         frame_model = open_backend(name, files, quant=quant, threads=threads)
         codec = load_codec(files.mimi, files.config)
-        marker = None
-        if watermark:
-            from csm_audio.watermark import PatchworkWatermarker
-
-            marker = PatchworkWatermarker()
+        marker = choose_watermark(watermark).marker
         logger.info("loaded %s (%s layout) on the %s backend", files.weights, files.layout, name)
         return cls(frame_model, tok, codec, marker, info=LoadedParts(files, name))
 
@@ -122,6 +122,8 @@ class CSM:
         chunks = self._generator.stream_audio(
             text, speaker=speaker, context=context, chunk_frames=chunk_frames, **_options(options)
         )
+        if is_whole_clip(self.watermarker):
+            chunks = joined(chunks)
         position = 0
         for chunk in chunks:
             yield self.mark(chunk, position)
@@ -164,6 +166,8 @@ class CSM:
 
     def _marked(self, events) -> Iterator[tuple[int, np.ndarray | None]]:
         position: dict[int, int] = {}
+        if is_whole_clip(self.watermarker):
+            events = joined_events(events)
         try:
             for i, chunk in events:
                 if chunk is not None:

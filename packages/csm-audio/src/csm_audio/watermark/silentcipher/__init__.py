@@ -11,6 +11,7 @@ Nothing is downloaded here.
 """
 
 from .api import CSM_1B_KEY, EMBED_SDR_DB, SilentCipherNotFound, SilentCipherWatermarker, decode, embed, load, verify
+from . import checkpoint, model
 from .checkpoint import REPO_ID, SUBDIR, SilentCipherConfig, find_checkpoint_dir
 from .model import Decoded, SilentCipher
 from .sinc_resample import sinc_resample

@@ -126,6 +126,7 @@ class SilentCipherWatermarker:
     official generator, clips too short to carry a whole message are marked all the same."""
 
     name = "silentcipher"
+    whole_clip = True  # marks a whole utterance: a stream is marked once it has ended
 
     def __init__(self, model: SilentCipher, key=CSM_1B_KEY):
         self.model, self.key = model, _key(key)
