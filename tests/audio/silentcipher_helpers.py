@@ -52,9 +52,12 @@ def random_model(cfg: SilentCipherConfig = TINY, seed: int = 0) -> SilentCipher:
     enc = [layer(1, ENC_DIM, 3)] + [layer(ENC_DIM, ENC_DIM, 3) for _ in range(cfg.enc_n_layers - 1)]
     dec_c = ([layer(3 * ENC_DIM, DEC_C_DIM, 3)] + [layer(DEC_C_DIM, DEC_C_DIM, 3) for _ in range(cfg.dec_c_n_layers - 2)]
              + [layer(DEC_C_DIM, 1, 1)])
-    dec_m = [layer(1, DEC_M_DIM, 3)] + [layer(DEC_M_DIM, DEC_M_DIM, 3) for _ in range(DEC_M_LAYERS - 2)] + [layer(DEC_M_DIM, mdim, 3)]
-    w = SilentCipherWeights(enc, rng.standard_normal((band, mdim)).astype(np.float32), rng.standard_normal(band).astype(np.float32),
-                            dec_c, dec_m, rng.standard_normal(band).astype(np.float32) / np.sqrt(band), 0.1)
+    dec_m = ([layer(1, DEC_M_DIM, 3)] + [layer(DEC_M_DIM, DEC_M_DIM, 3) for _ in range(DEC_M_LAYERS - 2)]
+             + [layer(DEC_M_DIM, mdim, 3)])
+    msg_w = rng.standard_normal((band, mdim)).astype(np.float32)
+    msg_b = rng.standard_normal(band).astype(np.float32)
+    out_w = rng.standard_normal(band).astype(np.float32) / np.sqrt(band)
+    w = SilentCipherWeights(enc, msg_w, msg_b, dec_c, dec_m, out_w, 0.1)
     return SilentCipher(cfg, w)
 
 

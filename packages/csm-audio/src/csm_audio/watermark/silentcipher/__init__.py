@@ -16,6 +16,6 @@ from .checkpoint import REPO_ID, SUBDIR, SilentCipherConfig, find_checkpoint_dir
 from .model import Decoded, SilentCipher
 from .sinc_resample import sinc_resample
 
-__all__ = ["CSM_1B_KEY", "EMBED_SDR_DB", "SilentCipher", "SilentCipherConfig", "SilentCipherNotFound",
+__all__ = ["checkpoint", "model", "CSM_1B_KEY", "EMBED_SDR_DB", "SilentCipher", "SilentCipherConfig", "SilentCipherNotFound",
            "SilentCipherWatermarker", "Decoded", "REPO_ID", "SUBDIR", "decode", "embed", "find_checkpoint_dir",
            "load", "sinc_resample", "verify"]

@@ -10,13 +10,13 @@ first 0 and reads the symbols back as bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import SilentCipherConfig, SilentCipherWeights, load_config, load_weights
-from .nets import fold_dec_c_input, GatedLayer, run_stack
+from .nets import fold_dec_c_input, run_stack
 from .stft import Stft
 
 __all__ = ["SilentCipher", "Decoded", "key_symbols", "AVERAGE_ENERGY", "PHASE_SHIFT_STEP"]
