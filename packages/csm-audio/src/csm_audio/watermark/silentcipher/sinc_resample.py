@@ -20,17 +20,19 @@ _ROLLOFF = 0.99
 
 @lru_cache(maxsize=8)
 def _kernel(orig: int, new: int) -> tuple[np.ndarray, int]:
-    """[new, 2*width + orig] polyphase filters (one row per output phase) and the half width."""
+    """[new, 2*width + orig] polyphase filters (one row per output phase) and the half width,
+    computed in float32 as torchaudio does for float32 audio."""
+    f32 = np.float32
     base = min(orig, new) * _ROLLOFF
     width = math.ceil(_WIDTH * orig / base)
-    idx = np.arange(-width, width + orig, dtype=np.float64)[None, :] / orig
-    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx) * base
+    idx = np.arange(-width, width + orig, dtype=f32)[None, :] / f32(orig)
+    t = (np.arange(0, -new, -1, dtype=f32)[:, None] / f32(new) + idx) * f32(base)
     t = np.clip(t, -_WIDTH, _WIDTH)
-    window = np.cos(t * math.pi / _WIDTH / 2) ** 2
-    t = t * math.pi
+    window = np.cos(t * f32(math.pi / _WIDTH / 2)) ** 2
+    t = t * f32(math.pi)
     with np.errstate(invalid="ignore", divide="ignore"):
-        k = np.where(t == 0, 1.0, np.sin(t) / t)
-    return k * window * (base / orig), width
+        k = np.where(t == 0, f32(1.0), np.sin(t) / t)
+    return (k * window * f32(base / orig)).astype(f32), width
 
 
 def sinc_resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -42,9 +44,9 @@ def sinc_resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     orig, new = int(orig_rate) // g, int(new_rate) // g
     kernel, width = _kernel(orig, new)
     n = len(x)
-    padded = np.pad(x.astype(np.float64), (width, width + orig))
+    padded = np.pad(x, (width, width + orig))
     taps = kernel.shape[1]
     steps = (len(padded) - taps) // orig + 1
-    frames = np.lib.stride_tricks.as_strided(padded, (steps, taps), (orig * 8, 8), writeable=False)
+    frames = np.lib.stride_tricks.as_strided(padded, (steps, taps), (orig * 4, 4), writeable=False)
     out = (frames @ kernel.T).reshape(-1)  # [steps, new] -> steps * new samples, phase-major
     return out[: math.ceil(new * n / orig)].astype(np.float32)
