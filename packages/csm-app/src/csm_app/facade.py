@@ -118,7 +118,8 @@ class CSM:
         **options,
     ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 24 kHz) as frames are produced; each chunk is watermarked
-        at its position in the utterance, so the joined stream carries one continuous mark."""
+        at its position in the utterance, so the joined stream carries one continuous mark
+        (SilentCipher marks whole clips only: the utterance comes as one chunk at its end)."""
         chunks = self._generator.stream_audio(
             text, speaker=speaker, context=context, chunk_frames=chunk_frames, **_options(options)
         )
