@@ -178,3 +178,49 @@ def test_missing_and_foreign_files(tmp_path):
     assert load_config(d / "hparams.yaml") == FULL
     with pytest.raises(CheckpointError, match=r"enc_c.ckpt: not a zip-format PyTorch checkpoint"):
         sc.load(d)
+
+
+def _naive_block(x, cw, cb, gw, gb, gamma, beta):
+    """conv3x3 * sigmoid(gate3x3) then training-mode BatchNorm, written out in float64 ([T, F, C])."""
+    k = cw.shape[2]
+    p = k // 2
+    xp = np.pad(x.astype(np.float64), ((p, p), (p, p), (0, 0)))
+    t, f = x.shape[:2]
+
+    def conv(w, b):
+        out = np.zeros((t, f, w.shape[0])) + b
+        for i in range(k):  # kernel rows run over bins, columns over frames
+            for j in range(k):
+                out += np.einsum("tfc,oc->tfo", xp[j : j + t, i : i + f], w[:, :, i, j])
+        return out
+
+    y = conv(cw, cb) / (1 + np.exp(-conv(gw, gb)))
+    mean, var = y.mean((0, 1)), y.var((0, 1))
+    return (y - mean) / np.sqrt(var + 1e-5) * gamma + beta
+
+
+@pytest.mark.parametrize("k, shape", [(3, (5, 7, 3)), (3, (1, 4, 2)), (1, (6, 3, 5))])
+def test_gated_blocks_match_naive_twin(k, shape):
+    from csm_audio.watermark.silentcipher.nets import GatedLayer, fold_dec_c_input, run_stack
+
+    rng = np.random.default_rng(k)
+    t, f, cin = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    layers, naive = [], x
+    for cout in (4, 2):
+        p = [rng.standard_normal((cout, cin, k, k)).astype(np.float32), rng.standard_normal(cout).astype(np.float32),
+             rng.standard_normal((cout, cin, k, k)).astype(np.float32), rng.standard_normal(cout).astype(np.float32),
+             rng.uniform(0.5, 1.5, cout), rng.standard_normal(cout)]
+        layers.append(GatedLayer.from_torch(*p))
+        naive = _naive_block(naive, *p)
+        cin = cout
+    np.testing.assert_allclose(run_stack(x, layers), naive, rtol=1e-4, atol=1e-4)
+    # dec_c's first layer sees [enc (2 ch), a plane x3, another plane x3]: folding sums the copies
+    plane_a, plane_b = rng.standard_normal((t, f, 1)), rng.standard_normal((t, f, 1))
+    wide = np.concatenate([x[:, :, :2], np.repeat(plane_a, 3, 2), np.repeat(plane_b, 3, 2)], 2).astype(np.float32)
+    p = [rng.standard_normal((3, 8, 3, 3)).astype(np.float32), np.zeros(3, np.float32),
+         rng.standard_normal((3, 8, 3, 3)).astype(np.float32), np.zeros(3, np.float32), np.ones(3), np.zeros(3)]
+    full = GatedLayer.from_torch(*p)
+    narrow = np.concatenate([x[:, :, :2], plane_a, plane_b], 2).astype(np.float32)
+    np.testing.assert_allclose(run_stack(narrow, [fold_dec_c_input(full, (2, 3, 3))]), run_stack(wide, [full]),
+                               rtol=1e-4, atol=1e-4)
