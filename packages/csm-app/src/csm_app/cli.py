@@ -15,6 +15,7 @@ import numpy as np
 
 from .discovery import DEFAULT_MODEL
 from .finetune import cli_options as _finetune_options
+from .watermarks import requested as requested_watermark
 
 FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "pcm")
 logger = logging.getLogger("csm")
@@ -108,7 +109,9 @@ def generation_options(fn):
             click.option("--seed", type=int, help="Make sampling reproducible."),
             click.option("--max-audio-ms", type=click.IntRange(min=80), default=90_000, show_default=True,
                          help="Longest audio per prompt."),
-            click.option("--no-watermark", is_flag=True, help="Do not watermark the output."),
+            click.option("--no-watermark", is_flag=True, help="Do not watermark the output (= --watermark none)."),
+            click.option("--watermark", "watermark_kind", type=click.Choice(["silentcipher", "csm", "none"]),
+                         help="Mark: silentcipher (the official one; default when its weights are found), csm, none."),
         ]
     ):
         fn = opt(fn)
@@ -132,7 +135,8 @@ def generation_options(fn):
 @model_options
 @runtime_errors
 def say(text, input_file, output, fmt, speaker, context_text, context_audio, context_speaker, context_file,
-        temperature, topk, seed, max_audio_ms, no_split, adapter, no_watermark, model, mimi, tokenizer, offline,
+        temperature, topk, seed, max_audio_ms, no_split, adapter, no_watermark, watermark_kind, model, mimi, tokenizer,
+        offline,
         backend, quant, threads, verbose, quiet):
     """Speak TEXT (or - for stdin, or -i FILE) into an audio file (or - for stdout)."""
     _setup_logging(verbose, quiet)
@@ -155,7 +159,7 @@ def say(text, input_file, output, fmt, speaker, context_text, context_audio, con
 
     context = _context_segments(context_text, context_audio, context_speaker, context_file, read_context_audio)
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark, adapter=adapter)
+                   offline=offline, watermark=requested_watermark(watermark_kind, no_watermark), adapter=adapter)
     sink = AudioSink(output, tts.sample_rate, fmt)
     with _progress(quiet) as progress:
         for chunk in tts.stream(text, speaker=speaker, context=context, temperature=temperature, topk=topk,
@@ -237,7 +241,8 @@ class _progress:
               help="Ray: GPUs per actor (MLX CUDA).")
 @model_options
 @runtime_errors
-def batch(requests_file, output_dir, fmt, slots, temperature, topk, seed, max_audio_ms, no_watermark, ray_address,
+def batch(requests_file, output_dir, fmt, slots, temperature, topk, seed, max_audio_ms, no_watermark, watermark_kind,
+          ray_address,
           actors, threads_per_actor, gpus_per_actor, model, mimi, tokenizer, offline, backend, quant, threads,
           verbose, quiet):
     """Speak every request of REQUESTS (.jsonl, .csv or .parquet) into audio files, exactly once.
@@ -268,7 +273,7 @@ def batch(requests_file, output_dir, fmt, slots, temperature, topk, seed, max_au
     if not todo:
         return
     load = dict(model=model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                offline=offline, watermark=not no_watermark)
+                offline=offline, watermark=requested_watermark(watermark_kind, no_watermark))
     progress = Progress(len(rows), len(rows) - len(todo), sys.stderr.write if not quiet and _is_terminal(sys.stderr) else None)
     if ray_address is not None:
         from .corpus_ray import run_ray
@@ -340,7 +345,8 @@ def _default_data_dir() -> Path:
 @model_options
 @runtime_errors
 def serve(host, port, slots, max_waiting, chunk_frames, voices, data_dir, api_key, max_request_audio_ms,
-          max_body_bytes, grace, temperature, topk, seed, max_audio_ms, no_watermark, model, mimi, tokenizer,
+          max_body_bytes, grace, temperature, topk, seed, max_audio_ms, no_watermark, watermark_kind,
+          model, mimi, tokenizer,
           offline, backend, quant, threads, verbose, quiet):
     """Serve speech over HTTP (FastAPI on uvicorn): POST /v1/audio/speech (OpenAI-compatible),
     /v1/audio/voices, /health, /metrics and a web page at /.
@@ -384,7 +390,7 @@ def serve(host, port, slots, max_waiting, chunk_frames, voices, data_dir, api_ke
         raise click.UsageError(str(e)) from e
     contexts = {name: context_segments(turns, read_context_audio) for name, turns in voice_turns.items()}
     tts = CSM.load(model, backend=backend, quant=quant, threads=threads, mimi=mimi, tokenizer=tokenizer,
-                   offline=offline, watermark=not no_watermark)
+                   offline=offline, watermark=requested_watermark(watermark_kind, no_watermark))
     named = [Voice(n, segs[-1].speaker, tuple(tts.encode_context(segs))) for n, segs in contexts.items()]
     service = SpeechService(tts, named, slots=slots, max_waiting=max_waiting, chunk_frames=chunk_frames,
                             defaults=defaults, max_audio_ms_limit=max_request_audio_ms or max_audio_ms,
@@ -484,26 +490,34 @@ def tokenize(text, tokenizer, model, speaker, offline, verbose):
 # ---------------------------------------------------------------- watermark
 @main.group()
 def watermark() -> None:
-    """The csm audio watermark (not SilentCipher's)."""
+    """The audio watermarks: csm's own keyed mark and SilentCipher's (the official generator's)."""
 
 
 @watermark.command("detect")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mark", type=click.Choice(["both", "csm", "silentcipher"]), default="both", show_default=True,
+              help="Which mark to look for (SilentCipher's phase-shift search is slow on unmarked audio).")
 @click.option("-v", "--verbose", count=True)
 @runtime_errors
-def watermark_detect(path, verbose):
-    """Say whether FILE carries the csm watermark. Exit 0 when found, 3 when not."""
+def watermark_detect(path, mark, verbose):
+    """Say whether FILE carries csm's mark and SilentCipher's. Exit 0 when one is found, 3 when not."""
     from csm_audio.io import read_audio
     from csm_audio.resample import to_mono
-    from csm_audio.watermark import PatchworkWatermarker
+
+    from .watermarks import detect_all
 
     audio, sr = read_audio(path)
-    result = PatchworkWatermarker().detect(to_mono(audio), sr)
-    status = "found" if result.found else "not found"
-    payload = f" payload=0x{result.payload:08x}" if result.payload is not None else ""
-    reason = f" ({result.reason})" if result.reason else ""
-    click.echo(f"{path}: watermark {status}{payload} score={result.score:.2f}{reason}")
-    sys.exit(0 if result.found else 3)
+    results = detect_all(to_mono(audio), sr, ("csm", "silentcipher") if mark == "both" else (mark,))
+    for name, result in results.items():
+        if isinstance(result, str):
+            click.echo(f"{path}: {name} watermark {result}")
+            continue
+        status = "found" if result.found else "not found"
+        width = 8 if name == "csm" else 10
+        payload = f" payload=0x{result.payload:0{width}x}" if result.payload is not None else ""
+        reason = f" ({result.reason})" if result.reason else ""
+        click.echo(f"{path}: {name} watermark {status}{payload} score={result.score:.2f}{reason}")
+    sys.exit(0 if any(not isinstance(r, str) and r.found for r in results.values()) else 3)
 
 
 # ---------------------------------------------------------------- info
@@ -538,6 +552,9 @@ def info(model):
 
     click.echo(f"cores           {os.cpu_count()}")
     click.echo(f"hub cache       {hub_cache_dir()}")
+    from .watermarks import describe
+
+    click.echo(f"watermark       {describe()}")
     try:
         files = resolve_model(model, offline=True)
         click.echo(f"model           {files.weights} ({files.layout} layout)")

@@ -23,6 +23,8 @@ from csm_core.slots import FrameModelSlots
 
 from .backends import BackendError, check_quant, open_backend, pick_backend
 from .discovery import DEFAULT_MODEL, ModelFiles, resolve_model
+from .watermarks import choose as choose_watermark
+from .watermarks import is_whole_clip, joined, joined_events
 
 __all__ = ["CSM"]
 
@@ -60,12 +62,14 @@ class CSM:
         mimi: str | os.PathLike | None = None,
         tokenizer: str | os.PathLike | None = None,
         offline: bool = False,
-        watermark: bool = True,
+        watermark: bool | str = True,
         adapter: str | os.PathLike | None = None,
     ) -> "CSM":
         """Find the model (see `discovery.resolve_model`), then load the tokenizer, the backend
-        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker.
-        adapter: a LoRA adapter directory from `csm finetune`, applied on the MLX backend ("auto" picks it)."""
+        (quant "f32" | "bf16" | "q8_0" | "q4_0" | "q4_k", None = the backend's default), Mimi and the watermarker
+        (watermark: True = SilentCipher if its weights are found else csm's mark, "silentcipher", "csm", False/"none";
+        see watermarks.choose). adapter: a LoRA adapter directory from `csm finetune`, applied on the MLX
+        backend ("auto" picks it)."""
         from csm_tokenizers import load_tokenizer
 
         check_quant(quant)
@@ -78,11 +82,7 @@ class CSM:
         if adapter is not None:
             _attach_adapter(frame_model, name, adapter)
         codec = load_codec(files.mimi, files.config)
-        marker = None
-        if watermark:
-            from csm_audio.watermark import PatchworkWatermarker
-
-            marker = PatchworkWatermarker()
+        marker = choose_watermark(watermark).marker
         logger.info("loaded %s (%s layout) on the %s backend", files.weights, files.layout, name)
         return cls(frame_model, tok, codec, marker, info=LoadedParts(files, name))
 
@@ -109,8 +109,11 @@ class CSM:
         *, chunk_frames: int = 5, **overrides,
     ) -> Iterator[np.ndarray]:  # fmt: skip
         """Audio chunks (float32, 24 kHz) as frames are produced; each chunk is watermarked
-        at its position in the utterance, so the joined stream carries one continuous mark."""
+        at its position in the utterance, so the joined stream carries one continuous mark
+        (SilentCipher marks whole clips only: the utterance comes as one chunk at its end)."""
         chunks = self._generator.stream_audio(text, speaker, context, options, chunk_frames=chunk_frames, **overrides)
+        if is_whole_clip(self.watermarker):
+            chunks = joined(chunks)
         position = 0
         for chunk in chunks:
             yield self.mark(chunk, position)
@@ -158,6 +161,8 @@ class CSM:
 
     def _marked(self, events) -> Iterator[tuple[int, np.ndarray | None]]:
         position: dict[int, int] = {}
+        if is_whole_clip(self.watermarker):
+            events = joined_events(events)
         try:
             for i, chunk in events:
                 if chunk is not None:

@@ -32,6 +32,7 @@ from csm_core.scheduler import QueueFullError, Scheduler
 from csm_core.slots import FrameModelSlots
 
 from .voices import Voice, VoiceError, VoiceStore, check_name
+from .watermarks import is_whole_clip
 
 __all__ = ["SpeechService", "Stream", "ServiceBusy", "ServiceClosed", "GenerationFailed", "slot_model", "Voice"]
 
@@ -110,22 +111,32 @@ class Stream:
         return self
 
     async def __anext__(self) -> np.ndarray:
+        # A whole-clip watermark (SilentCipher) marks the utterance once it has ended: it comes as one chunk.
+        whole = is_whole_clip(self.service.tts.watermarker)
+        held: list[np.ndarray] = []
         while True:
             item = await self._queue.get()
             if isinstance(item, _End):
                 self._queue.put_nowait(item)  # later calls end too
                 if item.error is not None:
                     raise GenerationFailed(f"generation failed: {type(item.error).__name__}: {item.error}") from item.error
+                if held:
+                    return await self._marked(np.concatenate(held))
                 raise StopAsyncIteration
             if item.size == 0:
                 continue
-            start, self.samples = self.samples, self.samples + item.size
-            marked = item
-            if self.service.tts.watermarker is not None:  # off the event loop: it is numpy work
-                marked = await asyncio.to_thread(self.service.mark, item, start)
-            if self.first_audio_s is None:
-                self.first_audio_s = time.perf_counter() - self.opened_at
-            return marked
+            if whole:
+                held.append(item)
+                continue
+            return await self._marked(item)
+
+    async def _marked(self, audio: np.ndarray) -> np.ndarray:
+        start, self.samples = self.samples, self.samples + audio.size
+        if self.service.tts.watermarker is not None:  # off the event loop: it is numpy work
+            audio = await asyncio.to_thread(self.service.mark, audio, start)
+        if self.first_audio_s is None:
+            self.first_audio_s = time.perf_counter() - self.opened_at
+        return audio
 
     @property
     def frames(self) -> int:
