@@ -1,5 +1,6 @@
 """What the CLI and the server read besides text: context turns (a JSONL file of
-{"speaker", "text", "audio"} objects, or a list of them) and `csm batch` request files.
+{"speaker", "text", "audio"} objects, or a list of them), `csm batch` request files, and the
+Mimi code files (.npy) of `csm codec decode`.
 
 A problem in a user's file is an `InputError` naming the file and line (the CLI exits 2 on it).
 Relative audio paths are resolved against the directory of the file that names them.
@@ -8,6 +9,8 @@ Relative audio paths are resolved against the directory of the file that names t
 from __future__ import annotations
 
 import json
+import reprlib
+import tokenize
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -18,9 +21,10 @@ import numpy as np
 from csm_core import Segment
 from csm_core.generation import Request
 
-__all__ = ["InputError", "Turn", "BatchItem", "parse_turn", "read_context", "context_segments", "read_batch"]
+__all__ = ["InputError", "Turn", "BatchItem", "parse_turn", "read_context", "context_segments", "read_batch", "read_codes"]
 
 TURN_KEYS = ("speaker", "text", "audio")
+MAX_FILE_BYTES = 256 << 20  # a request or context file (a million requests is ~100 MB)
 REQUEST_KEYS = ("text", "speaker", "context", "output")
 
 
@@ -39,7 +43,7 @@ class Turn:
 
 def _speaker(value, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise InputError(f"{where}: 'speaker' must be an integer >= 0, got {value!r}")
+        raise InputError(f"{where}: 'speaker' must be an integer >= 0, got {reprlib.repr(value)}")
     return int(value)
 
 
@@ -52,19 +56,24 @@ def _unknown_keys(row: dict, known: tuple[str, ...], where: str) -> None:
 def parse_turn(row, where: str, base: Path) -> Turn:
     """One context turn object: 'text' (str), 'speaker' (int, default 0), 'audio' (a path)."""
     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-        raise InputError(f"{where}: expected a JSON object with 'text' (and 'speaker', 'audio'), got {row!r:.80}")
+        raise InputError(f"{where}: expected a JSON object with 'text' (and 'speaker', 'audio'), got {reprlib.repr(row)}")
     _unknown_keys(row, TURN_KEYS, where)
     audio = row.get("audio")
-    if audio is not None and not isinstance(audio, str):
-        raise InputError(f"{where}: 'audio' must be a file path, got {audio!r:.80}")
+    if audio is not None and (not isinstance(audio, str) or "\0" in audio):
+        raise InputError(f"{where}: 'audio' must be a file path, got {reprlib.repr(audio)}")
     path = base / audio if audio else None  # an absolute path stays as it is
     return Turn(_speaker(row.get("speaker", 0), where), row["text"], path)
 
 
 def _jsonl(path: Path) -> list[tuple[int, object]]:
     """(line number, value) of each non-blank line."""
+    path = Path(path)
+    if not path.is_file():  # a device (/dev/zero, a pipe) would be read without end
+        raise InputError(f"{path}: no such file" + (" (not a regular file)" if path.exists() else ""))
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size} bytes; request and context files are at most {MAX_FILE_BYTES}")
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read it: {e}") from e
     rows = []
@@ -72,8 +81,8 @@ def _jsonl(path: Path) -> list[tuple[int, object]]:
         if line.strip():
             try:
                 rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not a JSON object: {e}") from None
+            except (ValueError, RecursionError) as e:  # bad JSON, a 5000-digit number, nesting too deep
+                raise InputError(f"{path}:{n}: not a JSON object: {type(e).__name__}: {str(e)[:200]}") from None
     return rows
 
 
@@ -112,21 +121,21 @@ def read_batch(
     for n, row in _jsonl(path):
         where = f"{path}:{n}"
         if not isinstance(row, dict):
-            raise InputError(f"{where}: expected a JSON object with 'text', got {row!r:.80}")
+            raise InputError(f"{where}: expected a JSON object with 'text', got {reprlib.repr(row)}")
         _unknown_keys(row, REQUEST_KEYS, where)
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{where}: 'text' must be a non-empty string, got {text!r:.80}")
+            raise InputError(f"{where}: 'text' must be a non-empty string, got {reprlib.repr(text)}")
         context = row.get("context", [])
-        if isinstance(context, str):
+        if isinstance(context, str) and context.strip() and "\0" not in context:
             turns = read_context(path.parent / context)
         elif isinstance(context, list):
             turns = [parse_turn(t, f"{where}: context[{i}]", path.parent) for i, t in enumerate(context)]
         else:
-            raise InputError(f"{where}: 'context' must be a list of turns or a JSONL file path, got {context!r:.80}")
+            raise InputError(f"{where}: 'context' must be a list of turns or a JSONL file path, got {reprlib.repr(context)}")
         name = row.get("output", f"{len(items) + 1:04d}.{default_fmt}")
-        if not isinstance(name, str) or not name.strip():
-            raise InputError(f"{where}: 'output' must be a file name, got {name!r:.80}")
+        if not isinstance(name, str) or not name.strip() or "\0" in name:
+            raise InputError(f"{where}: 'output' must be a file name, got {reprlib.repr(name)}")
         fmt = Path(name).suffix.lower().lstrip(".")
         if fmt not in formats:
             raise InputError(f"{where}: cannot tell the audio format of output {name!r}; end it in .{', .'.join(formats)}")
@@ -140,3 +149,36 @@ def read_batch(
     if not items:
         raise InputError(f"{path}: no requests (expected one JSON object per line)")
     return items
+
+
+def read_codes(path: str | Path) -> np.ndarray:
+    """Mimi codes [K, T] from a .npy file (as `csm codec encode` writes them), as int64.
+
+    The header is checked against the file before any array is made: a 2-D integer array whose
+    bytes are exactly the rest of the file (a header claiming 10^12 codes is refused, not
+    allocated). Values are the codec's to check."""
+    path = Path(path)
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise InputError(f"{path}: .npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            start = f.tell()
+            size = f.seek(0, 2)
+            if len(shape) != 2 or dtype.kind not in "iu":
+                raise InputError(f"{path}: expected integer codes [K, T], got {dtype} {shape}")
+            nbytes = shape[0] * shape[1] * dtype.itemsize
+            if nbytes != size - start:
+                raise InputError(f"{path}: header says {dtype} {shape} ({nbytes} bytes), the file holds {size - start}")
+            f.seek(start)
+            data = np.frombuffer(f.read(nbytes), dtype)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it: {e}") from None
+    except (ValueError, SyntaxError, EOFError, TypeError, tokenize.TokenError) as e:  # numpy's for a bad header
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{path}: not a numpy .npy array of codes ({e})") from None
+    return data.reshape(shape, order="F" if fortran else "C").astype(np.int64)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import queue
+import reprlib
 import threading
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -202,18 +203,18 @@ class SpeechService:
     def voice(self, value) -> Voice:
         if isinstance(value, str) and value in self.voices:
             return self.voices[value]
-        if isinstance(value, str) and value.isdigit():
-            value = int(value)
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+            value = int(value)  # "0", "1", ...: ascii only ("²".isdigit() is true) and short (int() has a limit)
         if isinstance(value, Integral) and not isinstance(value, bool) and value >= 0:
             return Voice(str(value), int(value))
         known = ", ".join(sorted(self.voices)) or "none"
-        raise ApiError(400, f"unknown voice {value!r}: give a speaker id (0, 1, ...) or a named voice ({known})", "voice")
+        raise ApiError(400, f"unknown voice {reprlib.repr(value)}: give a speaker id (0, 1, ...) or a named voice ({known})", "voice")
 
     def parse(self, body: bytes) -> Job:
         try:
             req = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"the request body is not JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit number, nesting too deep
+            raise ApiError(400, f"the request body is not JSON: {type(e).__name__}: {str(e)[:200]}") from None
         if not isinstance(req, dict):
             raise ApiError(400, "the request body must be a JSON object")
         unknown = sorted(set(req) - set(FIELDS))
@@ -225,26 +226,26 @@ class SpeechService:
         if len(text) > MAX_INPUT_CHARS:
             raise ApiError(400, f"'input' has {len(text)} characters; at most {MAX_INPUT_CHARS}", "input")
         fmt = req.get("response_format", "wav")
-        if fmt not in CONTENT_TYPES:
-            raise ApiError(400, f"'response_format' {fmt!r} is not one of {', '.join(CONTENT_TYPES)}", "response_format")
+        if not isinstance(fmt, str) or fmt not in CONTENT_TYPES:
+            raise ApiError(400, f"'response_format' {reprlib.repr(fmt)} is not one of {', '.join(CONTENT_TYPES)}", "response_format")
         speed = req.get("speed", 1.0)
         if not _number(speed) or speed != 1.0:
-            raise ApiError(400, f"'speed' {speed!r} is not supported: only 1.0", "speed")
+            raise ApiError(400, f"'speed' {reprlib.repr(speed)} is not supported: only 1.0", "speed")
         if req.get("stream_format", "audio") != "audio":
             raise ApiError(400, "'stream_format' must be 'audio' (no server-sent events)", "stream_format")
         if req.get("instructions"):
             raise ApiError(400, "'instructions' are not supported: CSM takes its style from a voice's context", "instructions")
         options = dict(self.defaults)
         for name, check, what in (
-            ("temperature", lambda v: _number(v) and 0 <= v < math.inf, "a number >= 0"),
+            ("temperature", lambda v: _number(v) and 0 <= v < _MAX_FLOAT, "a number >= 0"),
             ("topk", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-            ("seed", lambda v: v is None or _integer(v), "an integer or null"),
-            ("max_audio_ms", lambda v: _number(v) and 80 <= v < math.inf, "a number of milliseconds >= 80"),
+            ("seed", lambda v: v is None or (_integer(v) and 0 <= v < 1 << 64), "an integer in [0, 2^64) or null"),
+            ("max_audio_ms", lambda v: _number(v) and 80 <= v < _MAX_FLOAT, "a number of milliseconds >= 80"),
             ("split_sentences", lambda v: isinstance(v, bool), "true or false"),
         ):
             if name in req:
                 if not check(req[name]):
-                    raise ApiError(400, f"'{name}' must be {what}, got {req[name]!r}", name)
+                    raise ApiError(400, f"'{name}' must be {what}, got {reprlib.repr(req[name])}", name)
                 options[name] = req[name]
         return Job(text, self.voice(req.get("voice", "0")), fmt, options)
 
@@ -253,8 +254,12 @@ class SpeechService:
         return {"voices": named, "speaker_ids": "any integer >= 0 (\"0\", \"1\", ...) is a voice without context"}
 
 
+_MAX_FLOAT = 1e300  # an integer this large no longer converts to a float
+
+
 def _number(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and not math.isnan(v)
+    """A JSON number that is not NaN (an int is compared exactly: isnan(10**400) would overflow)."""
+    return isinstance(v, Real) and not isinstance(v, bool) and (isinstance(v, Integral) or not math.isnan(v))
 
 
 def _integer(v) -> bool:
