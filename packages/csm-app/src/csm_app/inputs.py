@@ -69,7 +69,7 @@ def _jsonl(path: Path) -> list[tuple[int, object]]:
     """(line number, value) of each non-blank line."""
     path = Path(path)
     if not path.is_file():  # a device (/dev/zero, a pipe) would be read without end
-        raise InputError(f"{path}: no such file" + (" (not a regular file)" if path.exists() else ""))
+        raise InputError(f"{path}: cannot read it: " + ("not a regular file" if path.exists() else "no such file"))
     if path.stat().st_size > MAX_FILE_BYTES:
         raise InputError(f"{path}: {path.stat().st_size} bytes; request and context files are at most {MAX_FILE_BYTES}")
     try:
