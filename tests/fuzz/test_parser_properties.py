@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import seeds_of, targets
+from fuzz_helpers import seeds_of, targets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

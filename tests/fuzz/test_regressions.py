@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import seeds_of, targets
+from fuzz_helpers import seeds_of, targets
 
 from csm_app.inputs import InputError, read_batch, read_codes, read_context
 from csm_app.speech_service import ApiError, SpeechService

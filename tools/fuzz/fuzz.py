@@ -176,8 +176,8 @@ def main() -> int:
             report()
 
     os.chdir(scratch)  # relative names in fuzzed inputs resolve in the scratch folder
-    lf_args = [sys.argv[0], *LIMITS, f"-max_total_time={args.seconds}", f"-artifact_prefix={artifacts.resolve()}/{target.name}-",
-               "-print_final_stats=1", *extra, str(corpus.resolve())]  # fmt: skip
+    lf_args = [sys.argv[0], *LIMITS, f"-max_total_time={args.seconds}", f"-artifact_prefix={artifacts}/{target.name}-",
+               "-print_final_stats=1", *extra, str(corpus)]  # fmt: skip
     atheris.Setup(lf_args, one_input)
     atheris.Fuzz()
     return 0

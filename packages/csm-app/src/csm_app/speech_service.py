@@ -208,7 +208,8 @@ class SpeechService:
         if isinstance(value, Integral) and not isinstance(value, bool) and value >= 0:
             return Voice(str(value), int(value))
         known = ", ".join(sorted(self.voices)) or "none"
-        raise ApiError(400, f"unknown voice {reprlib.repr(value)}: give a speaker id (0, 1, ...) or a named voice ({known})", "voice")
+        raise ApiError(400, f"unknown voice {reprlib.repr(value)}: give a speaker id (0, 1, ...) or a named voice ({known})",
+                       "voice")  # fmt: skip
 
     def parse(self, body: bytes) -> Job:
         try:
@@ -227,7 +228,8 @@ class SpeechService:
             raise ApiError(400, f"'input' has {len(text)} characters; at most {MAX_INPUT_CHARS}", "input")
         fmt = req.get("response_format", "wav")
         if not isinstance(fmt, str) or fmt not in CONTENT_TYPES:
-            raise ApiError(400, f"'response_format' {reprlib.repr(fmt)} is not one of {', '.join(CONTENT_TYPES)}", "response_format")
+            raise ApiError(400, f"'response_format' {reprlib.repr(fmt)} is not one of {', '.join(CONTENT_TYPES)}",
+                           "response_format")  # fmt: skip
         speed = req.get("speed", 1.0)
         if not _number(speed) or speed != 1.0:
             raise ApiError(400, f"'speed' {reprlib.repr(speed)} is not supported: only 1.0", "speed")

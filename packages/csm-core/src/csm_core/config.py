@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,14 +45,14 @@ def _check_ints(obj: object, bounds: Mapping[str, tuple[int, int]]) -> None:
     for name, (lo, hi) in bounds.items():
         v = getattr(obj, name)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-            raise ConfigError(f"{type(obj).__name__}.{name} must be an integer in [{lo}, {hi}], got {v!r:.80}")
+            raise ConfigError(f"{type(obj).__name__}.{name} must be an integer in [{lo}, {hi}], got {reprlib.repr(v)}")
 
 
 def _check_floats(obj: object, names: tuple[str, ...]) -> None:
     for name in names:
         v = getattr(obj, name)
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v < math.inf:
-            raise ConfigError(f"{type(obj).__name__}.{name} must be a finite number > 0, got {v!r:.80}")
+            raise ConfigError(f"{type(obj).__name__}.{name} must be a finite number > 0, got {reprlib.repr(v)}")
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class CSMConfig:
     def __post_init__(self) -> None:
         for name in (self.backbone_flavor, self.decoder_flavor):
             if not isinstance(name, str) or (name not in FLAVORS and name not in self.custom_flavors):
-                raise ConfigError(f"unknown model flavor {name!r:.80}; known: {sorted(FLAVORS)}")
+                raise ConfigError(f"unknown model flavor {reprlib.repr(name)}; known: {sorted(FLAVORS)}")
         _check_ints(self, {"text_vocab_size": (1, MAX_VOCAB), "audio_vocab_size": (1, MAX_WIDTH),
                            "audio_num_codebooks": (2, MAX_LAYERS)})  # fmt: skip
 
@@ -325,7 +326,7 @@ def _llama_from_hf(d: Mapping[str, Any], where: str) -> LlamaConfig:
         # Plain RoPE = llama3 scaling that never triggers.
         cfg.update(rope_scale_factor=1.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0)
     else:
-        raise ConfigError(f"{where}: unsupported rope_type {rope_type!r:.80} (expected 'llama3' or 'default')")
+        raise ConfigError(f"{where}: unsupported rope_type {reprlib.repr(rope_type)} (expected 'llama3' or 'default')")
     return LlamaConfig(**cfg)
 
 
@@ -376,7 +377,7 @@ class MimiConfig:
         if not isinstance(self.ratios, tuple) or not 1 <= len(self.ratios) <= 16 or not all(
             isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 1024 for r in self.ratios
         ):
-            raise ConfigError(f"MimiConfig.ratios must be 1 to 16 integers in [1, 1024], got {self.ratios!r:.80}")
+            raise ConfigError(f"MimiConfig.ratios must be 1 to 16 integers in [1, 1024], got {reprlib.repr(self.ratios)}")
         if self.dimension % self.num_heads:
             raise ConfigError(f"MimiConfig: dimension {self.dimension} is not a multiple of num_heads {self.num_heads}")
         if self.num_semantic > self.num_codebooks:

@@ -131,8 +131,10 @@ def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] 
     """x [N, C] -> int8 q [N, C] and per-32 scales d [N, C/32] (the int8 paths' activations)."""
     cdef Py_ssize_t n
     _check_rows("quantize_activations", CSM_Q8_0, x.shape[1])
-    if q.shape[0] != x.shape[0] or q.shape[1] != x.shape[1] or d.shape[0] != x.shape[0] or d.shape[1] != x.shape[1] // CSM_QK:
-        raise ValueError(f"quantize_activations: q {tuple(q.shape)[:2]} / d {tuple(d.shape)[:2]} do not fit x {tuple(x.shape)[:2]}")
+    if (q.shape[0] != x.shape[0] or q.shape[1] != x.shape[1]
+            or d.shape[0] != x.shape[0] or d.shape[1] != x.shape[1] // CSM_QK):
+        raise ValueError(f"quantize_activations: q {tuple(q.shape)[:2]} / d {tuple(d.shape)[:2]} "
+                         f"do not fit x {tuple(x.shape)[:2]}")
     with nogil:
         for n in range(x.shape[0]):
             csm_quantize_act(&x[n, 0], <int>x.shape[1], &q[n, 0], &d[n, 0])
@@ -200,7 +202,8 @@ def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
     cdef float[:, ::1] o = out
     cdef Py_ssize_t i
     if scale.shape[0] != x.shape[1] or x.shape[1] < 1:
-        raise ValueError(f"rmsnorm: scale length {scale.shape[0]} differs from the row length {x.shape[1]} (or rows are empty)")
+        raise ValueError(f"rmsnorm: scale length {scale.shape[0]} differs from the row length {x.shape[1]} "
+                         "(or rows are empty)")
     with nogil:
         for i in range(x.shape[0]):
             _rmsnorm(&x[i, 0], &scale[0], &o[i, 0], <int>x.shape[1], eps)
@@ -215,7 +218,8 @@ def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, 
     if head_dim < 2 or head_dim % 2 or v.shape[1] % head_dim:
         raise ValueError(f"rope: rows of {v.shape[1]} values are not whole heads of an even head_dim {head_dim}")
     if cos.shape[0] != sin.shape[0] or cos.shape[1] != sin.shape[1] or cos.shape[1] < head_dim // 2:
-        raise ValueError(f"rope: cos {tuple(cos.shape)[:2]} / sin {tuple(sin.shape)[:2]} need [positions, >= {head_dim // 2}]")
+        raise ValueError(f"rope: cos {tuple(cos.shape)[:2]} / sin {tuple(sin.shape)[:2]} "
+                         f"need [positions, >= {head_dim // 2}]")
     if positions.shape[0] != v.shape[0]:
         raise ValueError(f"rope: {positions.shape[0]} positions for {v.shape[0]} vectors")
     for n in range(v.shape[0]):
@@ -253,7 +257,8 @@ def sample(const float[::1] logits, int limit, float temperature, int topk, cons
     """One draw with the given Exp(1) variates q [limit] (tests match csm_core.sampling)."""
     import numpy as np
     if not 1 <= limit <= logits.shape[0] or q.shape[0] < limit:
-        raise ValueError(f"sample: limit {limit} must be in [1, {logits.shape[0]}] with q of >= limit values (got {q.shape[0]})")
+        raise ValueError(f"sample: limit {limit} must be in [1, {logits.shape[0]}] "
+                         f"with q of >= limit values (got {q.shape[0]})")
     if topk < 1 or not 0 <= temperature < float("inf"):
         raise ValueError(f"sample: topk {topk} must be >= 1 and temperature {temperature} finite and >= 0")
     scratch = np.empty(logits.shape[0], np.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import reprlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
@@ -43,7 +44,7 @@ def _config_from_json(text: str, source: str) -> CSMConfig:
         for key, flavor in (("backbone", data["backbone_flavor"]), ("decoder", data["decoder_flavor"])):
             cfg = LlamaConfig(**data[key])
             if not isinstance(flavor, str):
-                raise ConfigError(f"{key} flavor must be a name, got {flavor!r:.80}")
+                raise ConfigError(f"{key} flavor must be a name, got {reprlib.repr(flavor)}")
             if FLAVORS.get(flavor) != cfg:
                 custom[flavor] = cfg
         return CSMConfig(
@@ -104,7 +105,7 @@ def read_gguf(path: str | Path) -> tuple[CSMConfig, str, dict]:
     text, quant = (_string_field(fields[k], k, path) for k in (_KEY_CONFIG, _KEY_QUANT))
     config = _config_from_json(text, str(path))
     if quant not in _ggml_types():
-        raise WeightError(f"{path}: {_KEY_QUANT} is {quant!r:.80}, expected one of {sorted(_ggml_types())}")
+        raise WeightError(f"{path}: {_KEY_QUANT} is {reprlib.repr(quant)}, expected one of {sorted(_ggml_types())}")
     fmt_of = {v: k for k, v in _ggml_types().items()}
     expected = _expected_shapes(config)
     out: dict = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import operator
+import reprlib
 import os
 from itertools import repeat
 from pathlib import Path
@@ -112,7 +113,9 @@ def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path
         raise TokenizerFileError(f"{path}: model.vocab ids must be distinct integers in [0, {MAX_TOKEN_ID})")
     longest = max(vocab, key=len)
     if len(longest) > MAX_TOKEN_CHARS:
-        raise TokenizerFileError(f"{path}: token {longest[:40]!r}... has {len(longest)} characters; at most {MAX_TOKEN_CHARS}")
+        raise TokenizerFileError(
+            f"{path}: token {longest[:40]!r}... has {len(longest)} characters; at most {MAX_TOKEN_CHARS}"
+        )
     lefts, rights = _merge_pairs(merges, path)
     try:
         results = [vocab.get(a + b, -1) for a, b in zip(lefts, rights)]
@@ -214,7 +217,7 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
     normalizer = spec.get("normalizer")
     if normalizer is not None:
         kind = normalizer.get("type") if isinstance(normalizer, dict) else type(normalizer).__name__
-        raise TokenizerFileError(f"{path}: a normalizer ({kind!r:.80}) is not supported")
+        raise TokenizerFileError(f"{path}: a normalizer ({reprlib.repr(kind)}) is not supported")
     pattern = _pre_tokenizer_pattern(spec.get("pre_tokenizer"), path)
     vocab = model.get("vocab")
     if not isinstance(vocab, dict) or not vocab:
@@ -230,7 +233,9 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
     for entry in added:
         content, tid = (entry.get("content"), entry.get("id")) if isinstance(entry, dict) else (None, None)
         if not isinstance(content, str) or type(tid) is not int or not 0 <= tid < MAX_TOKEN_ID:
-            raise TokenizerFileError(f"{path}: malformed added token {entry!r:.200}; expected content and an id in [0, {MAX_TOKEN_ID})")
+            raise TokenizerFileError(
+                f"{path}: malformed added token {reprlib.repr(entry)}; expected content and an id in [0, {MAX_TOKEN_ID})"
+            )
         if any(entry.get(flag) for flag in ("lstrip", "rstrip", "single_word")):
             raise TokenizerFileError(f"{path}: added token {content!r} uses lstrip/rstrip/single_word, not supported")
         if tid in rank_ids:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -92,7 +93,7 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, dict], dict[str
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)
         ):
             raise CheckpointError(
-                f"{where}: shape must be a list of at most {MAX_DIMS} ints in [0, 2^48], found {shape!r:.200}"
+                f"{where}: shape must be a list of at most {MAX_DIMS} ints in [0, 2^48], found {reprlib.repr(shape)}"
             )
         if (
             not isinstance(offsets, list)

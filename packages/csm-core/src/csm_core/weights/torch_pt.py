@@ -23,6 +23,7 @@ import io
 import math
 import pickle
 import pickletools
+import reprlib
 import struct
 import sys
 import zipfile
@@ -134,10 +135,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise CheckpointError(f"{self.archive.path}: unsupported persistent id {pid!r:.120}")
+            raise CheckpointError(f"{self.archive.path}: unsupported persistent id {reprlib.repr(pid)}")
         _, stype, key, _location, numel = pid
         if not isinstance(numel, int) or numel < 0:
-            raise CheckpointError(f"{self.archive.path}: storage {key!r:.80} has {numel!r:.80} elements")
+            raise CheckpointError(f"{self.archive.path}: storage {reprlib.repr(key)} has {reprlib.repr(numel)} elements")
         return self.archive.storage(str(key), stype.dtype, numel)
 
 
@@ -227,7 +228,7 @@ def _check_pickle(data: bytes, path: Path) -> None:
     try:
         for op, arg, _ in pickletools.genops(data):
             if op.name in _MEMO_OPS and (not isinstance(arg, int) or not 0 <= arg <= limit):
-                raise CheckpointError(f"{path}: data.pkl {op.name} names memo slot {arg!r:.40}, the pickle is {limit} bytes")
+                raise CheckpointError(f"{path}: data.pkl {op.name} names memo slot {reprlib.repr(arg)}, the pickle is {limit} bytes")
             if op.name == "FRAME" and arg > limit:
                 raise CheckpointError(f"{path}: data.pkl frame of {arg} bytes in a {limit}-byte pickle")
     except CheckpointError:
