@@ -4,6 +4,7 @@ Inputs are the target's seeds (tools/fuzz/targets.py) with bytes flipped, cut, s
 size field overwritten with a hostile integer; JSON formats also get their documents edited
 structurally (a value anywhere replaced by another JSON value). Examples are bounded and
 derandomized, so a run is repeatable; tools/fuzz/fuzz.py runs the same targets coverage-guided.
+Each input is also held to the allocation bound (targets.MAX_ALLOC, traced by tracemalloc).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fuzz_helpers import seeds_of, targets
+from fuzz_helpers import seeds_of, targets, tracing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -62,9 +63,10 @@ def test_mutated_seeds_meet_the_contract(name, scratch):
     @fuzz_settings
     @given(mutated(seeds))
     def prop(data):
-        targets.check(target, data, scratch)  # raises ContractViolation on an undocumented error
+        targets.bounded_check(target, data, scratch)  # ContractViolation: an undocumented error, or > 512 MiB
 
-    prop()
+    with tracing():
+        prop()
 
 
 # ---- JSON formats: structural edits ----
@@ -123,9 +125,10 @@ def test_edited_json_documents_meet_the_contract(name, scratch):
     @fuzz_settings
     @given(st.sampled_from(_json_docs(name)).flatmap(edited))
     def prop(doc):
-        targets.check(target, _encode(name, doc), scratch)
+        targets.bounded_check(target, _encode(name, doc), scratch)
 
-    prop()
+    with tracing():
+        prop()
 
 
 def test_edited_safetensors_headers_meet_the_contract(scratch):
@@ -139,6 +142,7 @@ def test_edited_safetensors_headers_meet_the_contract(scratch):
     @given(edited(header))
     def prop(doc):
         raw = json.dumps(doc).encode()
-        targets.check(target, len(raw).to_bytes(8, "little") + raw + body, scratch)
+        targets.bounded_check(target, len(raw).to_bytes(8, "little") + raw + body, scratch)
 
-    prop()
+    with tracing():
+        prop()

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import io
 import json
-import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
-from fuzz_helpers import seeds_of, targets
+from fuzz_helpers import peak_bytes, seeds_of, targets
 
 from csm_app.inputs import InputError, read_batch, read_codes, read_context
 from csm_app.speech_service import ApiError, SpeechService
@@ -20,18 +19,6 @@ from csm_audio.io import AudioFileError, load_audio, read_audio
 from csm_core.config import CSMConfig, ConfigError
 from csm_core.weights import CheckpointError, mimi_config_beside, read_safetensors, read_torch_checkpoint
 from csm_tokenizers import TokenizerFileError, load_hf_tokenizer_json, load_tokenizer
-
-
-class peak_bytes:
-    """Largest traced Python/numpy allocation inside the block (numpy reports to tracemalloc)."""
-
-    def __enter__(self):
-        tracemalloc.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
 
 
 def _safetensors(header: dict, data: bytes = b"") -> bytes:

@@ -3,7 +3,7 @@
 The contract, checked for every input: the parser returns a valid object, or raises the
 project's documented error type for that input with a message; any other exception type is a
 `ContractViolation`. Hangs (a per-input time limit) and allocations beyond a bound are caught by
-the driver (`fuzz.py`: libFuzzer -timeout, -rss_limit_mb, -malloc_limit_mb) and by the property
+the driver (`fuzz.py`: libFuzzer -timeout and -rss_limit_mb, a tracemalloc peak per input) and by the property
 tests (tests/fuzz, tracemalloc). Used by tools/fuzz/fuzz.py (atheris) and tests/fuzz (hypothesis).
 
 A target's `parse(data, scratch)` writes the bytes where its parser reads them (a file in the
@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ContractViolation", "Target", "TARGETS", "check", "micro_csm_config"]
+__all__ = ["ContractViolation", "Target", "TARGETS", "check", "bounded_check", "micro_csm_config"]
 
 MAX_INPUT = 1 << 16  # bytes of one fuzz input; the seeds stay below it
+MAX_ALLOC = 512 << 20  # peak traced bytes (Python objects, numpy arrays) while parsing one input
 
 
 class ContractViolation(AssertionError):
@@ -54,6 +56,23 @@ def check(target: Target, data: bytes, scratch: Path) -> str:
     except Exception as e:  # noqa: BLE001 - that is the point: any other type breaks the contract
         raise ContractViolation(f"{target.name}: {type(e).__name__}: {str(e)[:300]}") from e
     return "ok"
+
+
+def bounded_check(target: Target, data: bytes, scratch: Path) -> str:
+    """check() plus the allocation bound: at most MAX_ALLOC bytes at peak, as tracemalloc (which
+    numpy reports its arrays to) sees them; started here if it is not tracing yet."""
+    if not tracemalloc.is_tracing():
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    result = check(target, data, scratch)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    if peak > MAX_ALLOC:
+        try:
+            raise MemoryError(f"{peak} bytes allocated for a {len(data)}-byte input (bound {MAX_ALLOC})")
+        except MemoryError as e:
+            raise ContractViolation(f"{target.name}: allocation beyond the bound") from e
+    return result
 
 
 def _write(scratch: Path, name: str, data: bytes) -> Path:
