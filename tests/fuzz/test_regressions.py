@@ -289,3 +289,29 @@ def test_every_finding_input_meets_its_target_contract(scratch):
     """The fuzz targets agree: the same inputs are refusals, not violations."""
     assert targets.check(targets.TARGETS["http_body"], b'{"input": "hi", "response_format": [1]}', scratch) == "refused"
     assert targets.check(targets.TARGETS["batch"], b'{"text": "x", "context": "/dev/zero"}', scratch) == "refused"
+
+
+@pytest.mark.parametrize("parser", ["safetensors", "config", "tokenizer_json", "context", "http_body"])
+def test_a_5000_digit_json_number_is_each_parsers_error(tmp_path, parser):
+    # json.loads raises ValueError (not JSONDecodeError) past Python's 4300-digit int limit
+    number = b"1" * 5000
+    if parser == "safetensors":
+        (tmp_path / "x").write_bytes(_safetensors({"a": 0}).replace(b"0}", number + b"}").replace(
+            (len(json.dumps({"a": 0}))).to_bytes(8, "little"), (len(json.dumps({"a": 0})) + 4999).to_bytes(8, "little")))
+        with pytest.raises(CheckpointError, match="Exceeds the limit"):
+            read_safetensors(tmp_path / "x")
+    elif parser == "config":
+        (tmp_path / "config.json").write_bytes(b'{"text_vocab_size": ' + number + b"}")
+        with pytest.raises(ConfigError, match="Exceeds the limit"):
+            CSMConfig.from_json(tmp_path / "config.json")
+    elif parser == "tokenizer_json":
+        (tmp_path / "tokenizer.json").write_bytes(b'{"model": ' + number + b"}")
+        with pytest.raises(TokenizerFileError, match="Exceeds the limit"):
+            load_hf_tokenizer_json(tmp_path / "tokenizer.json")
+    elif parser == "context":
+        (tmp_path / "c.jsonl").write_bytes(b'{"speaker": ' + number + b"}\n")
+        with pytest.raises(InputError, match="Exceeds the limit"):
+            read_context(tmp_path / "c.jsonl")
+    else:
+        with pytest.raises(ApiError, match="Exceeds the limit"):
+            SpeechService(None, start=False).parse(b'{"input": ' + number + b"}")
