@@ -315,3 +315,14 @@ def test_a_5000_digit_json_number_is_each_parsers_error(tmp_path, parser):
     else:
         with pytest.raises(ApiError, match="Exceeds the limit"):
             SpeechService(None, start=False).parse(b'{"input": ' + number + b"}")
+
+
+def test_tokenizer_json_with_a_regex_that_matches_empty(tmp_path):
+    # found by atheris: `\p{N}{1,3}` edited to `\p{N}{0,3}` was accepted, then tiktoken's Rust core
+    # panicked on the empty match while encoding (PanicException, a BaseException)
+    spec = json.loads(seeds_of("tokenizer_json")["micro"])
+    split = spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]
+    split["Regex"] = split["Regex"].replace(r"\p{N}{1,3}", r"\p{N}{0,3}")
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerFileError, match="is not the Llama-3 pre-tokenizer pattern"):
+        load_hf_tokenizer_json(tmp_path / "tokenizer.json")

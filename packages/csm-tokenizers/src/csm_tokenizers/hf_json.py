@@ -166,7 +166,7 @@ def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path
 
 def _pre_tokenizer_pattern(pre: Any, path: Path) -> str:
     """The split regex of the Llama-3 style pre-tokenizer: Split(regex, Isolated) then ByteLevel
-    without its own regex and without a prefix space."""
+    without its own regex and without a prefix space; the regex must be Llama 3's."""
     steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
     steps = steps if isinstance(steps, list) else [steps]
     kinds = [s.get("type") if isinstance(s, dict) else None for s in steps]
@@ -181,6 +181,11 @@ def _pre_tokenizer_pattern(pre: Any, path: Path) -> str:
         raise TokenizerFileError(f"{path}: Split pre-tokenizer must be a Regex with behavior Isolated, invert false")
     if byte_level.get("add_prefix_space") or byte_level.get("use_regex", True):
         raise TokenizerFileError(f"{path}: ByteLevel pre-tokenizer must have add_prefix_space=false, use_regex=false")
+    if pattern != LLAMA3_PATTERN:
+        # tiktoken runs the regex in Rust and panics (an uncatchable PanicException) on a pattern
+        # that can match the empty string or exceeds its backtracking limit: only the pattern this
+        # reader is made for is run
+        raise TokenizerFileError(f"{path}: Split regex {reprlib.repr(pattern)} is not the Llama-3 pre-tokenizer pattern")
     return pattern
 
 
