@@ -252,6 +252,8 @@ def _npy_header(shape) -> bytes:
      b"'shape': (32, 3), }" + b" " * 40, "not a numpy .npy array of codes"),
     # a header claiming 10^12 codes: np.load tried to allocate 1.8 TiB (MemoryError, not caught)
     (_npy_header((1, 10**12)), "header says int16 .1, 1000000000000. .2000000000000 bytes., the file holds 0"),
+    # found by atheris: a 2.0 header whose 4-byte length claims 540 MB; numpy's reader allocated it
+    (b"\x93NUMPY\x02\x00ue, 'shape': (4, 3), }" + b" " * 30 + b"\n" + bytes(24), ".npy header of 539780469 bytes in an? 85-byte file"),
 ])  # fmt: skip
 def test_codes_npy_refusals(tmp_path, data, message):
     path = tmp_path / "codes.npy"

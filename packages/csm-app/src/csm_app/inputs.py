@@ -25,6 +25,7 @@ __all__ = ["InputError", "Turn", "BatchItem", "parse_turn", "read_context", "con
 
 TURN_KEYS = ("speaker", "text", "audio")
 MAX_FILE_BYTES = 256 << 20  # a request or context file (a million requests is ~100 MB)
+_MAX_NPY_HEADER = 10_000  # numpy's own limit for headers it parses safely
 REQUEST_KEYS = ("text", "speaker", "context", "output")
 
 
@@ -161,13 +162,20 @@ def read_codes(path: str | Path) -> np.ndarray:
     fmt = np.lib.format
     try:
         with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
             version = fmt.read_magic(f)
             if version not in ((1, 0), (2, 0)):
                 raise InputError(f"{path}: .npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
+            # the header's length, checked before numpy reads it (it would allocate what it claims)
+            width = 2 if version == (1, 0) else 4
+            hlen = int.from_bytes(f.read(width), "little")
+            if f.tell() + hlen > size or hlen > _MAX_NPY_HEADER:
+                raise InputError(f"{path}: .npy header of {hlen} bytes in a {size}-byte file")
+            f.seek(-width, 1)
             read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = read_header(f)
             start = f.tell()
-            size = f.seek(0, 2)
             if len(shape) != 2 or dtype.kind not in "iu":
                 raise InputError(f"{path}: expected integer codes [K, T], got {dtype} {shape}")
             nbytes = shape[0] * shape[1] * dtype.itemsize
