@@ -53,7 +53,9 @@ def check(target: Target, data: bytes, scratch: Path) -> str:
         return "refused"
     except ContractViolation:
         raise
-    except Exception as e:  # noqa: BLE001 - that is the point: any other type breaks the contract
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - the point: any other type (a Rust PanicException too) breaks it
         raise ContractViolation(f"{target.name}: {type(e).__name__}: {str(e)[:300]}") from e
     return "ok"
 
