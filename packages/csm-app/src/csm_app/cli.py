@@ -456,14 +456,14 @@ def codec_decode(codes_path, output, fmt, mimi, model, offline, verbose):
 
     fmt = fmt or _format_from_name(output)
     _refuse_terminal(output)
+    from .inputs import InputError, read_codes
+
     try:
-        codes = np.load(codes_path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise Fail(f"{codes_path}: not a numpy .npy array of codes ({e})") from e
-    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
-        raise Fail(f"{codes_path}: expected integer codes [K, T], got {codes.dtype} {codes.shape}")
+        codes = read_codes(codes_path)
+    except InputError as e:
+        raise Fail(str(e)) from e
     mimi_codec = _load_codec(mimi, model, offline)
-    write_output(output, mimi_codec.decode(codes.astype(np.int64)), mimi_codec.sample_rate, fmt)
+    write_output(output, mimi_codec.decode(codes), mimi_codec.sample_rate, fmt)
 
 
 # ---------------------------------------------------------------- tokenize

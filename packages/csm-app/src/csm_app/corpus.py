@@ -211,7 +211,7 @@ def _parse_row(where, raw, path: Path, default_fmt, formats, base: GenerationOpt
     if options.seed is None:
         options = options.replace(seed=derived_seed(base_seed, rid))
     name = raw.get("output", f"{rid}.{default_fmt}")
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
         raise InputError(f"{where}: 'output' must be a file name, got {name!r:.80}")
     fmt = Path(name).suffix.lower().lstrip(".")
     if fmt not in formats:
@@ -222,8 +222,9 @@ def _parse_row(where, raw, path: Path, default_fmt, formats, base: GenerationOpt
 
 
 def _context_file(path: Path, where: str, key: str) -> list[Turn]:
-    if not path.is_file():
-        raise InputError(f"{where}: {key} file {str(path)!r} not found")
+    if not path.is_file():  # a device (/dev/zero) would be read without end
+        why = "is not a regular file" if path.exists() else "not found"
+        raise InputError(f"{where}: {key} file {str(path)!r} {why}")
     try:
         return read_context(path)
     except InputError as e:

@@ -280,7 +280,7 @@ class SpeechService:
         """A named voice, or a speaker id (an integer >= 0, or its digits) without context."""
         if isinstance(value, str) and (found := self.voices.get(value)) is not None:
             return found
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:  # "²".isdigit() is true
             value = int(value)
         if isinstance(value, Integral) and not isinstance(value, bool) and value >= 0:
             return Voice(str(value), int(value))

@@ -30,6 +30,8 @@ __all__ = [
     "WavStreamWriter",
     "FORMATS",
     "clip_audio",
+    "MAX_DECODED_SAMPLES",
+    "MIN_SAMPLE_RATE",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,12 @@ FORMATS: dict[str, tuple[str, str]] = {
     "mp3": ("MP3", "MPEG_LAYER_III"),
 }
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+# Bounds on what a file may make us allocate (a header's claims are not trusted): 2^28 decoded
+# samples (1 GiB of float32: 46 minutes of 48 kHz stereo), 64 channels, and load_audio's input
+# rate of at least 4 kHz (at most 6x growth to 24 kHz).
+MAX_DECODED_SAMPLES = 1 << 28
+MAX_CHANNELS = 64
+MIN_SAMPLE_RATE = 4000
 
 
 class AudioFileError(ValueError):
@@ -60,23 +68,48 @@ def _name(src: Source) -> str:
 def read_audio(src: Source) -> tuple[np.ndarray, int]:
     """Decode an audio file: (float32 [frames, channels], sample rate)."""
     name = _name(src)
-    if isinstance(src, (str, os.PathLike)) and not Path(src).exists():
-        raise AudioFileError(f"{name}: file not found")
+    if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():  # a device or pipe could block
+        raise AudioFileError(f"{name}: " + ("not a regular file" if Path(src).exists() else "file not found"))
     f = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src
     try:
-        data, rate = sf.read(f, dtype="float32", always_2d=True)
+        with sf.SoundFile(f) as snd:
+            rate, channels = int(snd.samplerate), int(snd.channels)
+            if not 1 <= channels <= MAX_CHANNELS or rate < 1:
+                raise AudioFileError(f"{name}: {channels} channels at {rate} Hz; expected 1 to {MAX_CHANNELS} channels")
+            data = _read_blocks(snd, channels, name)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        if isinstance(e, AudioFileError):
+            raise
         raise AudioFileError(f"{name}: cannot decode audio ({e}); supported: {', '.join(FORMATS)}") from None
     if not np.all(np.isfinite(data)):
         raise AudioFileError(f"{name}: decoded samples hold NaN or inf values")
-    return data, int(rate)
+    return data, rate
+
+
+def _read_blocks(snd: sf.SoundFile, channels: int, name: str) -> np.ndarray:
+    """Decode block by block: the frame count a header claims is not trusted (a FLAC header
+    can claim 2^36 frames; soundfile would allocate all of them up front)."""
+    frames = max(1, (1 << 20) // channels)
+    blocks, total = [], 0
+    while True:
+        block = snd.read(frames, dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break
+        total += block.size
+        if total > MAX_DECODED_SAMPLES:
+            raise AudioFileError(f"{name}: decodes to more than {MAX_DECODED_SAMPLES:,} samples; split it first")
+        blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
 
 
 def load_audio(src: Source, sample_rate: int = 24_000) -> np.ndarray:
-    """Any file -> mono float32 [frames] at `sample_rate` (channels averaged, then soxr)."""
+    """Any file -> mono float32 [frames] at `sample_rate` (channels averaged, then soxr).
+    Input rates below MIN_SAMPLE_RATE are refused: resampling them up would multiply the size."""
     data, rate = read_audio(src)
     if data.shape[0] == 0:
         raise AudioFileError(f"{_name(src)}: the file holds no audio samples")
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioFileError(f"{_name(src)}: sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz; not speech audio")
     return resample(to_mono(data), rate, sample_rate)
 
 

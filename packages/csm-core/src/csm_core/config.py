@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +33,28 @@ class ConfigError(ValueError):
     """A configuration file or value is not what the model needs."""
 
 
+# Bounds on what a config may declare, so that a config.json from anywhere cannot make a loader
+# loop or allocate without end (CSM-1B: 16 layers, 2048 wide, 8192 hidden, 128,256 text tokens).
+MAX_LAYERS = 1024
+MAX_WIDTH = 1 << 20  # heads, embedding and hidden sizes, codebook sizes
+MAX_POSITIONS = 1 << 17  # Llama 3's longest context; CSM uses 2048
+MAX_VOCAB = 1 << 24
+
+
+def _check_ints(obj: object, bounds: Mapping[str, tuple[int, int]]) -> None:
+    for name, (lo, hi) in bounds.items():
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise ConfigError(f"{type(obj).__name__}.{name} must be an integer in [{lo}, {hi}], got {reprlib.repr(v)}")
+
+
+def _check_floats(obj: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v < math.inf:
+            raise ConfigError(f"{type(obj).__name__}.{name} must be a finite number > 0, got {reprlib.repr(v)}")
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     """One torchtune llama3_2 transformer (no embeddings, no output layer)."""
@@ -50,6 +73,14 @@ class LlamaConfig:
     rope_old_context_len: float = 8192.0
 
     def __post_init__(self) -> None:
+        _check_ints(self, {"num_layers": (1, MAX_LAYERS), "num_heads": (1, MAX_WIDTH), "num_kv_heads": (1, MAX_WIDTH),
+                           "embed_dim": (1, MAX_WIDTH), "intermediate_dim": (1, MAX_WIDTH),
+                           "max_seq_len": (1, MAX_POSITIONS)})  # fmt: skip
+        _check_floats(self, ("norm_eps", "rope_base", "rope_scale_factor", "rope_low_freq_factor",
+                             "rope_high_freq_factor", "rope_old_context_len"))  # fmt: skip
+        if self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise ConfigError(f"rope_high_freq_factor {self.rope_high_freq_factor} must exceed "
+                              f"rope_low_freq_factor {self.rope_low_freq_factor}")  # fmt: skip
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} is not a multiple of num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
@@ -141,10 +172,10 @@ class CSMConfig:
 
     def __post_init__(self) -> None:
         for name in (self.backbone_flavor, self.decoder_flavor):
-            if name not in FLAVORS and name not in self.custom_flavors:
-                raise ConfigError(f"unknown model flavor {name!r}; known: {sorted(FLAVORS)}")
-        if self.audio_num_codebooks < 2:
-            raise ConfigError(f"audio_num_codebooks must be >= 2, got {self.audio_num_codebooks}")
+            if not isinstance(name, str) or (name not in FLAVORS and name not in self.custom_flavors):
+                raise ConfigError(f"unknown model flavor {reprlib.repr(name)}; known: {sorted(FLAVORS)}")
+        _check_ints(self, {"text_vocab_size": (1, MAX_VOCAB), "audio_vocab_size": (1, MAX_WIDTH),
+                           "audio_num_codebooks": (2, MAX_LAYERS)})  # fmt: skip
 
     @property
     def backbone(self) -> LlamaConfig:
@@ -176,6 +207,19 @@ class CSMConfig:
     # ---- reading config.json (original or Hugging Face) ----
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "CSMConfig":
+        """From the fields of an original or Hugging Face config.json; ConfigError names what is wrong."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
+        try:
+            return cls._from_dict(data, source)
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+        except (TypeError, ValueError, OverflowError) as e:  # int("x"), int(None), int(inf), float([])
+            raise ConfigError(f"{source}: bad config value ({type(e).__name__}: {str(e)[:200]})") from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], source: str) -> "CSMConfig":
         if "backbone_flavor" in data:
             missing = [k for k in ("decoder_flavor",) if k not in data]
             if missing:
@@ -198,11 +242,13 @@ class CSMConfig:
     def from_json(cls, path: str | Path) -> "CSMConfig":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e})") from None
+        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit number, nesting too deep
+            raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -236,6 +282,8 @@ class CSMConfig:
 
 
 def _llama_from_hf(d: Mapping[str, Any], where: str) -> LlamaConfig:
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: expected an object, got {type(d).__name__}")
     try:
         heads = int(d["num_attention_heads"])
         hidden = int(d["hidden_size"])
@@ -253,12 +301,20 @@ def _llama_from_hf(d: Mapping[str, Any], where: str) -> LlamaConfig:
     if head_dim is not None and int(head_dim) * heads != hidden:
         raise ConfigError(f"{where}: head_dim {head_dim} x {heads} heads != hidden_size {hidden}")
     # transformers 5.x: rope_parameters {rope_type, rope_theta, factor, ...}; 4.x: rope_theta + rope_scaling.
-    rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    if not isinstance(rope, Mapping):
+        raise ConfigError(f"{where}: rope_parameters must be an object, got {type(rope).__name__}")
     theta = rope.get("rope_theta", d.get("rope_theta", 500_000.0))
     cfg["rope_base"] = float(theta)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type == "llama3":
+        missing = [k for k in ("original_max_position_embeddings", "factor", "low_freq_factor", "high_freq_factor")
+                   if k not in rope]  # fmt: skip
+        if missing:
+            raise ConfigError(f"{where}: llama3 rope_parameters lack {missing}")
         orig = float(rope["original_max_position_embeddings"])
+        if not 0 < orig < math.inf:
+            raise ConfigError(f"{where}: original_max_position_embeddings must be > 0, got {orig}")
         r = 8192.0 / orig  # rescale to torchtune's old_context_len; wavelength thresholds are unchanged
         cfg.update(
             rope_scale_factor=float(rope["factor"]),
@@ -270,7 +326,7 @@ def _llama_from_hf(d: Mapping[str, Any], where: str) -> LlamaConfig:
         # Plain RoPE = llama3 scaling that never triggers.
         cfg.update(rope_scale_factor=1.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0)
     else:
-        raise ConfigError(f"{where}: unsupported rope_type {rope_type!r} (expected 'llama3' or 'default')")
+        raise ConfigError(f"{where}: unsupported rope_type {reprlib.repr(rope_type)} (expected 'llama3' or 'default')")
     return LlamaConfig(**cfg)
 
 
@@ -309,6 +365,26 @@ class MimiConfig:
     codebook_size: int = 2048
     codebook_dim: int = 256
 
+    def __post_init__(self) -> None:
+        _check_ints(self, {"sample_rate": (1, 1 << 20), "channels": (1, 64), "dimension": (1, MAX_WIDTH),
+                           "n_filters": (1, MAX_WIDTH), "kernel_size": (1, 1024), "last_kernel_size": (1, 1024),
+                           "residual_kernel_size": (1, 1024), "compress": (1, 1024),
+                           "num_transformer_layers": (0, MAX_LAYERS), "num_heads": (1, MAX_WIDTH),
+                           "dim_feedforward": (1, MAX_WIDTH), "context": (1, MAX_WIDTH),
+                           "num_codebooks": (1, MAX_LAYERS), "num_semantic": (0, MAX_LAYERS),
+                           "codebook_size": (1, MAX_WIDTH), "codebook_dim": (1, MAX_WIDTH)})  # fmt: skip
+        _check_floats(self, ("frame_rate", "rope_max_period", "norm_eps"))
+        if not isinstance(self.ratios, tuple) or not 1 <= len(self.ratios) <= 16 or not all(
+            isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 1024 for r in self.ratios
+        ):
+            raise ConfigError(f"MimiConfig.ratios must be 1 to 16 integers in [1, 1024], got {reprlib.repr(self.ratios)}")
+        if self.dimension % self.num_heads:
+            raise ConfigError(f"MimiConfig: dimension {self.dimension} is not a multiple of num_heads {self.num_heads}")
+        if self.num_semantic > self.num_codebooks:
+            raise ConfigError(f"MimiConfig: num_semantic {self.num_semantic} > num_codebooks {self.num_codebooks}")
+        if not 1 <= self.sample_rate / self.frame_rate <= 1 << 20:
+            raise ConfigError(f"MimiConfig: {self.sample_rate} Hz / {self.frame_rate} frames a second is no frame size")
+
     @property
     def hop_length(self) -> int:
         return math.prod(self.ratios)
@@ -328,7 +404,10 @@ class MimiConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MimiConfig":
         known = {f.name for f in fields(cls)}
-        kw = {k: (tuple(v) if k == "ratios" else v) for k, v in data.items() if k in known}
+        try:
+            kw = {k: (tuple(v) if k == "ratios" else v) for k, v in data.items() if k in known}
+        except TypeError as e:
+            raise ConfigError(f"MimiConfig.ratios must be a list of integers ({e})") from None
         return cls(**kw)
 
 

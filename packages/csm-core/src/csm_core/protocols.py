@@ -63,6 +63,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if int(self.topk) != self.topk or self.topk < 1:
             raise ValueError(f"topk must be an integer >= 1, got {self.topk!r}")
+        if isinstance(self.codec_size, bool) or int(self.codec_size) != self.codec_size or self.codec_size < 1:
+            raise ValueError(f"codec_size must be an integer >= 1, got {self.codec_size!r}")
 
     @property
     def greedy(self) -> bool:

@@ -2,6 +2,14 @@
 
 The model itself runs in _engine; these wrappers exist so each kernel can be checked against
 its numpy twin (csm_cpu.twins) and used for quantizing weights at load time.
+
+Every wrapper checks what the C code trusts before it enters nogil code: dtypes, C-contiguity
+and dimensions come from the typed memoryviews (a wrong array is a ValueError), shapes, formats,
+block multiples, thread counts and index ranges are checked here (ValueError naming them), so
+a wrong array from Python is an error, never a read or write outside a buffer. Non-finite
+values are data, not layout: they propagate through the arithmetic (NaN in, NaN out) and never
+turn into an index (`sample` returns a code in [0, limit) whatever the logits hold); weights
+are checked finite where they are loaded (csm_cpu.quant.quantize).
 """
 
 from cython.parallel cimport prange
@@ -53,9 +61,30 @@ def row_bytes(int fmt, int cols) -> int:
     return csm_row_bytes(fmt, cols)
 
 
+cdef int _block(int fmt):
+    return CSM_QK_K if fmt == CSM_Q4_K else CSM_QK if fmt == CSM_Q8_0 or fmt == CSM_Q4_0 else 1
+
+
+cdef _check_rows(str where, int fmt, Py_ssize_t cols):
+    """fmt is a known format and cols a positive multiple of its block (Q4_K: at most Q4K_MAX_COLS)."""
+    if fmt not in FORMATS.values():
+        raise ValueError(f"{where}: unknown format code {fmt}; known: {FORMATS}")
+    if cols < 1 or cols % _block(fmt) or cols > 0x7FFFFFFF:
+        raise ValueError(f"{where}: rows of {cols} values; format {fmt} needs a positive multiple of {_block(fmt)}")
+    if fmt == CSM_Q4_K and cols > CSM_Q4K_MAX_COLS:
+        raise ValueError(f"{where}: q4_k rows of {cols} values exceed {CSM_Q4K_MAX_COLS}")
+
+
+cdef _check_threads(str where, int threads):
+    if threads < 1:
+        raise ValueError(f"{where}: threads must be >= 1, got {threads}")
+
+
 def quantize_rows(const float[:, ::1] w, int fmt, uint8_t[:, ::1] out, int threads=1) -> None:
     """Quantize fp32 rows w [R, C] into out [R, row_bytes(fmt, C)] (GGML layout for blocks)."""
     cdef Py_ssize_t r, R = w.shape[0]
+    _check_rows("quantize_rows", fmt, w.shape[1])
+    _check_threads("quantize_rows", threads)
     cdef int C = <int>w.shape[1]
     if out.shape[0] != R or out.shape[1] != csm_row_bytes(fmt, C):
         raise ValueError(f"output buffer has shape {tuple(out.shape)[:2]}, expected ({R}, {csm_row_bytes(fmt, C)})")
@@ -75,6 +104,7 @@ def quantize_rows(const float[:, ::1] w, int fmt, uint8_t[:, ::1] out, int threa
 def dequantize_rows(const uint8_t[:, ::1] data, int fmt, int cols, float[:, ::1] out) -> None:
     """Expand stored rows data [R, row_bytes] to fp32 out [R, cols]."""
     cdef Py_ssize_t r
+    _check_rows("dequantize_rows", fmt, cols)
     if out.shape[0] != data.shape[0] or out.shape[1] != cols or data.shape[1] != csm_row_bytes(fmt, cols):
         raise ValueError("dequantize_rows: buffer shapes do not match the format")
     with nogil:
@@ -86,6 +116,9 @@ def repack4(const uint8_t[:, ::1] data, int fmt, uint8_t[:, ::1] out) -> None:
     """Row-interleaved copy of a Q8_0/Q4_0/bf16 matrix for the AVX2 4-row kernels."""
     if fmt != CSM_Q8_0 and fmt != CSM_Q4_0 and not (fmt == CSM_BF16 and data.shape[1] % 16 == 0):
         raise ValueError("repack4: only Q8_0, Q4_0 and bf16 rows of a multiple of 8 values are interleaved")
+    cdef Py_ssize_t unit = 34 if fmt == CSM_Q8_0 else 18 if fmt == CSM_Q4_0 else 16
+    if data.shape[1] % unit or data.shape[0] > 0x7FFFFFFF:
+        raise ValueError(f"repack4: rows of {data.shape[1]} bytes are not whole blocks of {unit} bytes")
     if out.shape[0] != data.shape[0] or out.shape[1] != data.shape[1]:
         raise ValueError("repack4: output shape differs")
     if data.shape[0] == 0:
@@ -97,6 +130,11 @@ def repack4(const uint8_t[:, ::1] data, int fmt, uint8_t[:, ::1] out) -> None:
 def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] d) -> None:
     """x [N, C] -> int8 q [N, C] and per-32 scales d [N, C/32] (the int8 paths' activations)."""
     cdef Py_ssize_t n
+    _check_rows("quantize_activations", CSM_Q8_0, x.shape[1])
+    if (q.shape[0] != x.shape[0] or q.shape[1] != x.shape[1]
+            or d.shape[0] != x.shape[0] or d.shape[1] != x.shape[1] // CSM_QK):
+        raise ValueError(f"quantize_activations: q {tuple(q.shape)[:2]} / d {tuple(d.shape)[:2]} "
+                         f"do not fit x {tuple(x.shape)[:2]}")
     with nogil:
         for n in range(x.shape[0]):
             csm_quantize_act(&x[n, 0], <int>x.shape[1], &q[n, 0], &d[n, 0])
@@ -114,6 +152,14 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
     cdef int8_t *xq = NULL
     cdef float *xd = NULL
     cdef int n
+    _check_rows("matmat", fmt, cols)
+    _check_threads("matmat", threads)
+    if chunk < 1:
+        raise ValueError(f"matmat: chunk must be >= 1, got {chunk}")
+    if interleaved not in (0, 1) or (interleaved and fmt not in (CSM_Q8_0, CSM_Q4_0, CSM_BF16)):
+        raise ValueError(f"matmat: interleaved={interleaved} for format {fmt} (only Q8_0, Q4_0, bf16 are repacked)")
+    if R > 0x7FFFFFFF or N > 0x7FFFFFFF:
+        raise ValueError(f"matmat: {R} rows x {N} vectors exceed the kernels' int range")
     if x.shape[1] != cols or y.shape[0] != N or y.shape[1] != R:
         raise ValueError(f"matmat: x {tuple(x.shape)[:2]} / y {tuple(y.shape)[:2]} do not fit W [{R}, {cols}]")
     if data.shape[1] != csm_row_bytes(fmt, cols):
@@ -155,8 +201,9 @@ def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
     out = np.empty((x.shape[0], x.shape[1]), np.float32)
     cdef float[:, ::1] o = out
     cdef Py_ssize_t i
-    if scale.shape[0] != x.shape[1]:
-        raise ValueError("rmsnorm: scale length differs from the row length")
+    if scale.shape[0] != x.shape[1] or x.shape[1] < 1:
+        raise ValueError(f"rmsnorm: scale length {scale.shape[0]} differs from the row length {x.shape[1]} "
+                         "(or rows are empty)")
     with nogil:
         for i in range(x.shape[0]):
             _rmsnorm(&x[i, 0], &scale[0], &o[i, 0], <int>x.shape[1], eps)
@@ -168,6 +215,13 @@ def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, 
     """In place: v [N, heads*head_dim], vector n rotated by the angles of positions[n]."""
     cdef Py_ssize_t n
     cdef int p
+    if head_dim < 2 or head_dim % 2 or v.shape[1] % head_dim:
+        raise ValueError(f"rope: rows of {v.shape[1]} values are not whole heads of an even head_dim {head_dim}")
+    if cos.shape[0] != sin.shape[0] or cos.shape[1] != sin.shape[1] or cos.shape[1] < head_dim // 2:
+        raise ValueError(f"rope: cos {tuple(cos.shape)[:2]} / sin {tuple(sin.shape)[:2]} "
+                         f"need [positions, >= {head_dim // 2}]")
+    if positions.shape[0] != v.shape[0]:
+        raise ValueError(f"rope: {positions.shape[0]} positions for {v.shape[0]} vectors")
     for n in range(v.shape[0]):
         p = positions[n]
         if not 0 <= p < cos.shape[0]:
@@ -177,6 +231,8 @@ def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, 
 
 def swiglu(float[:, ::1] g, const float[:, ::1] u) -> None:
     cdef Py_ssize_t n
+    if g.shape[0] != u.shape[0] or g.shape[1] != u.shape[1]:
+        raise ValueError(f"swiglu: gate {tuple(g.shape)[:2]} and up {tuple(u.shape)[:2]} differ")
     for n in range(g.shape[0]):
         _swiglu(&g[n, 0], &u[n, 0], <int>g.shape[1])
 
@@ -185,6 +241,10 @@ def attention(const float[::1] q, const float[:, ::1] k, const float[:, ::1] v,
               const uint8_t[::1] valid, float scale) -> object:
     """One head: q [hd], k/v [T, hd], valid [T] -> out [hd]."""
     import numpy as np
+    if q.shape[0] < 1 or k.shape[1] != q.shape[0] or v.shape[0] != k.shape[0] or v.shape[1] != k.shape[1] \
+            or valid.shape[0] != k.shape[0] or k.shape[0] < 1:
+        raise ValueError(f"attention: q [{q.shape[0]}], k {tuple(k.shape)[:2]}, v {tuple(v.shape)[:2]}, "
+                         f"valid [{valid.shape[0]}] do not fit (q [hd], k/v [T>=1, hd], valid [T])")
     out = np.empty(q.shape[0], np.float32)
     scores = np.empty(max(1, k.shape[0]), np.float32)
     cdef float[::1] o = out, sc = scores
@@ -196,6 +256,11 @@ def attention(const float[::1] q, const float[:, ::1] k, const float[:, ::1] v,
 def sample(const float[::1] logits, int limit, float temperature, int topk, const float[::1] q) -> int:
     """One draw with the given Exp(1) variates q [limit] (tests match csm_core.sampling)."""
     import numpy as np
+    if not 1 <= limit <= logits.shape[0] or q.shape[0] < limit:
+        raise ValueError(f"sample: limit {limit} must be in [1, {logits.shape[0]}] "
+                         f"with q of >= limit values (got {q.shape[0]})")
+    if topk < 1 or not 0 <= temperature < float("inf"):
+        raise ValueError(f"sample: topk {topk} must be >= 1 and temperature {temperature} finite and >= 0")
     scratch = np.empty(logits.shape[0], np.float32)
     cdef float[::1] s = scratch
     cdef uint64_t state = 0

@@ -220,7 +220,8 @@ class CpuBackend:
         limit = self._limit(params)
         with self._blas_single_thread():
             self._run_backbone(tokens, mask)
-            return self._engine.decode(float(params.temperature), int(params.topk), limit)
+            # topk >= limit keeps every code: clamped so a huge topk fits the kernel's C int
+            return self._engine.decode(float(params.temperature), min(int(params.topk), limit), limit)
 
     def _run_backbone(self, tokens: np.ndarray, mask: np.ndarray) -> None:
         """Backbone over the new positions; right after reset(), the longest prefix of the prompt

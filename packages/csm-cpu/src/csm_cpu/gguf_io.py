@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import mmap
+import reprlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from csm_core.config import FLAVORS, CSMConfig, LlamaConfig
+from csm_core.config import FLAVORS, ConfigError, CSMConfig, LlamaConfig
 
 from .quant import QTensor
 from .weights import WeightError, add_rope_tables, engine_dims, prepare_weights
@@ -37,20 +38,25 @@ def _config_json(config: CSMConfig) -> str:
 
 
 def _config_from_json(text: str, source: str) -> CSMConfig:
-    data = json.loads(text)
-    custom = {}
-    for key, flavor in (("backbone", data["backbone_flavor"]), ("decoder", data["decoder_flavor"])):
-        cfg = LlamaConfig(**data[key])
-        if FLAVORS.get(flavor) != cfg:
-            custom[flavor] = cfg
-    return CSMConfig(
-        backbone_flavor=data["backbone_flavor"],
-        decoder_flavor=data["decoder_flavor"],
-        text_vocab_size=data["text_vocab_size"],
-        audio_vocab_size=data["audio_vocab_size"],
-        audio_num_codebooks=data["audio_num_codebooks"],
-        custom_flavors=custom,
-    )
+    try:
+        data = json.loads(text)
+        custom = {}
+        for key, flavor in (("backbone", data["backbone_flavor"]), ("decoder", data["decoder_flavor"])):
+            cfg = LlamaConfig(**data[key])
+            if not isinstance(flavor, str):
+                raise ConfigError(f"{key} flavor must be a name, got {reprlib.repr(flavor)}")
+            if FLAVORS.get(flavor) != cfg:
+                custom[flavor] = cfg
+        return CSMConfig(
+            backbone_flavor=data["backbone_flavor"],
+            decoder_flavor=data["decoder_flavor"],
+            text_vocab_size=data["text_vocab_size"],
+            audio_vocab_size=data["audio_vocab_size"],
+            audio_num_codebooks=data["audio_num_codebooks"],
+            custom_flavors=custom,
+        )
+    except (ValueError, TypeError, KeyError, RecursionError) as e:  # ConfigError is a ValueError
+        raise WeightError(f"{source}: bad {_KEY_CONFIG} ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def write_gguf(path: str | Path, config: CSMConfig, weights: Mapping[str, np.ndarray], quant: str,
@@ -96,8 +102,10 @@ def read_gguf(path: str | Path) -> tuple[CSMConfig, str, dict]:
     fields = {k: reader.get_field(k) for k in (_KEY_CONFIG, _KEY_QUANT)}
     if any(f is None for f in fields.values()):
         raise WeightError(f"{path}: not a CSM GGUF (missing {[k for k, f in fields.items() if f is None]})")
-    config = _config_from_json(fields[_KEY_CONFIG].contents(), str(path))
-    quant = fields[_KEY_QUANT].contents()
+    text, quant = (_string_field(fields[k], k, path) for k in (_KEY_CONFIG, _KEY_QUANT))
+    config = _config_from_json(text, str(path))
+    if quant not in _ggml_types():
+        raise WeightError(f"{path}: {_KEY_QUANT} is {reprlib.repr(quant)}, expected one of {sorted(_ggml_types())}")
     fmt_of = {v: k for k, v in _ggml_types().items()}
     expected = _expected_shapes(config)
     out: dict = {}
@@ -111,15 +119,32 @@ def read_gguf(path: str | Path) -> tuple[CSMConfig, str, dict]:
         logical = tuple(int(d) for d in reversed(t.shape))
         if logical != shape:
             raise WeightError(f"{path}: tensor {t.name!r} has shape {logical}, expected {shape}")
+        if t.name in out:
+            raise WeightError(f"{path}: tensor {t.name!r} appears twice")
         if len(shape) == 1:
+            if fmt != "f32":
+                raise WeightError(f"{path}: tensor {t.name!r} is {fmt}, a 1-D tensor is stored f32")
             out[t.name] = np.asarray(t.data, np.float32).reshape(shape)
         else:
-            out[t.name] = QTensor.from_bytes(fmt, shape[0], shape[1], t.data, name=t.name)
+            try:
+                out[t.name] = QTensor.from_bytes(fmt, shape[0], shape[1], t.data, name=f"{path}: tensor {t.name!r}")
+            except ValueError as e:
+                raise WeightError(str(e)) from None
     missing = sorted(set(expected) - set(out))
     if missing:
         raise WeightError(f"{path}: missing tensors {missing[:5]}")
     add_rope_tables(config, out)
     return config, quant, out
+
+
+def _string_field(field, key: str, path: Path) -> str:
+    try:
+        value = field.contents()
+    except Exception as e:  # noqa: BLE001 - the gguf package decodes the value lazily
+        raise WeightError(f"{path}: {key} is unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(value, str):
+        raise WeightError(f"{path}: {key} must be a string, got {type(value).__name__}")
+    return value
 
 
 def release_pages(a: np.ndarray) -> int:

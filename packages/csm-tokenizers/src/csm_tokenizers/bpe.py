@@ -111,18 +111,28 @@ class BytePairTokenizer:
         for tok in (bos_token, eos_token):
             if tok not in special_tokens:
                 raise TokenizerFileError(f"{source or name}: special token {tok!r} not in the vocabulary")
+        all_ids = set(ranks.values()) | set(special_tokens.values())
+        if len(all_ids) != len(ranks) + len(special_tokens):
+            raise TokenizerFileError(f"{source or name}: a special token reuses the id of another token")
+        if max(all_ids) >= 2 * len(all_ids) + 256:
+            # unused ids are tracked one by one (decode refuses them): a sparse id space costs memory
+            raise TokenizerFileError(
+                f"{source or name}: largest id {max(all_ids)} but only {len(all_ids)} tokens; ids must be dense"
+            )
         self.name = name
         self.source = source
         self.pattern = pattern
         self.special_tokens: dict[str, int] = dict(special_tokens)
-        self._enc = tiktoken.Encoding(
-            name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens
-        )
+        try:
+            self._enc = tiktoken.Encoding(
+                name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens
+            )
+        except ValueError as e:  # the pre-tokenizer regex does not compile
+            raise TokenizerFileError(f"{source or name}: unusable pre-tokenizer pattern ({e})") from None
         self._ranks = ranks
         self._always_matched = frozenset(always_matched)
         self.bos_id: int = self.special_tokens[bos_token]
         self.eos_id: int = self.special_tokens[eos_token]
-        all_ids = set(ranks.values()) | set(self.special_tokens.values())
         self.vocab_size: int = max(all_ids) + 1
         # Ids below vocab_size that name no token (none for Llama 3; possible in a tokenizer.json).
         self._missing_ids = frozenset(range(self.vocab_size)) - all_ids

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import operator
+import reprlib
 import os
 from itertools import repeat
 from pathlib import Path
@@ -24,6 +25,12 @@ from .errors import TokenizerFileError
 from .llama3 import BEGIN_OF_TEXT, END_OF_TEXT, LLAMA3_PATTERN
 
 __all__ = ["bytes_to_unicode", "load_hf_tokenizer_json", "ranks_from_vocab_merges"]
+
+# Bounds that keep a hostile file from costing unbounded time (every cut of every token is
+# checked: quadratic in a token's length) or memory (ids index tables). Llama 3: 128,256 ids,
+# tokens of at most 128 bytes.
+MAX_TOKEN_ID = 1 << 24
+MAX_TOKEN_CHARS = 1024
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -102,8 +109,13 @@ def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path
     tiktoken merges ANY two adjacent tokens whose concatenation is a token, lowest id first. So the
     merges must be exactly the set of all such cuts (no more, no fewer, no repeats), in id order.
     """
-    if not all(type(i) is int for i in vocab.values()) or len(set(vocab.values())) != len(vocab):
-        raise TokenizerFileError(f"{path}: model.vocab ids must be distinct integers")
+    if not all(type(i) is int and 0 <= i < MAX_TOKEN_ID for i in vocab.values()) or len(set(vocab.values())) != len(vocab):
+        raise TokenizerFileError(f"{path}: model.vocab ids must be distinct integers in [0, {MAX_TOKEN_ID})")
+    longest = max(vocab, key=len)
+    if len(longest) > MAX_TOKEN_CHARS:
+        raise TokenizerFileError(
+            f"{path}: token {longest[:40]!r}... has {len(longest)} characters; at most {MAX_TOKEN_CHARS}"
+        )
     lefts, rights = _merge_pairs(merges, path)
     try:
         results = [vocab.get(a + b, -1) for a, b in zip(lefts, rights)]
@@ -154,19 +166,26 @@ def ranks_from_vocab_merges(vocab: dict[str, int], merges: list[Any], path: Path
 
 def _pre_tokenizer_pattern(pre: Any, path: Path) -> str:
     """The split regex of the Llama-3 style pre-tokenizer: Split(regex, Isolated) then ByteLevel
-    without its own regex and without a prefix space."""
+    without its own regex and without a prefix space; the regex must be Llama 3's."""
     steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
+    steps = steps if isinstance(steps, list) else [steps]
     kinds = [s.get("type") if isinstance(s, dict) else None for s in steps]
     if kinds != ["Split", "ByteLevel"]:
         raise TokenizerFileError(
             f"{path}: pre_tokenizer is {kinds}; supported: Sequence[Split(regex), ByteLevel] (the Llama-3 layout)"
         )
     split, byte_level = steps
-    pattern = split.get("pattern", {}).get("Regex")
-    if not pattern or split.get("behavior") != "Isolated" or split.get("invert"):
+    pattern = split.get("pattern")
+    pattern = pattern.get("Regex") if isinstance(pattern, dict) else None
+    if not isinstance(pattern, str) or not pattern or split.get("behavior") != "Isolated" or split.get("invert"):
         raise TokenizerFileError(f"{path}: Split pre-tokenizer must be a Regex with behavior Isolated, invert false")
     if byte_level.get("add_prefix_space") or byte_level.get("use_regex", True):
         raise TokenizerFileError(f"{path}: ByteLevel pre-tokenizer must have add_prefix_space=false, use_regex=false")
+    if pattern != LLAMA3_PATTERN:
+        # tiktoken runs the regex in Rust and panics (an uncatchable PanicException) on a pattern
+        # that can match the empty string or exceeds its backtracking limit: only the pattern this
+        # reader is made for is run
+        raise TokenizerFileError(f"{path}: Split regex {reprlib.repr(pattern)} is not the Llama-3 pre-tokenizer pattern")
     return pattern
 
 
@@ -187,8 +206,8 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
             spec = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"tokenizer file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerFileError(f"{path}: not valid JSON ({e}); file damaged or truncated?") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit number, nesting too deep
+        raise TokenizerFileError(f"{path}: not valid JSON ({type(e).__name__}: {e}); file damaged or truncated?") from None
     model = spec.get("model") if isinstance(spec, dict) else None
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or "merges" not in model:
         raise TokenizerFileError(f"{path}: not a BPE tokenizer.json (model.type must be 'BPE' with vocab and merges)")
@@ -200,8 +219,10 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
     if not model.get("ignore_merges", False):
         # tiktoken returns a piece that is itself a token without merging; HF does so only here.
         raise TokenizerFileError(f"{path}: model.ignore_merges must be true (as in Llama 3) to match tiktoken")
-    if spec.get("normalizer") is not None:
-        raise TokenizerFileError(f"{path}: a normalizer ({spec['normalizer'].get('type')}) is not supported")
+    normalizer = spec.get("normalizer")
+    if normalizer is not None:
+        kind = normalizer.get("type") if isinstance(normalizer, dict) else type(normalizer).__name__
+        raise TokenizerFileError(f"{path}: a normalizer ({reprlib.repr(kind)}) is not supported")
     pattern = _pre_tokenizer_pattern(spec.get("pre_tokenizer"), path)
     vocab = model.get("vocab")
     if not isinstance(vocab, dict) or not vocab:
@@ -211,10 +232,15 @@ def _load(path: Path, bos_token: str, eos_token: str) -> BytePairTokenizer:
     special: dict[str, int] = {}
     always: list[str] = []
     rank_ids = set(ranks.values())
-    for entry in spec.get("added_tokens") or []:
-        content, tid = entry.get("content"), entry.get("id")
-        if not isinstance(content, str) or not isinstance(tid, int):
-            raise TokenizerFileError(f"{path}: malformed added token {entry!r}")
+    added = spec.get("added_tokens") or []
+    if not isinstance(added, list):
+        raise TokenizerFileError(f"{path}: added_tokens must be a list, got {type(added).__name__}")
+    for entry in added:
+        content, tid = (entry.get("content"), entry.get("id")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(content, str) or type(tid) is not int or not 0 <= tid < MAX_TOKEN_ID:
+            raise TokenizerFileError(
+                f"{path}: malformed added token {reprlib.repr(entry)}; expected content and an id in [0, {MAX_TOKEN_ID})"
+            )
         if any(entry.get(flag) for flag in ("lstrip", "rstrip", "single_word")):
             raise TokenizerFileError(f"{path}: added token {content!r} uses lstrip/rstrip/single_word, not supported")
         if tid in rank_ids:

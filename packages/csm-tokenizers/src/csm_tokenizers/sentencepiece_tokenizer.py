@@ -44,7 +44,7 @@ class SentencePieceTokenizer:
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.Load(str(path))
-        except (RuntimeError, OSError) as e:
+        except (RuntimeError, OSError, ValueError) as e:  # ValueError: the library's UnicodeDecodeError for a bad piece
             raise TokenizerFileError(
                 f"{path}: not a readable SentencePiece model ({e}); file damaged or truncated?"
             ) from None

@@ -66,8 +66,8 @@ def tensor_names(path: str | Path) -> set[str]:
     path = Path(path)
     if path.name.endswith(".index.json"):
         try:
-            return set(json.loads(path.read_text())["weight_map"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            return set(json.loads(path.read_bytes())["weight_map"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise CheckpointError(f"{path}: unreadable index ({e})") from None
     if path.suffix == ".safetensors":
         return set(read_safetensors_header(path)[0])
@@ -119,9 +119,9 @@ def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable config ({e})") from None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
+        raise CheckpointError(f"{path}: unreadable config ({type(e).__name__}: {e})") from None
 
 
 def load_csm_checkpoint(

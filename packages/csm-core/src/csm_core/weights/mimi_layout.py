@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ..config import MimiConfig
+from ..config import ConfigError, MimiConfig
 from .errors import CheckpointError
 from .mimi_shapes import mimi_convtr_indices
 from .rope_permute import half_to_interleaved, interleaved_to_half
@@ -197,9 +197,26 @@ def mimi_canonical_to_hf(weights: Mapping[str, np.ndarray], cfg: MimiConfig, *, 
 
 def mimi_config_from_hf(data: Mapping, source: str = "config") -> MimiConfig:
     """A MimiConfig from a Hugging Face `MimiConfig` dict (kyutai/mimi config.json or a CSM `codec_config`)."""
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{source}: a Mimi config must be a JSON object, got {type(data).__name__}")
+    try:
+        return _mimi_config_from_hf(data, source)
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: bad Mimi config value ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _mimi_config_from_hf(data: Mapping, source: str) -> MimiConfig:
     rope = data.get("rope_parameters") or {}
+    if not isinstance(rope, Mapping):
+        raise CheckpointError(f"{source}: rope_parameters must be an object, got {type(rope).__name__}")
     try:
         hidden, heads = int(data.get("hidden_size", 512)), int(data.get("num_attention_heads", 8))
+        if hidden < 1 or heads < 1:
+            raise ValueError(f"hidden_size {hidden} and num_attention_heads {heads} must be >= 1")
         head_dim = data.get("head_dim") or hidden // heads
         kv = int(data.get("num_key_value_heads", heads))
         codebook_dim = data.get("codebook_dim", 256)  # HF: default 256, explicit None means hidden_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -30,6 +31,10 @@ __all__ = [
 
 # The reference implementation refuses headers above 100 MB; the CSM-1B header is ~20 kB.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# numpy's limits, checked here so that a shape an array cannot have is a CheckpointError (a
+# zero-element tensor needs no bytes, so its other dimensions are not bounded by the file size).
+MAX_DIMS = 32
+MAX_DIM = 1 << 48
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, dict], dict[str, str], int]:
@@ -62,8 +67,8 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, dict], dict[str
         raise CheckpointError(f"{path}: is a directory, expected a .safetensors file") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt safetensors header (not UTF-8 JSON: {e})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit number, nesting too deep
+        raise CheckpointError(f"{path}: corrupt safetensors header (not UTF-8 JSON: {type(e).__name__}: {e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (JSON {type(header).__name__}, expected an object)")
 
@@ -82,8 +87,14 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, dict], dict[str
         if dtype is None:
             raise CheckpointError(f"{where}: unknown dtype {info['dtype']!r}; supported: {sorted(SAFETENSORS_DTYPES)}")
         shape, offsets = info["shape"], info["data_offsets"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise CheckpointError(f"{where}: shape must be a list of non-negative ints, found {shape!r}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)
+        ):
+            raise CheckpointError(
+                f"{where}: shape must be a list of at most {MAX_DIMS} ints in [0, 2^48], found {reprlib.repr(shape)}"
+            )
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -159,14 +170,14 @@ def read_safetensors_index(index_path: str | Path, *, mmap: bool = True) -> tupl
         index = json.loads(index_path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{index_path}: index file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{index_path}: not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{index_path}: not valid JSON ({type(e).__name__}: {e})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointError(f"{index_path}: no 'weight_map' object mapping tensor names to shard files")
     by_shard: dict[str, set[str]] = {}
     for name, shard in weight_map.items():
-        if Path(shard).name != shard:
+        if Path(shard).name != shard or "\0" in shard:
             raise CheckpointError(f"{index_path}: shard name {shard!r} for {name!r} must be a plain file name")
         by_shard.setdefault(shard, set()).add(name)
     for shard, names in sorted(by_shard.items()):
@@ -183,7 +194,8 @@ def read_safetensors_index(index_path: str | Path, *, mmap: bool = True) -> tupl
             raise CheckpointError(f"{shard_path}: holds tensors the index does not list: {extra[:8]}")
         tensors, _ = read_safetensors(shard_path, mmap=mmap)
         out.update(tensors)
-    return out, dict(index.get("metadata") or {})
+    metadata = index.get("metadata") or {}
+    return out, dict(metadata) if isinstance(metadata, dict) else {}
 
 
 def save_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:

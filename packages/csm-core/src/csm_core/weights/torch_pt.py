@@ -9,6 +9,11 @@ We unpickle with a restricted `Unpickler` whose `find_class` hands out numpy sta
 handful of torch/collections globals and refuses every other global by name, so no code from
 the file ever runs. Storages are memory-mapped where the zip stores them uncompressed (torch
 always does).
+
+Memory is bounded by the file: the pickle's opcodes are scanned before unpickling (a memo index
+or a length it names must fit the pickle), a compressed record may expand at most as deflate can
+(other compressions, which torch never writes, are refused), and a tensor view may not hold more
+elements than its storage (a stride-0 view of 10^12 elements is refused, not copied).
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import collections
 import io
 import math
 import pickle
+import pickletools
+import reprlib
 import struct
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,6 +89,8 @@ def _view(storage: _Storage, offset: int, size, stride) -> np.ndarray:
         raise CheckpointError(f"{where}: invalid tensor view offset={offset} size={size} stride={stride}")
     if math.prod(size) == 0:
         return np.zeros(size, dtype=storage.dtype)
+    if math.prod(size) > storage.numel:
+        raise CheckpointError(f"{where}: tensor view size={size} stride={stride} has more elements than its storage")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.numel:
         raise CheckpointError(f"{where}: tensor view offset={offset} size={size} stride={stride} reads past the end")
@@ -92,6 +102,11 @@ def _view(storage: _Storage, offset: int, size, stride) -> np.ndarray:
     view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=[s * item for s in stride], writeable=False)
     return np.ascontiguousarray(view)
 
+
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
+               NotImplementedError, OverflowError, UnicodeDecodeError, zlib.error)  # fmt: skip
+_MAX_DEFLATE_RATIO = 1032  # the most deflate can expand (258-byte matches of 2 bits)
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
 
 _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -120,9 +135,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise CheckpointError(f"{self.archive.path}: unsupported persistent id {pid!r:.120}")
+            raise CheckpointError(f"{self.archive.path}: unsupported persistent id {reprlib.repr(pid)}")
         _, stype, key, _location, numel = pid
-        return self.archive.storage(str(key), stype.dtype, int(numel))
+        if not isinstance(numel, int) or numel < 0:
+            raise CheckpointError(f"{self.archive.path}: storage {reprlib.repr(key)} has {reprlib.repr(numel)} elements")
+        return self.archive.storage(str(key), stype.dtype, numel)
 
 
 class _Archive:
@@ -134,24 +151,35 @@ class _Archive:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise CheckpointError(f"{path}: file not found") from None
-        except zipfile.BadZipFile:
+        except _ZIP_ERRORS as e:
             raise CheckpointError(
                 f"{path}: not a zip-format PyTorch checkpoint (truncated, corrupt, or the legacy pre-1.6 "
-                "torch.save format, which is not supported: re-save it with a current torch)"
+                f"torch.save format, which is not supported: re-save it with a current torch) ({type(e).__name__}: {e})"
             ) from None
         pkls = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
             raise CheckpointError(f"{path}: expected one '<root>/data.pkl' record in the zip, found {pkls or 'none'}")
         self.root = pkls[0][: -len("data.pkl")]
-        order = self._read(self.root + "byteorder").decode().strip() if self.root + "byteorder" in self.zip.namelist() else "little"
-        self.swap = order != sys.byteorder
+        order = b"little"
+        if self.root + "byteorder" in self.zip.namelist():
+            order = self._read(self.root + "byteorder").strip()
+        if order not in (b"little", b"big"):
+            raise CheckpointError(f"{path}: byteorder record says {order[:40]!r}, expected 'little' or 'big'")
+        self.swap = order.decode() != sys.byteorder
         self.storages: dict[str, _Storage] = {}
 
     def _read(self, name: str) -> bytes:
+        info = self.zip.getinfo(name)
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(f"{self.path}: record {name!r} uses zip compression {info.compress_type}; "
+                                  "torch writes records stored or deflated")  # fmt: skip
+        if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024:
+            raise CheckpointError(f"{self.path}: record {name!r} claims {info.file_size} bytes from "
+                                  f"{info.compress_size} compressed, more than deflate can expand")  # fmt: skip
         try:
             return self.zip.read(name)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC mismatch, truncated record
-            raise CheckpointError(f"{self.path}: record {name!r} is unreadable ({e})") from None
+        except _ZIP_ERRORS as e:  # CRC mismatch, truncated record, encrypted, bad deflate stream
+            raise CheckpointError(f"{self.path}: record {name!r} is unreadable ({type(e).__name__}: {e})") from None
 
     def pickle_bytes(self) -> bytes:
         return self._read(self.root + "data.pkl")
@@ -193,16 +221,34 @@ class _Archive:
         return info.header_offset + 30 + name_len + extra_len
 
 
+def _check_pickle(data: bytes, path: Path) -> None:
+    """Scan the opcodes before unpickling: every length and memo index must fit the pickle, so
+    the unpickler never allocates for a size the file merely claims."""
+    limit = len(data)
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in _MEMO_OPS and (not isinstance(arg, int) or not 0 <= arg <= limit):
+                raise CheckpointError(f"{path}: data.pkl {op.name} names memo slot {reprlib.repr(arg)}, the pickle is {limit} bytes")
+            if op.name == "FRAME" and arg > limit:
+                raise CheckpointError(f"{path}: data.pkl frame of {arg} bytes in a {limit}-byte pickle")
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pickletools raises ValueError and others for a bad stream
+        raise CheckpointError(f"{path}: corrupt data.pkl ({type(e).__name__}: {e})") from None
+
+
 def load_torch_pickle(path: str | Path) -> Any:
     """Unpickle a zip `.pt` file safely: the object tree with tensors as numpy arrays."""
     path = Path(path)
     archive = _Archive(path)
     try:
-        return _RestrictedUnpickler(io.BytesIO(archive.pickle_bytes()), archive).load()
+        data = archive.pickle_bytes()
+        _check_pickle(data, path)
+        return _RestrictedUnpickler(io.BytesIO(data), archive).load()
     except CheckpointError:
         raise
     except Exception as e:  # a malformed pickle stream
-        raise CheckpointError(f"{path}: corrupt data.pkl ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: corrupt data.pkl ({type(e).__name__}: {str(e)[:200]})") from None
     finally:
         archive.zip.close()  # every storage was mapped or read while unpickling
 
@@ -221,8 +267,9 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
         for key in _NESTED_KEYS:
             if is_state_dict(obj.get(key)):
                 return dict(obj[key])
+        keys = sorted(k if isinstance(k, str) else f"<{type(k).__name__}>" for k in obj)
         raise CheckpointError(
-            f"{path}: no state dict found: top-level keys {sorted(map(str, obj))[:12]} are not all tensors, "
+            f"{path}: no state dict found: top-level keys {keys[:12]} are not all tensors, "
             f"and none of {list(_NESTED_KEYS)} holds a dict of tensors"
         )
     raise CheckpointError(f"{path}: checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
