@@ -39,7 +39,10 @@ CSM_1B_KEY = [212, 211, 146, 56, 201]
 
 
 def import_silentcipher():
-    """The silentcipher package, with stubs for the import-only modules that are missing."""
+    """The silentcipher package, with stubs for the import-only modules that are missing. The
+    stubs leave sys.modules once it is imported: other packages (transformers) probe for librosa
+    and must not find a module without a spec."""
+    stubbed = []
     for name in ("librosa", "pydub"):
         try:
             __import__(name)
@@ -48,9 +51,13 @@ def import_silentcipher():
             if name == "pydub":
                 stub.AudioSegment = None
             sys.modules[name] = stub
-    import silentcipher
-    import silentcipher.server
-
+            stubbed.append(name)
+    try:
+        import silentcipher
+        import silentcipher.server
+    finally:
+        for name in stubbed:
+            sys.modules.pop(name, None)
     return silentcipher
 
 
