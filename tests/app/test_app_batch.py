@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,16 +232,22 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tiny_m
     assert len(want) == 12
     out = tmp_path / "killed"
     rng = random.Random(1234)
-    kills = 0
-    for _ in range(6):
+    kills, scale = 0, 0.9
+    for _ in range(8):
         p = _run_batch(requests, out, tiny_model, sampling)
-        time.sleep(rng.uniform(0.3, 0.9) * whole)
-        if p.poll() is not None:
-            break
+        time.sleep(rng.uniform(0.2, 1.0) * scale * whole)
+        if p.poll() is not None:  # it finished first: with no kill yet, start over sooner
+            if kills:
+                break
+            shutil.rmtree(out, ignore_errors=True)
+            scale /= 2
+            continue
         p.send_signal(signal.SIGKILL)
         p.wait()
         kills += 1
         _check_invariants(out)
+        if kills == 4:
+            break
     p = _run_batch(requests, out, tiny_model, sampling)
     assert p.wait(timeout=600) == 0, p.stderr.read().decode()
     assert kills >= 1
