@@ -168,9 +168,8 @@ def split_validation(examples: list, fraction: float, seed: int) -> tuple[list, 
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
     n = len(examples)
     n_val = 0 if fraction == 0 or n < 2 else max(1, round(fraction * n))
-    order = np.random.default_rng(seed).permutation(n)
-    val = sorted(order[:n_val].tolist())
-    return [examples[i] for i in range(n) if i not in set(val)], [examples[i] for i in val]
+    val = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
 def _load_weights(files):
