@@ -22,7 +22,6 @@ def test_exponential_race_with_injected_noise_matches_numpy():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 2051)).astype(np.float32)
     q = rng.exponential(size=logits.shape).astype(np.float32)
-    p = SamplingParams(temperature=0.7, topk=40)
     probs_ref = ref.softmax(ref.topk_mask(ref.mask_undecodable(logits, 2048) / np.float32(0.7), 40))
     masked = sampling.prepare_logits(mx.array(logits), mx.array([2048] * 4))
     probs = mx.softmax(sampling.topk_mask(masked / 0.7, 40), axis=-1)

@@ -31,7 +31,8 @@ __all__ = ["MlxBackend"]
 
 
 class MlxBackend:
-    """FrameModel on MLX. Build with ``MlxBackend(config, weights)`` (a canonical dict) or ``MlxBackend.load(path)``."""
+    """FrameModel and SlotModel on MLX. Build with ``MlxBackend(config, weights)`` (a canonical dict) or
+    ``MlxBackend.load(path)``. ``reset()`` selects the FrameModel path, ``open_slots()`` the slots."""
 
     # ---- the backend contract (csm_core.protocols.BackendClass): what the app reads ----
     name = "mlx"

@@ -163,9 +163,10 @@ class MlxMimiBatchStreamingDecoder:
     """Streams in `rows` rows decoded together: ``decode(rows, codes [n, K, f])`` → float32
     [n, f·1920], each row exactly what its own MlxMimiStreamingDecoder gives (to float rounding).
 
-    State per row (float32): the upsample and SEANet conv tails (~2k values per layer) and the
-    decoder transformer's last context − 1 keys/values (8 layers · 2 · 249 · 512 values, 8 MiB at
-    Mimi size). A call gathers the named rows' state, runs them as one batch and writes it back.
+    State per row (float32): the upsample and SEANet conv tails (a few thousand values per layer)
+    and the decoder transformer's last context − 1 keys/values (8 layers · 2 · 249 · 512 values,
+    about 8 MB at Mimi size). A call gathers the named rows' state, runs them as one batch and
+    writes it back (all rows in order: no gather).
     """
 
     def __init__(self, model: MlxMimi, rows: int):
