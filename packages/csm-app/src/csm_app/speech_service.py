@@ -28,13 +28,12 @@ import numpy as np
 
 from csm_core import Segment
 from csm_core.options import GenerationOptions, OptionError
-from csm_core.scheduler import QueueFullError, Scheduler
-from csm_core.slots import FrameModelSlots
+from csm_core.scheduler import QueueFullError
 
 from .voices import Voice, VoiceError, VoiceStore, check_name
 from .watermarks import is_whole_clip
 
-__all__ = ["SpeechService", "Stream", "ServiceBusy", "ServiceClosed", "GenerationFailed", "slot_model", "Voice"]
+__all__ = ["SpeechService", "Stream", "ServiceBusy", "ServiceClosed", "GenerationFailed", "Voice"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,29 +55,6 @@ class ServiceClosed(RuntimeError):
 
 class GenerationFailed(RuntimeError):
     """The model or codec failed while this request ran; `__cause__` is the original error."""
-
-
-def slot_model(model):
-    """The model as a csm_core SlotModel: itself where it is one, else FrameModelSlots over
-    instances that share its weights (one per slot; cpu and mlx know how to make them)."""
-    if hasattr(model, "open_slots"):
-        return model
-    spare = [model]
-
-    def make():
-        return spare.pop() if spare else _sibling(model)
-
-    return FrameModelSlots(make)
-
-
-def _sibling(model):
-    """Another instance of `model` on the same weights, with caches of its own."""
-    name = getattr(model, "name", type(model).__name__)
-    if name == "cpu" and hasattr(model, "_weights"):
-        return type(model)(model.config, quant=model.quant, threads=model.threads, _prepared=model._weights)
-    if name == "mlx" and hasattr(model, "model"):
-        return type(model)(model.config, model=model.model, compile=getattr(model, "compiled", None))
-    raise ValueError(f"the {name} backend is not a SlotModel and cannot share its weights: serve it with --slots 1")
 
 
 class _End:
@@ -210,10 +186,8 @@ class SpeechService:
         self.sample_rate = int(tts.sample_rate)
         self.defaults = defaults or GenerationOptions()
         self.max_audio_ms_limit = max_audio_ms_limit
-        self.scheduler = Scheduler(
-            slot_model(tts.model), tts.tokenizer, tts.codec,
-            slots=slots, chunk_frames=chunk_frames, max_waiting=max_waiting, prefill_rows=prefill_rows,
-        )  # fmt: skip
+        # the facade's scheduler: the backend's own slots (a backend that is not a SlotModel runs one slot)
+        self.scheduler = tts.scheduler(slots, chunk_frames=chunk_frames, prefill_rows=prefill_rows, max_waiting=max_waiting)
         self.voices = VoiceStore(data_dir, voices)
         self.admitting = True
         self.frames_total = 0
