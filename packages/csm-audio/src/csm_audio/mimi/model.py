@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from csm_core.codec_inputs import check_audio, check_codes, check_num_codebooks
 from csm_core.config import MimiConfig, mimi
 from csm_core.weights import mimi_config_beside
 
@@ -138,45 +139,15 @@ class Mimi:
     def streaming_encoder(self, num_codebooks: int | None = None) -> "MimiStreamingEncoder":
         return MimiStreamingEncoder(self, num_codebooks)
 
-    # ---- input checks at the boundary ----
+    # ---- input checks at the boundary (shared with every Mimi: csm_core.codec_inputs) ----
     def _check_num_codebooks(self, k: int | None) -> int:
-        k = self.num_codebooks if k is None else k
-        if isinstance(k, bool) or int(k) != k or not 1 <= k <= self.num_codebooks:
-            raise ValueError(f"num_codebooks must be an integer from 1 to {self.num_codebooks}, got {k!r}")
-        return int(k)
+        return check_num_codebooks(k, self.num_codebooks)
 
     def _check_audio(self, audio: Any) -> np.ndarray:
-        a = np.asarray(audio)
-        if a.ndim == 2 and 1 in a.shape:
-            a = a.reshape(-1)
-        if a.ndim != 1:
-            raise ValueError(f"audio must be 1-D mono samples at {self.sample_rate} Hz, got shape {a.shape}")
-        if a.size == 0:
-            raise ValueError("audio is empty (0 samples); nothing to encode")
-        if a.dtype.kind != "f":
-            hint = " (integer PCM? divide by 32768 first)" if a.dtype.kind in "iu" else ""
-            raise ValueError(f"audio must be float samples in [-1, 1], got dtype {a.dtype}{hint}")
-        a = a.astype(np.float32)
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise ValueError(f"audio holds {int(bad.sum())} NaN/inf samples (first at index {int(np.argmax(bad))})")
-        return a
+        return check_audio(audio, self.sample_rate)
 
     def _check_codes(self, codes: Any) -> np.ndarray:
-        c = np.asarray(codes)
-        if c.ndim != 2:
-            raise ValueError(f"codes must be a 2-D array [num_codebooks, frames], got shape {c.shape}")
-        if c.dtype.kind not in "iu":
-            raise ValueError(f"codes must be integers, got dtype {c.dtype}")
-        if not 1 <= c.shape[0] <= self.num_codebooks:
-            raise ValueError(f"codes have {c.shape[0]} codebooks (shape {c.shape}); expected 1 to {self.num_codebooks}")
-        if c.size and (c.min() < 0 or c.max() >= self.codebook_size):
-            bad = (c < 0) | (c >= self.codebook_size)
-            k, t = np.argwhere(bad)[0]
-            raise ValueError(
-                f"code {int(c[k, t])} at codebook {k}, frame {t} is out of range [0, {self.codebook_size})"
-            )
-        return c.astype(np.int64)
+        return check_codes(codes, self.num_codebooks, self.codebook_size)
 
 
 class MimiStreamingDecoder:
