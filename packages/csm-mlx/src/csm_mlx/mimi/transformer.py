@@ -77,12 +77,8 @@ class Transformer:
         """The next n steps x [1, n, d] → ([1, n, d], new state)."""
         new = TransformerState(offset=state.offset + x.shape[1])
         for i, layer in enumerate(self.layers):
-            h = mx.fast.layer_norm(x, *layer.norm1, self.eps)
             past = (state.keys[i], state.values[i]) if state.keys else None
-            a, k, v = self._attention(layer, h, state.offset, past)
-            x = x + layer.ls1 * a
-            h = mx.fast.layer_norm(x, *layer.norm2, self.eps)
-            x = x + layer.ls2 * (gelu(h @ layer.linear1.T) @ layer.linear2.T)
+            x, k, v = self._block(layer, x, lambda h: self._attention(layer, h, state.offset, past))
             new.keys.append(k)
             new.values.append(v)
         return x, new
@@ -103,14 +99,18 @@ class Transformer:
         mask = mx.array((((delta >= 0) & (delta < self.context))[None] & young)[:, None])  # [R, 1, n, P+n]
         offsets = mx.array(state.offsets.astype(np.int32))
         for i, layer in enumerate(self.layers):
-            h = mx.fast.layer_norm(x, *layer.norm1, self.eps)
-            a, k, v = self._attention_rows(layer, h, offsets, state.keys[i], state.values[i], mask)
-            x = x + layer.ls1 * a
-            h = mx.fast.layer_norm(x, *layer.norm2, self.eps)
-            x = x + layer.ls2 * (gelu(h @ layer.linear1.T) @ layer.linear2.T)
+            attend = lambda h: self._attention_rows(layer, h, offsets, state.keys[i], state.values[i], mask)  # noqa: E731
+            x, k, v = self._block(layer, x, attend)
             new.keys.append(k)
             new.values.append(v)
         return x, new
+
+    def _block(self, layer: _Layer, x: mx.array, attend):
+        """One layer: x + attention (attend(normed x) → out, keys, values), then x + MLP."""
+        a, k, v = attend(mx.fast.layer_norm(x, *layer.norm1, self.eps))
+        x = x + layer.ls1 * a
+        h = mx.fast.layer_norm(x, *layer.norm2, self.eps)
+        return x + layer.ls2 * (gelu(h @ layer.linear1.T) @ layer.linear2.T), k, v
 
     def _attention_rows(self, layer: _Layer, h: mx.array, offsets: mx.array, pk: mx.array, pv: mx.array, mask: mx.array):
         R, n, d = h.shape
