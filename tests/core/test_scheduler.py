@@ -110,9 +110,31 @@ def test_cancel_stops_within_one_step_and_frees_the_slot(parts):
     assert not sched.step() and waiting.state == "cancelled"
 
 
-def test_audio_chunks_match_generator_streaming(parts):
+class EveryStepCodec(FakeCodec):
+    """FakeCodec whose batched decoder asks for every step's frames at once (as MLX's on a GPU
+    does), recording the frames of each call."""
+
+    def batch_streaming_decoder(self, rows):
+        from csm_core.scheduler import _PerRowDecoders
+
+        codec = self
+
+        class Decoder(_PerRowDecoders):
+            decode_every_step = True
+
+            def decode(self, rows, codes):
+                codec.calls.append(codes.shape[2])
+                return super().decode(rows, codes)
+
+        self.calls = []
+        return Decoder(self, rows)
+
+
+@pytest.mark.parametrize("codec", [FakeCodec, EveryStepCodec])
+def test_audio_chunks_match_generator_streaming(parts, codec):
     cfg, w, tz, ctx, target = parts
-    sched, _ = make(parts, slots=2, chunk_frames=3)
+    model = Recording(lambda: CSMReference(cfg, w))
+    sched = Scheduler(model, tz, codec(), slots=2, chunk_frames=3)
     job = sched.submit(target, 0, ctx, seed=11, max_audio_ms=8 * FRAME_MS)
     other = sched.submit("Other.", 1, seed=12, max_audio_ms=5 * FRAME_MS)
     chunks = list(sched.audio(job))
@@ -124,6 +146,8 @@ def test_audio_chunks_match_generator_streaming(parts):
     assert job.stats.time_to_first_audio_s is not None
     sched.run()
     assert other.done and other.error is None
+    if codec is EveryStepCodec:  # one frame per call, one call per step that sampled
+        assert set(sched.codec.calls) == {1} and len(sched.codec.calls) == sched.steps
 
 
 def test_bad_requests_are_refused_at_submit_and_disturb_nothing(parts):

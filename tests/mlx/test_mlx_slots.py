@@ -313,8 +313,9 @@ def test_slot_cache_is_allocated_once_for_the_window(tiny):
 
 
 def test_sparse_slots_and_joiners_padded_together(tiny, monkeypatch):
-    """Running slots far apart (their rows are gathered, not sliced) and two prompts joining in the
-    same step with different chunk lengths (one call, the shorter right-padded)."""
+    """Running slots far apart and two prompts joining in the same step with different chunk
+    lengths (one call, the shorter right-padded), at the bucketed shapes: one-row feeds over every
+    slot (sliced), prompt chunks gathered with rows and length rounded up to powers of two."""
     from csm_mlx.slots import SlotRows
 
     cfg, _, be = tiny
@@ -337,8 +338,8 @@ def test_sparse_slots_and_joiners_padded_together(tiny, monkeypatch):
     single = MlxBackend(cfg, model=be.model)
     for r, g in zip(reqs, got):
         np.testing.assert_array_equal(g, alone(single, r))
-    assert ("gathered", 2, 1) in modes  # slots 0 and 5 decoding alone
-    assert ("gathered", 2, 9) in modes  # slots 1 and 3 joining: 9 and 5 rows in one call
+    assert ("sliced", be.slots, 1) in modes  # slots 0 and 5 decoding alone: all slots' rows
+    assert ("gathered", 2, 16) in modes  # slots 1 and 3 joining: 9 and 5 rows in one call of 16
 
 
 ON_GPU = mx.default_device().type == mx.gpu

@@ -222,7 +222,11 @@ class StreamingDecoder(Protocol):
 @runtime_checkable
 class BatchStreamingDecoder(Protocol):
     """Several independent streaming decodes advanced together (each weight read once per call for
-    all rows); each row's output equals its own `StreamingDecoder` on the same codes."""
+    all rows); each row's output equals its own `StreamingDecoder` on the same codes.
+
+    Optional attribute ``decode_every_step`` (default False): True where a call costs about the
+    same whatever rows and frames it holds (a GPU decoder running every row at one compiled
+    shape); the scheduler then decodes each step's new frames at once, one frame per call."""
 
     rows: int
 

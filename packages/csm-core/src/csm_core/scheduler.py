@@ -16,6 +16,9 @@ Every request has its own options and random stream: a seeded request gives the 
 (`Generator.generate`) or in any batch; a request without a seed gets a fresh random one. Audio is
 decoded per request by one batched streaming decoder (`codec.batch_streaming_decoder`, else one
 streaming decoder per slot), in chunks of `chunk_frames` frames, as `Generator.stream_audio` does.
+Where the decoder says `decode_every_step` (a call costs the same for any rows: the MLX one on a
+GPU), each step's new frames are decoded at once, one frame per call, and the audio is held back
+until a chunk is complete — one decoder call of one shape per step instead of one per chunk length.
 
 No threads of its own: `submit`, `cancel` and the job queries are safe from other threads while one
 thread calls `step()`; a job's `listener` (if set) is called from the stepping thread on new output.
@@ -85,6 +88,8 @@ class Job:
     _last: np.ndarray | None = field(default=None, repr=False)  # frame to feed next, int64 [K]
     _sentence_frames: list[np.ndarray] = field(default_factory=list, repr=False)
     _pending: list[np.ndarray] = field(default_factory=list, repr=False)  # frames not yet decoded
+    _decoded: list[np.ndarray] = field(default_factory=list, repr=False)  # audio of a chunk not yet complete
+    _decoded_frames: int = 0
     _audio: deque = field(default_factory=deque, repr=False)
     _audio_all: list[np.ndarray] = field(default_factory=list, repr=False)
     _cancel: bool = False
@@ -401,19 +406,20 @@ class Scheduler:
 
     def _decode_audio(self, ended: list[Job]) -> None:
         """Decode every job with a full chunk pending (and the rest of those whose last sentence
-        ended), batched by chunk length: one decoder call per distinct length."""
+        ended), batched by chunk length: one decoder call per distinct length. With a
+        `decode_every_step` decoder, every pending frame now (one call), delivered by chunks."""
         if self._decoder is None:
             for job in self._running:
                 if job is not None:
                     job._pending.clear()
             return
         finishing = {id(j) for j in ended if j._sentence + 1 >= len(j._sentences)}
+        every_step = getattr(self._decoder, "decode_every_step", False)
         groups: dict[int, list[Job]] = {}
         for job in self._running:
             if job is None or not job._pending:
                 continue
-            want = self.chunk_frames if job._audio_all else self.first_chunk_frames
-            if len(job._pending) >= want or id(job) in finishing:
+            if every_step or len(job._pending) + job._decoded_frames >= self._chunk_wanted(job) or id(job) in finishing:
                 groups.setdefault(len(job._pending), []).append(job)
         for n, jobs in groups.items():
             codes = np.stack([np.stack(j._pending, axis=1) for j in jobs])  # [n_jobs, K, n]
@@ -424,11 +430,20 @@ class Scheduler:
                     self._fail(j, e)
                 raise
             for j, chunk in zip(jobs, audio):
+                j._decoded.append(chunk)
+                j._decoded_frames += len(j._pending)
                 j._pending.clear()
-                j._audio.append(chunk)
-                j._audio_all.append(chunk)
-                if j.stats.time_to_first_audio_s is None:
-                    j.stats.time_to_first_audio_s = j.stats._mark()
+        for job in self._running:
+            if job is not None and job._decoded and (job._decoded_frames >= self._chunk_wanted(job) or id(job) in finishing):
+                chunk = np.concatenate(job._decoded) if len(job._decoded) > 1 else job._decoded[0]
+                job._decoded, job._decoded_frames = [], 0
+                job._audio.append(chunk)
+                job._audio_all.append(chunk)
+                if job.stats.time_to_first_audio_s is None:
+                    job.stats.time_to_first_audio_s = job.stats._mark()
+
+    def _chunk_wanted(self, job: Job) -> int:
+        return self.chunk_frames if job._audio_all else self.first_chunk_frames
 
     def _release(self, job: Job, state: str) -> None:
         if job._slot is not None and self._running[job._slot] is job:

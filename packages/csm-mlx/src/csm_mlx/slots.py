@@ -123,14 +123,20 @@ class SlotRows:
     def plan(self, st: _Step, group: np.ndarray) -> tuple[SlotPlan, mx.array, mx.array, mx.array, np.ndarray]:
         """A backbone call over the feeds `group` (indices into st, distinct slots): the plan,
         tokens int32 / mask bool [M, S, K+1], the attention mask bool [M, 1, S, L], and for each of
-        the group's feeds its last row's flat index into the call's [M·S] outputs."""
+        the group's feeds its last row's flat index into the call's [M·S] outputs.
+
+        The call's shape is bucketed so that a few shapes serve every step (a GPU builds its
+        kernels and attention plans per shape; a shape new at every step costs more than the step):
+        one-row feeds run over all slots (M = slots, the idle ones as dummy rows), prompt chunks
+        over M and S rounded up to powers of two (dummy rows repeat a slot, padding rows are
+        neither written nor sampled), and attention over L rounded up to a multiple of 128."""
         slots, starts, lens = st.slots[group], st.starts[group], st.lens[group]
         S, m = int(lens.max()), len(group)
-        lo, hi = int(slots.min()), int(slots.max()) + 1
-        ranged = hi - lo == m or (S == 1 and hi - lo <= 2 * m)  # a slice of the cache, few dummy rows
-        rows = slots - lo if ranged else np.arange(m)
-        M = hi - lo if ranged else m
-        L = int((starts + lens).max())
+        if S == 1:
+            lo, hi, rows, M = 0, self.slots, slots, self.slots
+        else:
+            S, M, rows = _pow2(S), _pow2(m), np.arange(m)
+        L = min(self.window, -(-int((starts + lens).max()) // _L_STEP) * _L_STEP)
         within = _within(lens)
         r, src = np.repeat(rows, lens), np.repeat(st.first[group], lens) + within
         tokens = np.zeros((M, S, st.tokens.shape[1]), np.int32)
@@ -145,11 +151,13 @@ class SlotRows:
         k = np.arange(L)
         allowed = (k <= q[:, :, None]) & (vrows[:, None, :] | (k == q[:, :, None]))  # [M, S, L]
         select = None if r.size == M * S else mx.array((r * S + within).astype(np.int32))
-        plan = SlotPlan(
-            mx.array(offset), mx.array(np.repeat(slots, lens).astype(np.int32)),
-            mx.array((np.repeat(starts, lens) + within).astype(np.int32)), select, L,
-            lo=lo if ranged else None, hi=hi if ranged else None, rows=None if ranged else mx.array(slots.astype(np.int32)),
-        )
+        write = (mx.array(np.repeat(slots, lens).astype(np.int32)), mx.array((np.repeat(starts, lens) + within).astype(np.int32)))
+        if S == 1:
+            plan = SlotPlan(mx.array(offset), *write, select, L, lo=lo, hi=hi)
+        else:
+            gather = np.full(M, slots[0], np.int32)  # dummy rows read the first row's slot
+            gather[:m] = slots
+            plan = SlotPlan(mx.array(offset), *write, select, L, rows=mx.array(gather))
         return plan, mx.array(tokens), mx.array(mask), mx.array(allowed[:, None]), rows * S + lens - 1
 
     def frame_keys(self, st: _Step) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +167,13 @@ class SlotRows:
 
     def advance(self, st: _Step) -> None:
         self.counters[st.slots[st.sampled]] += 1
+
+
+_L_STEP = 128  # attention spans are rounded up to a multiple of this
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _within(lens: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ call for all rows). Each call builds one lazy graph and evaluates it once.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -163,30 +164,39 @@ class MlxMimiBatchStreamingDecoder:
     """Streams in `rows` rows decoded together: ``decode(rows, codes [n, K, f])`` → float32
     [n, f·1920], each row exactly what its own MlxMimiStreamingDecoder gives (to float rounding).
 
+    Every call runs all `rows` rows, one fixed shape whatever subset is named: the rows not named
+    are fed zeros and keep their state (``mx.where`` on the new state), so a call costs the same for
+    any subset and, on a GPU, one compiled graph per chunk length serves every call
+    (``decode_every_step``: the scheduler then decodes each step's new frames at once). Gathering
+    and scattering the named rows' state instead cost more than the whole batch on an H200.
+
     State per row (float32): the upsample and SEANet conv tails (a few thousand values per layer)
     and the decoder transformer's last context − 1 keys/values (8 layers · 2 · 249 · 512 values,
-    about 8 MB at Mimi size). A call gathers the named rows' state, runs them as one batch and
-    writes it back (all rows in order: no gather).
+    about 8 MB at Mimi size).
     """
 
-    def __init__(self, model: MlxMimi, rows: int):
+    decode_every_step = True
+
+    def __init__(self, model: MlxMimi, rows: int, compile: bool | None = None):
         if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
             raise ValueError(f"rows must be an integer >= 1, got {rows!r}")
         self.model, self.rows = model, int(rows)
+        self.compiled = (mx.default_device().type == mx.gpu) if compile is None else bool(compile)
         self._up = model.upsample.init_state(self.rows)
         self._seanet = model.decoder.init_state(self.rows)
         self._tr = model.decoder_transformer.init_rows_state(self.rows)
+        self._fns: dict[tuple[int, bool], Any] = {}
         mx.eval(self._arrays())
 
     def _arrays(self) -> list[mx.array]:
-        """Every state array (rows first); empty ones (kernel-1 convs keep no tail) are left out:
-        MLX cannot gather from or scatter into them."""
-        return [a for a in [self._up, *_leaves(self._seanet), *self._tr.keys, *self._tr.values] if a.size]
+        """Every state array, rows first, in one fixed order."""
+        return [self._up, *_leaves(self._seanet), *self._tr.keys, *self._tr.values]
 
     def reset_row(self, row: int) -> None:
         row = self._check_rows([row])[0]
         for a in self._arrays():
-            a[row] = 0
+            if a.size:
+                a[row] = 0
         self._tr.offsets[row] = 0
 
     def frames(self, row: int) -> int:
@@ -201,26 +211,47 @@ class MlxMimiBatchStreamingDecoder:
         if c.ndim != 3 or c.shape[0] != len(rows):
             raise ValueError(f"codes must be an integer array [n={len(rows)} rows, num_codebooks, frames], got shape {c.shape}")
         c = np.stack([m._check_codes(c[i]) for i in range(len(rows))])  # [n, K, f] int32
-        if c.shape[2] == 0:
+        f = c.shape[2]
+        if f == 0:
             return np.zeros((len(rows), 0), np.float32)
-        every = rows == list(range(self.rows))
-        idx = None if every else mx.array(np.array(rows, np.int32))
-        n = len(rows)
-        take = (lambda a: a) if every else (lambda a: a[idx] if a.size else mx.zeros((n, *a.shape[1:]), a.dtype))  # noqa: E731
-        tr = RowsState(self._tr.offsets[rows], [take(a) for a in self._tr.keys], [take(a) for a in self._tr.values])
-        z = m.quantizer.decode(mx.array(c.transpose(1, 0, 2)))  # [n, f, d] at 12.5 Hz
-        x, up = m.upsample.step(z, take(self._up))  # [n, 2f, d]
-        x, tr = m.decoder_transformer.step_rows(x, tr)
-        y, seanet = m.decoder.step(x, _tree(take, self._seanet))  # [n, f·1920, 1]
+        every = len(rows) == self.rows
+        full = np.zeros((self.rows, *c.shape[1:]), np.int32)
+        full[rows] = c
+        active = np.zeros(self.rows, bool)
+        active[rows] = True
+        offsets = np.where(active, self._tr.offsets, 0)  # idle rows: any valid offset will do
+        mask, rope = m.decoder_transformer.rows_inputs(offsets, 2 * f)
+        fn = self._fns.get((f, every))
+        if fn is None:
+            fn = partial(self._advance, every)
+            fn = self._fns[(f, every)] = mx.compile(fn) if self.compiled else fn
+        y, *state = fn(mx.array(full.transpose(1, 0, 2)), mx.array(active), mask, rope, *self._arrays())
+        self._set_arrays(state)
+        self._tr.offsets[rows] += 2 * f
+        mx.eval(y, state)
+        return np.array(y[:, :, 0])[rows]
+
+    def _advance(self, every: bool, codes: mx.array, active: mx.array, mask: mx.array, rope: mx.array, *state: mx.array):
+        """All rows one chunk further: codes int32 [K, R, f] → (audio [R, f·1920, 1], *state);
+        unless `every`, the rows not `active` keep their state. Pure in its arrays (compiled on a GPU)."""
+        m, L = self.model, len(self._tr.keys)
+        up, seanet = state[0], _tree_from(self._seanet, list(state[1 : len(state) - 2 * L]))
+        keys, values = list(state[len(state) - 2 * L : len(state) - L]), list(state[len(state) - L :])
+        z = m.quantizer.decode(codes)  # [R, f, d] at 12.5 Hz
+        x, up = m.upsample.step(z, up)  # [R, 2f, d]
+        x, keys, values = m.decoder_transformer.step_rows_arrays(x, mask, rope, keys, values)
+        y, seanet = m.decoder.step(x, seanet)  # [R, f·1920, 1]
+        new = [up, *_leaves(seanet), *keys, *values]
         if every:
-            self._up, self._seanet, self._tr = up, seanet, tr
-        else:
-            parts = [a for a in [up, *_leaves(seanet), *tr.keys, *tr.values] if a.size]
-            for full, part in zip(self._arrays(), parts):
-                full[idx] = part
-            self._tr.offsets[rows] = tr.offsets
-        mx.eval(y, self._arrays())
-        return np.array(y[:, :, 0])
+            return (y, *new)
+        keep = lambda a, b: a if a.size == 0 else mx.where(active.reshape(-1, *([1] * (a.ndim - 1))), a, b)  # noqa: E731
+        return (y, *[keep(a, b) for a, b in zip(new, state)])
+
+    def _set_arrays(self, state: list[mx.array]) -> None:
+        L = len(self._tr.keys)
+        self._up = state[0]
+        self._seanet = _tree_from(self._seanet, list(state[1 : len(state) - 2 * L]))
+        self._tr.keys, self._tr.values = list(state[len(state) - 2 * L : len(state) - L]), list(state[len(state) - L :])
 
     def _check_rows(self, rows: Sequence[int]) -> list[int]:
         out = []
@@ -239,5 +270,6 @@ def _leaves(tree) -> list[mx.array]:
     return [a for t in tree for a in (_leaves(t) if isinstance(t, list) else [t])]
 
 
-def _tree(fn, tree):
-    return [_tree(fn, t) if isinstance(t, list) else fn(t) for t in tree]
+def _tree_from(shape, leaves: list):
+    """`leaves` (in `_leaves` order) as a nested list shaped like `shape`; consumes `leaves`."""
+    return [_tree_from(t, leaves) if isinstance(t, list) else leaves.pop(0) for t in shape]

@@ -90,20 +90,31 @@ class Transformer:
 
     def step_rows(self, x: mx.array, state: RowsState) -> tuple[mx.array, RowsState]:
         """The next n steps of each row's stream, x [R, n, d] → ([R, n, d], new state)."""
-        new = RowsState(state.offsets + x.shape[1], [], [])
-        P, n = self.context - 1, x.shape[1]
+        mask, offsets = self.rows_inputs(state.offsets, x.shape[1])
+        x, keys, values = self.step_rows_arrays(x, mask, offsets, state.keys, state.values)
+        return x, RowsState(state.offsets + x.shape[1], keys, values)
+
+    def rows_inputs(self, offsets: np.ndarray, n: int) -> tuple[mx.array, mx.array]:
+        """The host-side inputs of n steps for rows at `offsets` (int64 [R]): the attention mask
+        bool [R, 1, n, P + n] and the RoPE offsets int32 [R]."""
+        P = self.context - 1
         # query i sits at buffer index P + i; key j is visible iff 0 <= P + i − j < context and j
         # holds a step of this row (j >= P − offset)
         delta = (np.arange(n)[:, None] + P) - np.arange(P + n)[None, :]
-        young = np.arange(P + n)[None, None, :] >= (P - state.offsets)[:, None, None]
-        mask = mx.array((((delta >= 0) & (delta < self.context))[None] & young)[:, None])  # [R, 1, n, P+n]
-        offsets = mx.array(state.offsets.astype(np.int32))
+        young = np.arange(P + n)[None, None, :] >= (P - offsets)[:, None, None]
+        mask = mx.array((((delta >= 0) & (delta < self.context))[None] & young)[:, None])
+        return mask, mx.array(offsets.astype(np.int32))
+
+    def step_rows_arrays(self, x: mx.array, mask: mx.array, offsets: mx.array, keys: list[mx.array],
+                         values: list[mx.array]) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        """`step_rows` on arrays alone (a pure function: it can be compiled): → (x, keys, values)."""
+        new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            attend = lambda h: self._attention_rows(layer, h, offsets, state.keys[i], state.values[i], mask)  # noqa: E731
+            attend = lambda h: self._attention_rows(layer, h, offsets, keys[i], values[i], mask)  # noqa: E731
             x, k, v = self._block(layer, x, attend)
-            new.keys.append(k)
-            new.values.append(v)
-        return x, new
+            new_k.append(k)
+            new_v.append(v)
+        return x, new_k, new_v
 
     def _block(self, layer: _Layer, x: mx.array, attend):
         """One layer: x + attention (attend(normed x) → out, keys, values), then x + MLP."""
