@@ -14,7 +14,7 @@ from csm_core.protocols import SamplingParams, SlotFeed
 from csm_core.slots import check_slot_feeds
 
 from . import _engine
-from .features import ISA_BY_NAME, active_isa
+from .features import active_isa, uses_repacked
 from .gguf_io import release_pages
 from .quant import QTensor, check_format
 from .weights import engine_dims, prepare_weights
@@ -134,7 +134,7 @@ class CpuBackend:
             _prepared = prepare_weights(config, weights, quant, threads=self.threads)
         else:
             self.quant = quant
-        if active_isa() == ISA_BY_NAME["avx2"]:
+        if uses_repacked():
             _repack_in_place(_prepared)
         self._weights = _prepared
         self._dims = engine_dims(config)
