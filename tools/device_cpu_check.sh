@@ -33,15 +33,19 @@ tail -3 "$OUT/summary.txt"
 
 PATHS=$($PY -c "from csm_cpu.features import supported_isas; print(' '.join(supported_isas()))")
 log "paths runnable here: $PATHS"
-# tests needing soundfile/moshi are not in tests/cpu; the portable-subprocess test re-runs files (slow on portable: deselected)
+# nothing in tests/cpu needs soundfile or moshi; the *_in_a_subprocess tests re-run files: deselected (done here)
 PYTEST="$PY -m pytest -q -p no:cacheprovider"
 log "kernel twin tests (every path through the isa fixture; avx512 vs avx2 bit-identity)"
 timeout 300 $PYTEST tests/cpu/test_matvec.py tests/cpu/test_ops.py tests/cpu/test_mimi_kernels.py tests/cpu/test_kernel_boundaries.py \
   -rs >"$OUT/test_kernels.log" 2>&1; log "kernel tests rc=$? $(tail -1 "$OUT/test_kernels.log")"
 for isa in $PATHS; do
-  [ "$isa" = portable ] && sel=(tests/cpu/test_backend.py tests/cpu/test_slots.py) || sel=(tests/cpu)
+  case $isa in  # the detected best path gets the whole suite; the others its parity and slot tests
+    avx512) sel=(tests/cpu) ;;
+    portable) sel=(tests/cpu/test_backend.py) ;;
+    *) sel=(tests/cpu/test_backend.py tests/cpu/test_slots.py) ;;
+  esac
   log "tests/cpu with CSM_CPU_ISA=$isa: ${sel[*]}"
-  CSM_CPU_ISA=$isa timeout 300 $PYTEST "${sel[@]}" -k "not portable_path_in_a_subprocess" \
+  CSM_CPU_ISA=$isa timeout 240 $PYTEST "${sel[@]}" -k "not in_a_subprocess" \
     >"$OUT/test_cpu_$isa.log" 2>&1; log "rc=$? $(tail -1 "$OUT/test_cpu_$isa.log")"
 done
 
