@@ -3,11 +3,18 @@
     flock /work/bigmem.lock python tools/bench_cpu.py            # everything (~15-25 min)
     python tools/bench_cpu.py --formats q8_0 --threads 2 --no-reference --frames 6
     python tools/bench_cpu.py --formats q8_0 --threads 2 --no-reference --no-competing --batch 1 --slots 1,2,4
+    python tools/bench_cpu.py --formats q8_0,q4_0 --threads 1,2,4,8,16 --no-reference --no-competing \
+        --batch 1 --profile --isa avx2,avx512      # where the time of a frame goes, per path
 
 Per format (each in its own process, so peak RSS is that format's): load time, peak RSS, median
 ms/frame per thread count, prompt prefill positions/s, frames/s for batch sizes, the same under a
 competing busy process; with --slots, aggregate frames/s of N slots all decoding (SlotModel path,
 each slot at its own position: the prompts differ in length) against B=1.
+With --profile, per thread count: each frame's time split into phases (products, attention,
+norm/quantize copies and barrier waits of the backbone and the depth decoder, thread 0's serial
+sampling; means over the threads, and the largest thread's barrier wait), the parallel regions'
+fork/join remainder and the Python time outside the engine. With --isa, each format runs once per
+kernel path (CSM_CPU_ISA) in its own process.
 Also: the memory bandwidth the f32 kernel reaches (and numpy's sgemv as a peer), the machine's
 read ceiling (tools/membw.py), each format's floor (weight bytes per frame / the higher of the
 two), % of floor, and the Hugging Face transformers
@@ -69,7 +76,8 @@ def prompt(config, B: int, S: int = 16):
     return tok, mask
 
 
-def time_frames(be, B: int, frames: int) -> list[float]:
+def time_frames(be, B: int, frames: int, profile: dict | None = None) -> list[float]:
+    """Seconds per frame; with profile (a dict), fills it with the engine's phase split per frame."""
     from csm_core.protocols import SamplingParams
     from csm_core.testing.csm import frame_row
 
@@ -77,12 +85,36 @@ def time_frames(be, B: int, frames: int) -> list[float]:
     be.reset(B, seed=0)
     codes = be.generate_frame(*prompt(be.config, B), params)
     codes = be.generate_frame(*frame_row(codes), params)  # warm-up
+    if profile is not None:
+        be._engine.profile(True)
     out = []
     for _ in range(frames):
         t = time.perf_counter()
         codes = be.generate_frame(*frame_row(codes), params)
         out.append(time.perf_counter() - t)
+    if profile is not None:
+        profile.update(phase_split(be._engine.profile_read(), out))
+        be._engine.profile(False)
     return out
+
+
+def phase_split(raw: dict, walls: list[float]) -> dict:
+    """ms per frame: each bucket's mean over the threads (and the largest thread's barrier wait),
+    the regions' remainder (fork/join, the final implicit barrier) and Python outside the engine."""
+    n, nt = len(walls), raw["threads"]
+    out = {f"{k}_ms": 1e3 * sum(v) / nt / n for k, v in raw["buckets"].items()}
+    for k in ("backbone", "decoder"):
+        out[f"{k}_barrier_wait_max_thread_ms"] = 1e3 * max(raw["buckets"][f"{k}_barrier_wait"]) / n
+    c = raw["calls"]
+    b = raw["buckets"]  # thread 0's accounted time in each kind of region:
+    inside = {"backbone": sum(v[0] for k, v in b.items() if k.startswith("backbone")),
+              "decoder": sum(v[0] for k, v in b.items() if k.startswith("decoder") or k == "sampling_serial")}
+    out["backbone_region_rest_ms"] = 1e3 * (c["backbone_regions_s"] - inside["backbone"]) / n
+    out["decoder_region_rest_ms"] = 1e3 * (c["decode_regions_s"] - inside["decoder"]) / n
+    out["feed_outside_regions_ms"] = 1e3 * (c["feed_s"] - c["backbone_regions_s"]) / n
+    out["python_outside_engine_ms"] = 1e3 * (sum(walls) - c["feed_s"] - c["decode_regions_s"]) / n
+    out["frame_ms"] = 1e3 * sum(walls) / n
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def time_slot_frames(be, n: int, frames: int) -> list[float]:
@@ -154,11 +186,19 @@ def worker(args) -> dict:
     be = CpuBackend(config, FastRandomWeights(config), args.worker, threads=max(args.threads))
     res = {"fmt": args.worker, "load_s": time.perf_counter() - t, "peak_rss_gb": rss_gb(),
            "bytes_per_frame": be.bytes_per_frame(), "features": cpu_features(), "ms": {}, "fps_batch": {}}
+    if args.profile:
+        res["profile"] = {}
     for th in args.threads:
         be.set_threads(th)
         res["ms"][th] = 1e3 * statistics.median(time_frames(be, 1, args.frames))
+        if args.profile:  # a separate run: the timers stay out of the medians above
+            res["profile"][th] = {}
+            time_frames(be, 1, args.frames, res["profile"][th])
+    if args.no_prefill:
+        res["prefill_pos_s"] = None
     be.set_threads(max(args.threads))
-    res["prefill_pos_s"] = prefill_rate(be)
+    if not args.no_prefill:
+        res["prefill_pos_s"] = prefill_rate(be)
     for B in args.batch:
         if B > 1 and (args.worker == "q8_0" or len(args.batch) == 1):
             res["fps_batch"][B] = B / statistics.median(time_frames(be, B, max(3, args.frames // 2)))
@@ -238,8 +278,9 @@ def reference(args) -> dict:
     return res
 
 
-def sub(argv: list[str]) -> dict:
-    r = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
+def sub(argv: list[str], env: dict | None = None) -> dict:
+    r = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+                       env=dict(os.environ, **env) if env else None)
     if r.returncode:
         print(r.stderr[-3000:], file=sys.stderr)
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
@@ -255,6 +296,10 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-competing", action="store_true")
     ap.add_argument("--slots", default="", help="slot counts for the SlotModel path, e.g. 1,2,4 (default: off)")
+    ap.add_argument("--profile", action="store_true", help="per-phase time of a frame per thread count")
+    ap.add_argument("--no-prefill", action="store_true", help="skip the prompt prefill measurement")
+    ap.add_argument("--isa", default="", help="kernel paths to compare, e.g. avx2,avx512 (CSM_CPU_ISA; default: detected)")
+    ap.add_argument("--no-membw", action="store_true", help="skip tools/membw.py's read probe")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--reference-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -270,6 +315,7 @@ def main() -> None:
         return
 
     common = ["--threads", ",".join(map(str, args.threads)), "--frames", str(args.frames)]
+    common += ["--profile"] * args.profile + ["--no-prefill"] * args.no_prefill
     print(f"# csm-cpu bench, CSM-1B shapes, random weights; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs", flush=True)
     bw = bandwidth(args.threads)
@@ -277,6 +323,8 @@ def main() -> None:
     try:
         from membw import best_per_thread_count, measure
 
+        if args.no_membw:
+            raise RuntimeError("--no-membw")
         probe = best_per_thread_count(measure(max(args.threads)))
         bw.update({f"read_probe_{th}t": v for th, v in probe.items()})
         print("# machine read ceiling GB/s (tools/membw.py): "
@@ -287,9 +335,12 @@ def main() -> None:
     results = []
     for fmt in args.formats.split(","):
         extra = ["--batch", ",".join(map(str, args.batch)), "--slots", ",".join(map(str, args.slots))] + ([] if args.competing and fmt == "q8_0" else ["--no-competing"])
-        r = sub(["--worker", fmt, *common, *extra])
-        results.append(r)
-        print("# " + json.dumps(r), flush=True)
+        for isa in args.isa.split(",") if args.isa else [""]:
+            r = sub(["--worker", fmt, *common, *extra], {"CSM_CPU_ISA": isa} if isa else None)
+            if isa:
+                r["fmt"] = f"{fmt}/{isa}"  # the rows of the tables name the path
+            results.append(r)
+            print("# " + json.dumps(r), flush=True)
     refs = {}
     if not args.no_reference:
         for dt in ("fp32", "bf16"):
@@ -298,18 +349,18 @@ def main() -> None:
 
     ref_ms = {k: v.get("ms") for k, v in refs.items() if "ms" in v}
     print()
-    hdr = (f"{'format':6} {'thr':>3} {'ms/frame':>9} {'frames/s':>8} {'floor ms':>8} {'% floor':>7} "
+    hdr = (f"{'format':11} {'thr':>3} {'ms/frame':>9} {'frames/s':>8} {'floor ms':>8} {'% floor':>7} "
            f"{'MB/frame':>8} {'load s':>6} {'RSS GB':>6} " + " ".join(f"{'x HF ' + k:>9}" for k in ref_ms))
     print(hdr)
     print("-" * len(hdr))
     for r in results:
         if "error" in r:
-            print(f"{r.get('fmt', '?'):6} error: {r['error']}")
+            print(f"{r.get('fmt', '?'):11} error: {r['error']}")
             continue
         floor = r["bytes_per_frame"] / (ceiling * 1e9) * 1e3
         for th, ms in r["ms"].items():
             peers = " ".join(f"{v / ms:9.2f}" for v in ref_ms.values())
-            print(f"{r['fmt']:6} {th:>3} {ms:9.1f} {1e3 / ms:8.2f} {floor:8.1f} {100 * floor / ms:6.0f}% "
+            print(f"{r['fmt']:11} {th:>3} {ms:9.1f} {1e3 / ms:8.2f} {floor:8.1f} {100 * floor / ms:6.0f}% "
                   f"{r['bytes_per_frame'] / 1e6:8.0f} {r['load_s']:6.1f} {r['peak_rss_gb']:6.2f} {peers}")
     print()
     for r in results:
@@ -320,6 +371,8 @@ def main() -> None:
             b1 = 1e3 / r["ms"][str(max(args.threads))] if str(max(args.threads)) in r["ms"] else float("nan")
             print(f"slots all decoding, aggregate frames/s {r['fmt']}: B=1 {b1:.2f}, "
                   + ", ".join(f"{n} slots {v:.2f}" for n, v in r["fps_slots"].items()))
+        for th, p in (r.get("profile") or {}).items():
+            print(f"profile {r['fmt']} {th} thr, ms/frame: " + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in p.items()))
         if r.get("prefill_pos_s"):
             print(f"prompt prefill {r['fmt']} ({max(args.threads)} thr): {r['prefill_pos_s']:.1f} positions/s")
         if r.get("ms_competing"):

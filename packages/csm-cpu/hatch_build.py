@@ -19,7 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+try:
+    from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+except ImportError:  # `python hatch_build.py` needs only Cython + setuptools (e.g. a bare --target install)
+    BuildHookInterface = object
 
 PACKAGE = "csm_cpu"
 OMP_TEST = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"

@@ -12,3 +12,20 @@ def k_quant_config() -> CSMConfig:
     flavor = LlamaConfig(num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=256, intermediate_dim=512)
     return CSMConfig(backbone_flavor="k-b", decoder_flavor="k-d", text_vocab_size=1024, audio_num_codebooks=8,
                      custom_flavors={"k-b": flavor, "k-d": flavor})
+
+
+ISA_PATHS = ["portable", "avx2", "avx512"]
+
+
+@pytest.fixture(params=ISA_PATHS)
+def isa(request):
+    """Run the test on each x86 kernel path (csm_cpu.features.isa_override), skipping the paths
+    this CPU/build cannot run (avx512 needs AVX-512 F/BW/VL + VNNI and OS support for ZMM state)."""
+    from csm_cpu.features import cpu_features, isa_override, supported_isas
+
+    if request.param not in supported_isas():
+        f = cpu_features()
+        pytest.skip(f"kernel path {request.param} not runnable here (detected {f['detected']}, "
+                    f"compiled {f['compiled']}); run on a CPU that has it")
+    with isa_override(request.param):
+        yield request.param

@@ -254,6 +254,26 @@ def test_portable_path_in_a_subprocess():
     assert check.stdout.strip() == "portable"
 
 
+def test_avx512_path_in_a_subprocess():
+    """The parity and slot tests with CSM_CPU_ISA=avx512 (engines built on that path), where the
+    CPU runs it; elsewhere skipped (tools/device_cpu_check.sh runs the whole of tests/cpu so)."""
+    from csm_cpu.features import supported_isas
+
+    if "avx512" not in supported_isas():
+        pytest.skip(f"avx512 not runnable here (supported: {supported_isas()})")
+    here = Path(__file__).parent
+    env = dict(os.environ, CSM_CPU_ISA="avx512")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / "test_backend.py"),
+         str(here / "test_slots.py"), "-k", "not in_a_subprocess"],
+        env=env, capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    check = subprocess.run([sys.executable, "-c", "import csm_cpu; print(csm_cpu.cpu_features()['active'])"],
+                           env=env, capture_output=True, text=True)
+    assert check.stdout.strip() == "avx512"
+
+
 @pytest.mark.slow
 def test_full_size_fp32_matches_numpy_reference():
     """CSM-1B shapes: fp32 logits vs csm_core's numpy reference, q8_0 greedy agreement reported."""

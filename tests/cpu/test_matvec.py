@@ -44,29 +44,29 @@ def test_activation_quantization_matches_twin():
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("nvec", [1, 3])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_matmat_matches_twin(fmt, nvec, threads):
+def test_matmat_matches_twin(fmt, nvec, threads, isa):
     rng = np.random.default_rng(hash((fmt, nvec, threads)) % 2**32)
     for rows, cols in _shapes(fmt, rng):
         w = rng.standard_normal((rows, cols)).astype(np.float32)
         x = rng.standard_normal((nvec, cols)).astype(np.float32)
         qw = quant.quantize(w, fmt)
+        if isa != "portable":  # the layout these paths run in the model
+            qw = qw.repack4()
         got = quant.matmat(qw, x, threads=threads)
-        want = twins.matmat(qw.data, fmt, cols, x)
+        want = twins.matmat(quant.quantize(w, fmt).data, fmt, cols, x)
         # Same stored values on both sides: only the summation order differs.
-        scale = np.abs(twins.dequantize(qw.data, fmt, cols)) @ np.abs(x).T
+        scale = np.abs(twins.dequantize(quant.quantize(w, fmt).data, fmt, cols)) @ np.abs(x).T
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale.T.max() + 1e-30)
 
 
 @pytest.mark.parametrize("repack", [False, True])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_several_vectors_equal_one_at_a_time(fmt, repack):
+def test_several_vectors_equal_one_at_a_time(fmt, repack, isa):
     """Prefill and batches run several vectors per pass over the weights (pair kernels); each
     vector's products must be bit-identical to its own single-vector product (decode), which is
     what makes prompt-prefix reuse exact. Odd column counts reach the fp32 scalar tails."""
-    import csm_cpu
-
-    if repack and csm_cpu.cpu_features()["active"] != "avx2":
-        pytest.skip("the repacked layout is read by the avx2 path only")
+    if repack and isa == "portable":
+        pytest.skip("the repacked layout is read by the avx2 and avx512 paths only")
     rng = np.random.default_rng(5)
     cols_list = (256, 512) if fmt == "q4_k" else (96, 256) if fmt in BLOCK_FORMATS else (8, 104, 203)
     for rows in (4, 9, 66):
@@ -118,11 +118,9 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "bf16"])
-def test_row_interleaved_repack_gives_identical_products(fmt):
-    import csm_cpu
-
-    if csm_cpu.cpu_features()["active"] != "avx2":
-        pytest.skip("the repacked layout is read by the avx2 path only")
+def test_row_interleaved_repack_gives_identical_products(fmt, isa):
+    if isa == "portable":
+        pytest.skip("the repacked layout is read by the avx2 and avx512 paths only")
     rng = np.random.default_rng(4)
     for rows in (1, 4, 7, 66):
         for nvec in (1, 2, 3):  # one vector (decode kernels) and pairs (prefill kernels) + a remainder
@@ -187,3 +185,27 @@ def test_q4_k_row_length_errors():
         quant.quantize(np.zeros((2, 96), np.float32), "q4_k", name="w")
     with pytest.raises(ValueError, match="multiple of 256"):
         quant.QTensor.from_bytes("q4_k", 2, 100, np.zeros(288, np.uint8))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_avx512_products_are_bit_identical_to_avx2(fmt):
+    """The avx512 kernels keep avx2's int32 lanes and fp32 operation order, so every product
+    (one vector or pairs, repacked or plain, full 4-row groups and tail rows, several chunks)
+    is the same bit for bit: the paths can share rows, caches and prompt prefixes."""
+    from csm_cpu.features import isa_override, supported_isas
+
+    if "avx512" not in supported_isas():
+        pytest.skip(f"avx512 not runnable here (supported: {supported_isas()})")
+    rng = np.random.default_rng(8)
+    cols_list = (256, 2048, 8192) if fmt == "q4_k" else (96, 2048, 8192) if fmt in BLOCK_FORMATS else (8, 104, 2048)
+    for rows in (4, 7, 66):
+        for cols in cols_list:
+            q = quant.quantize((rng.standard_normal((rows, cols)) * 0.05).astype(np.float32), fmt)
+            x = rng.standard_normal((3, cols)).astype(np.float32)
+            for layout in [q, q.repack4()]:
+                for nvec in (1, 2, 3):
+                    got = {}
+                    for name in ("avx2", "avx512"):
+                        with isa_override(name):
+                            got[name] = quant.matmat(layout, x[:nvec], threads=2)
+                    np.testing.assert_array_equal(got["avx512"], got["avx2"], err_msg=f"{fmt} {rows}x{cols} nvec {nvec}")

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from csm_cpu import _kernels, _mimi
-from csm_cpu.features import ISA_BY_NAME, active_isa
+from csm_cpu import _mimi
+from csm_cpu.features import ISA_BY_NAME, active_isa, supported_isas
 from csm_cpu.mimi import twins
 
-PATHS = [name for name, code in ISA_BY_NAME.items() if (_kernels.compiled_isas() >> code) & 1 and code in (0, active_isa())]
+PATHS = supported_isas()
 
 
 @pytest.fixture(params=PATHS)

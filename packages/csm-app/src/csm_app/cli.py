@@ -92,7 +92,7 @@ def model_options(fn):
             click.option("--backend", default="auto", show_default=True, callback=_check_backend, help="auto, cpu or mlx."),
             click.option("--quant", callback=_check_quant_name,
                          help="Weight format for the backend (cpu: f32, bf16, q8_0, q4_0, q4_k)."),
-            click.option("--threads", type=click.IntRange(min=1), help="Compute threads (default: all cores)."),
+            click.option("--threads", type=click.IntRange(min=1), help="Compute threads (default: one per physical core this process may use)."),
             click.option("-v", "--verbose", count=True, help="Debug logging and full tracebacks."),
             click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
         ]

@@ -11,6 +11,7 @@ cdef extern from "csm_kernels.h" nogil:
         CSM_ISA_PORTABLE
         CSM_ISA_AVX2
         CSM_ISA_NEON
+        CSM_ISA_AVX512
         CSM_QK
         CSM_QK_K
         CSM_Q4K_MAX_COLS
@@ -25,6 +26,7 @@ cdef extern from "csm_kernels.h" nogil:
 
     int csm_detect_isa()
     int csm_compiled_isas()
+    int csm_base_isa(int isa)
     int64_t csm_row_bytes(int fmt, int cols)
     float csm_dot(int isa, int fmt, const char *row, int cols, const float *x,
                   const int8_t *xq, const float *xd)

@@ -31,6 +31,7 @@ from libc.stdint cimport int8_t, uint8_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport sqrt, expf
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from csm_cpu._cdefs cimport *
 from csm_cpu._ops cimport rmsnorm, attend, sample_logits, splitmix64
@@ -38,6 +39,41 @@ from csm_cpu._ops cimport rmsnorm, attend, sample_logits, splitmix64
 import numpy as np
 
 DEF MAX_JOBS = 3
+
+# Profile buckets (Engine.profile): seconds per thread, summed over the frames profiled.
+DEF P_WORK = 0      # products (and what rides on their chunks: RoPE, cache writes, SwiGLU)
+DEF P_ATTN = 1      # attention
+DEF P_PREP = 2      # per-thread norm + activation quantization copies
+DEF P_WAIT = 3      # waiting at barriers (imbalance, stragglers, wake-ups)
+DEF P_DEC = 4       # the same four for the depth decoder (+ projection, heads, codebook-0 head)
+DEF P_SERIAL = 8    # thread 0 alone: sampling and the next decoder step's inputs
+DEF P_N = 9         # buckets per thread
+PROFILE_BUCKETS = ["backbone_products", "backbone_attention", "backbone_norm_quant", "backbone_barrier_wait",
+                   "decoder_products", "decoder_attention", "decoder_norm_quant", "decoder_barrier_wait",
+                   "sampling_serial"]
+# Per-call wall times (seconds, summed): feed() whole, its backbone regions, decode regions; calls.
+PROFILE_CALLS = ["feed_s", "backbone_regions_s", "decode_regions_s", "feeds", "decodes"]
+
+
+cdef inline double now_s() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline void mark(double *pt, int k, double *t) noexcept nogil:
+    """Profile: the time since the last mark goes to bucket k of this thread (pt NULL: off)."""
+    cdef double c
+    if pt != NULL:
+        c = now_s()
+        pt[k] += c - t[0]
+        t[0] = c
+
+
+cdef inline void sync_wait(csm_sync *bar, int nth, double *pt, int k, double *t) noexcept nogil:
+    """The barrier, its wait going to bucket k + P_WAIT (work before it already marked)."""
+    csm_sync_wait(bar, nth)
+    mark(pt, k + P_WAIT, t)
 
 
 cdef struct Job:
@@ -90,6 +126,8 @@ cdef struct Stack:
     int *pos               # [nmax]
     int *bidx              # [nmax]
     float *scores          # [threads, maxpos]
+    double *prof           # [threads, P_N] profile buckets, or NULL (off)
+    int pbase              # this stack's first bucket (0 backbone, P_DEC decoder)
 
 
 cdef struct Extra:
@@ -242,19 +280,26 @@ cdef void stack_layers(Stack *s, int n, int isa, int tid, int nth, csm_sync *bar
     cdef float *xn = s.pxn + tid * tstride
     cdef int8_t *aq = s.paq + tid * tstride
     cdef float *ad = s.pad + tid * (tstride // CSM_QK)
+    cdef double *pt = s.prof + tid * P_N if s.prof != NULL else NULL
+    cdef int pb = s.pbase
+    cdef double t = now_s() if pt != NULL else 0.0
     if ex != NULL and ex.pre != NULL:
         prepare_input(ex.pre_in, n, ex.pre_cols, NULL, 0, group_is_block(ex.pre), xn, aq, ad)
+        mark(pt, pb + P_PREP, &t)
         group_part(isa, ex.pre, bar, xn, aq, ad, n)
-        csm_sync_wait(bar, nth)
+        mark(pt, pb + P_WORK, &t)
+        sync_wait(bar, nth, pt, pb, &t)
     for l in range(s.L):
         ly = &s.layers[l]
         prepare_input(s.x, n, D, ly.sa_norm, s.eps, group_is_block(&ly.qkv), xn, aq, ad)
+        mark(pt, pb + P_PREP, &t)
         c = csm_sync_next(bar)
         while c < ly.qkv.nchunks:
             job = group_chunk(isa, &ly.qkv, c, xn, aq, ad, n, &r0, &r1)
             qkv_post(s, l, job, r0, r1, n)
             c = csm_sync_next(bar)
-        csm_sync_wait(bar, nth)
+        mark(pt, pb + P_WORK, &t)
+        sync_wait(bar, nth, pt, pb, &t)
         c = csm_sync_next(bar)
         while c < n * s.H:
             i = c // s.H
@@ -266,24 +311,32 @@ cdef void stack_layers(Stack *s, int n, int isa, int tid, int nth, csm_sync *bar
                    s.pos[i] + 1, s.hd, kvd, scale, s.scores + tid * s.maxpos,
                    s.att + i * qd + h * s.hd)
             c = csm_sync_next(bar)
-        csm_sync_wait(bar, nth)
+        mark(pt, pb + P_ATTN, &t)
+        sync_wait(bar, nth, pt, pb, &t)
         if group_is_block(&ly.o):
             prepare_input(s.att, n, qd, NULL, 0, 1, s.att, aq, ad)
+            mark(pt, pb + P_PREP, &t)
         group_part(isa, &ly.o, bar, s.att, aq, ad, n)
-        csm_sync_wait(bar, nth)
+        mark(pt, pb + P_WORK, &t)
+        sync_wait(bar, nth, pt, pb, &t)
         prepare_input(s.x, n, D, ly.mlp_norm, s.eps, is_block(&ly.w1) or is_block(&ly.w3), xn, aq, ad)
+        mark(pt, pb + P_PREP, &t)
         c = csm_sync_next(bar)
         while c < ly.gu_chunks:
             gate_up_chunk(isa, s, ly, c, n, xn, aq, ad, group_is_block(&ly.down))
             c = csm_sync_next(bar)
-        csm_sync_wait(bar, nth)
+        mark(pt, pb + P_WORK, &t)
+        sync_wait(bar, nth, pt, pb, &t)
         group_part(isa, &ly.down, bar, s.g, s.aq, s.ad, n)
-        csm_sync_wait(bar, nth)  # the next layer reads x
+        mark(pt, pb + P_WORK, &t)
+        sync_wait(bar, nth, pt, pb, &t)  # the next layer reads x
     if ex != NULL and ex.post != NULL:
         for j in range(ex.nsel):
             rmsnorm(s.x + ex.sel[j] * D, ex.post_norm, xn + j * D, D, s.eps)
         prepare_input(xn, ex.nsel, D, NULL, 0, group_is_block(ex.post), xn, aq, ad)
+        mark(pt, pb + P_PREP, &t)
         group_part(isa, ex.post, bar, xn, aq, ad, ex.nsel)
+        mark(pt, pb + P_WORK, &t)
 
 
 cdef void stack_run(Stack *s, int n, int isa, int nt, csm_sync *bar) noexcept nogil:
@@ -338,14 +391,18 @@ cdef class Engine:
     cdef int *dtopk        # [B]
     cdef int *dlimit       # [B]
     cdef csm_sync bar      # the frame loops' barrier (zeroed with the object)
+    cdef double *prof      # [threads, P_N] profile buckets or NULL (profile(True) turns them on)
+    cdef double pcalls[5]  # PROFILE_CALLS
 
     def __cinit__(self):
+        self.prof = NULL
         self.heads = NULL
         self.g_heads = NULL
         self.bb.layers = NULL
         self.dec.layers = NULL
 
     def __dealloc__(self):
+        free(self.prof)
         free(self.heads)
         free(self.g_heads)
         free(self.bb.layers)
@@ -415,6 +472,8 @@ cdef class Engine:
         s.L, s.D, s.H, s.KVH = d["num_layers"], d["embed_dim"], d["num_heads"], d["num_kv_heads"]
         s.hd, s.F, s.maxpos, s.eps = s.D // s.H, d["intermediate_dim"], d["max_seq_len"], d["norm_eps"]
         s.nmax, s.B = nmax, batch
+        s.prof = NULL
+        s.pbase = P_DEC if prefix == "decoder" else 0
         cdef int qd = s.H * s.hd, kvd = s.KVH * s.hd, wide = max(s.D, qd, s.F, in_cols)
         s.wide = wide
         s.layers = <Layer *>calloc(s.L, sizeof(Layer))
@@ -468,6 +527,27 @@ cdef class Engine:
             ly.gu_ch = max(CSM_QK, chunk_rows(&ly.w1, CSM_QK, self.cap, self.nt) // 2 // CSM_QK * CSM_QK)  # gate+up
             ly.gu_chunks = (s.F + ly.gu_ch - 1) // ly.gu_ch
             group_add(&ly.down, &ly.w2, s.x, s.D, 1, self.cap, self.nt)
+
+    def profile(self, bint on):
+        """Start (zeroed) or stop collecting per-thread phase times (see PROFILE_BUCKETS); off by
+        default: then each phase costs one NULL test."""
+        free(self.prof)
+        self.prof = NULL
+        memset(self.pcalls, 0, 5 * sizeof(double))
+        if on:
+            self.prof = <double *>calloc(self.nt * P_N, sizeof(double))
+            if self.prof == NULL:
+                raise MemoryError()
+        self.bb.prof = self.prof
+        self.dec.prof = self.prof
+
+    def profile_read(self):
+        """(per-thread seconds [threads, buckets] as a dict of bucket -> list, per-call totals)."""
+        if self.prof == NULL:
+            return None
+        per = {name: [self.prof[i * P_N + k] for i in range(self.nt)] for k, name in enumerate(PROFILE_BUCKETS)}
+        return {"threads": self.nt, "buckets": per,
+                "calls": {name: self.pcalls[k] for k, name in enumerate(PROFILE_CALLS)}}
 
     @property
     def batch(self):
@@ -547,6 +627,7 @@ cdef class Engine:
             raise ValueError(f"feed: counts add up to {v}, tokens has {N} rows")
         if N == 0:
             return
+        cdef double t0 = now_s(), t1
         v = 0
         for i in range(nf):
             for r in range(counts[i]):
@@ -569,7 +650,9 @@ cdef class Engine:
                     self.bb.pos[j] = vp[c0 + j]
                     self.bb.bidx[j] = vr[c0 + j]
                 self._embed(tokens, mask, c0, c1)
+                t1 = now_s()
                 stack_run(&self.bb, c1 - c0, self.isa, self.nt, &self.bar)
+                self.pcalls[1] += now_s() - t1
                 for j in range(c1 - c0):
                     if vo[c0 + j] >= 0:
                         rmsnorm(self.bb.x + j * self.Db, self.bb.norm, self.hlast + vo[c0 + j] * self.Db,
@@ -577,6 +660,8 @@ cdef class Engine:
                 c0 = c1
             for i in range(nf):
                 self.rowpos[rows[i]] += counts[i]
+            self.pcalls[0] += now_s() - t0
+            self.pcalls[3] += 1
 
     cdef void _embed(self, const int64_t[:, ::1] tokens, const uint8_t[:, ::1] mask,
                      int v0, int v1) noexcept nogil:
@@ -696,14 +781,19 @@ cdef class Engine:
         cdef int64_t tstride = <int64_t>self.dec.nmax * self.dec.wide
         cdef int8_t *aq = self.dec.paq + tid * tstride
         cdef float *ad = self.dec.pad + tid * (tstride // CSM_QK)
+        cdef double *pt = self.prof + tid * P_N if self.prof != NULL else NULL
+        cdef double t = now_s() if pt != NULL else 0.0
         # codebook 0 from the backbone state (this thread's quantized copy of it)
         prepare_input(self.hlast, m, self.Db, NULL, 0, group_is_block(&self.g_c0), self.hlast, aq, ad)
+        mark(pt, P_DEC + P_PREP, &t)
         group_part(self.isa, &self.g_c0, &self.bar, self.hlast, aq, ad, m)
-        csm_sync_wait(&self.bar, nth)
+        mark(pt, P_DEC + P_WORK, &t)
+        sync_wait(&self.bar, nth, pt, P_DEC, &t)
         if tid == 0:
             self._pick(0, codes, forced, probe)
             self._inputs(1, codes)
-        csm_sync_wait(&self.bar, nth)
+            mark(pt, P_SERIAL, &t)
+        sync_wait(&self.bar, nth, pt, P_DEC, &t)
         ex.pre = &self.g_proj
         ex.pre_in = self.ebuf
         ex.pre_cols = self.Db
@@ -713,15 +803,21 @@ cdef class Engine:
         for i in range(1, K):
             ex.post = &self.g_heads[i - 1]
             stack_layers(&self.dec, 2 * m if i == 1 else m, self.isa, tid, nth, &self.bar, &ex)
-            csm_sync_wait(&self.bar, nth)
+            if pt != NULL:
+                t = now_s()
+            sync_wait(&self.bar, nth, pt, P_DEC, &t)
             if tid == 0:
                 self._pick(i, codes, forced, probe)
                 if i + 1 < K:
                     self._inputs(i + 1, codes)
-            csm_sync_wait(&self.bar, nth)
+                mark(pt, P_SERIAL, &t)
+            sync_wait(&self.bar, nth, pt, P_DEC, &t)
 
     cdef void _decode(self, int *codes, const int *forced, float *probe) noexcept nogil:
         cdef int tid = 0
+        cdef double t0 = now_s()
         with parallel(num_threads=self.nt):
             tid = threadid()
             self._decode_thread(tid, csm_team_size(), codes, forced, probe)
+        self.pcalls[2] += now_s() - t0
+        self.pcalls[4] += 1

@@ -20,7 +20,7 @@ from csm_cpu._cdefs cimport *
 
 cdef int _isa = csm_detect_isa()
 
-ISA_NAMES = {CSM_ISA_PORTABLE: "portable", CSM_ISA_AVX2: "avx2", CSM_ISA_NEON: "neon"}
+ISA_NAMES = {CSM_ISA_PORTABLE: "portable", CSM_ISA_AVX2: "avx2", CSM_ISA_NEON: "neon", CSM_ISA_AVX512: "avx512"}
 FORMATS = {"f32": CSM_F32, "bf16": CSM_BF16, "q8_0": CSM_Q8_0, "q4_0": CSM_Q4_0, "q4_k": CSM_Q4_K}
 BLOCK = CSM_QK
 SUPER_BLOCK = CSM_QK_K

@@ -14,7 +14,7 @@ from libc.string cimport memset
 
 import numpy as np
 
-from csm_cpu._cdefs cimport csm_detect_isa, csm_compiled_isas, csm_row_bytes, CSM_F32, CSM_BF16
+from csm_cpu._cdefs cimport csm_detect_isa, csm_base_isa, csm_compiled_isas, csm_row_bytes, CSM_F32, CSM_BF16
 
 cdef extern from "csm_mimi.h" nogil:
     enum:
@@ -40,7 +40,7 @@ cdef extern from "csm_mimi.h" nogil:
 ACT_NONE, ACT_ELU, ACT_GELU = MIMI_ACT_NONE, MIMI_ACT_ELU, MIMI_ACT_GELU
 PANEL = MIMI_NR
 
-cdef int _isa = csm_detect_isa()
+cdef int _isa = csm_base_isa(csm_detect_isa())  # avx512: Mimi runs its avx2 kernels
 DEF _ROW_BLOCK = 48          # rows per work item of a product (8 register tiles)
 DEF _GROUP_BYTES = 131072    # weight bytes per work item: the panels of one item stay in L2
 DEF _ACT_BLOCK = 32768       # values per work item of an elementwise pass
@@ -54,7 +54,7 @@ def set_isa(int isa) -> None:
     global _isa
     if not (csm_compiled_isas() >> isa) & 1:
         raise ValueError(f"kernel path {isa} is not compiled into this build")
-    _isa = isa
+    _isa = csm_base_isa(isa)
 
 
 def bf16_bits(w) -> object:

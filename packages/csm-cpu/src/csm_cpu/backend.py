@@ -14,29 +14,53 @@ from csm_core.protocols import SamplingParams, SlotFeed
 from csm_core.slots import check_slot_feeds
 
 from . import _engine
-from .features import ISA_BY_NAME, active_isa
+from .features import active_isa, uses_repacked
 from .gguf_io import release_pages
 from .quant import QTensor, check_format
+from .topology import auto_threads
 from .weights import engine_dims, prepare_weights
 
-__all__ = ["CpuBackend", "default_threads"]
+__all__ = ["CpuBackend", "default_threads", "resolve_threads"]
 
 
 def default_threads() -> int:
-    """CSM_NUM_THREADS, else the CPUs this process may run on."""
-    env = os.environ.get("CSM_NUM_THREADS", "").strip()
-    if env:
+    """CSM_NUM_THREADS (a count, or "auto"), else auto: one thread per physical core this process
+    may use, capped by its cgroup CPU quota (csm_cpu.topology.auto_threads)."""
+    env = os.environ.get("CSM_NUM_THREADS", "").strip().lower()
+    if env and env != "auto":
         try:
             n = int(env)
         except ValueError:
-            raise ValueError(f"CSM_NUM_THREADS={env!r} is not an integer") from None
+            raise ValueError(f"CSM_NUM_THREADS={env!r} is not an integer or 'auto'") from None
         if n < 1:
             raise ValueError(f"CSM_NUM_THREADS must be >= 1, got {n}")
         return n
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    return auto_threads()
+
+
+def resolve_threads(threads) -> int:
+    """A thread count from threads= (None: default_threads(); "auto": auto_threads(); else an
+    integer >= 1, also as a string)."""
+    if threads is None:
+        return default_threads()
+    bad = ValueError(f"threads must be an integer >= 1 or 'auto', got {threads!r}")
+    if isinstance(threads, str):
+        t = threads.strip().lower()
+        if t == "auto":
+            return auto_threads()
+        if not t.isdigit():
+            raise bad
+        n = int(t)
+    else:
+        try:
+            n = int(threads)
+        except (TypeError, ValueError):
+            raise bad from None
+        if n != threads or isinstance(threads, bool):
+            raise bad
+    if n < 1:
+        raise bad
+    return n
 
 
 def _chunk_kib() -> int:
@@ -65,7 +89,8 @@ class CpuBackend:
     """CSM-1B on the CPU. Build from (config, canonical weights, quant) or from a GGUF file.
 
     quant: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at load, tensor by tensor).
-    threads: kernel threads (default: CSM_NUM_THREADS or all CPUs of this process).
+    threads: kernel threads, or "auto" (default: CSM_NUM_THREADS, else "auto": one per physical
+    core this process may use, capped by its cgroup CPU quota; see csm_cpu.topology).
 
     Two ways to run it, on one set of caches: the FrameModel path (`reset(B, seed)` then
     `generate_frame`: B rows that start together and share a position) and the SlotModel path
@@ -124,9 +149,7 @@ class CpuBackend:
         _prepared: dict | None = None,
     ) -> None:
         self.config = config
-        self.threads = int(threads) if threads is not None else default_threads()
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = resolve_threads(threads)
         if _prepared is None:
             if weights is None:
                 raise ValueError("CpuBackend needs a weight mapping (or use CpuBackend.from_gguf)")
@@ -134,7 +157,7 @@ class CpuBackend:
             _prepared = prepare_weights(config, weights, quant, threads=self.threads)
         else:
             self.quant = quant
-        if active_isa() == ISA_BY_NAME["avx2"]:
+        if uses_repacked():
             _repack_in_place(_prepared)
         self._weights = _prepared
         self._dims = engine_dims(config)
@@ -155,9 +178,7 @@ class CpuBackend:
 
     def set_threads(self, threads: int) -> None:
         """Change the kernel thread count (rebuilds the caches: call reset() or open_slots() again after)."""
-        if int(threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.threads = int(threads)
+        self.threads = resolve_threads(threads)
         slots, self._engine = self._slots, None
         if slots:
             self.open_slots(slots)

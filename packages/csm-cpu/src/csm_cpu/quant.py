@@ -58,7 +58,7 @@ class QTensor:
         return int(self.data.nbytes)
 
     def repack4(self) -> "QTensor":
-        """Row-interleaved copy for the AVX2 4-row kernels (Q8_0, Q4_0, and bf16 with a multiple
+        """Row-interleaved copy for the AVX2/AVX-512 4-row kernels (Q8_0, Q4_0, and bf16 with a multiple
         of 8 columns; others unchanged)."""
         if self.interleaved or not (self.fmt in ("q8_0", "q4_0") or (self.fmt == "bf16" and self.cols % 8 == 0)):
             return self
@@ -130,8 +130,8 @@ def matmat(w: QTensor, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != w.cols:
         raise ValueError(f"activations of shape {x.shape} do not fit a [{w.rows}, {w.cols}] matrix")
-    if w.interleaved and features.active_isa() != features.ISA_BY_NAME["avx2"]:
-        raise ValueError("a repacked matrix runs only on the avx2 path")
+    if w.interleaved and not features.uses_repacked():
+        raise ValueError("a repacked matrix runs only on the avx2 and avx512 paths")
     y = np.empty((x.shape[0], w.rows), np.float32)
     _kernels.matmat(w.data, w.code, w.cols, x, y, threads, 16, int(w.interleaved))
     return y

@@ -10,7 +10,7 @@
 /* Weight formats (values are part of the Python API: csm_cpu.formats). */
 enum { CSM_F32 = 0, CSM_BF16 = 1, CSM_Q8_0 = 2, CSM_Q4_0 = 3, CSM_Q4_K = 4 };
 /* Kernel paths chosen at import. */
-enum { CSM_ISA_PORTABLE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_NEON = 2 };
+enum { CSM_ISA_PORTABLE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_NEON = 2, CSM_ISA_AVX512 = 3 };
 
 #define CSM_QK 32 /* elements per GGML block (Q8_0, Q4_0) and per Q4_K sub-block */
 #define CSM_QK_K 256 /* elements per Q4_K super-block */

@@ -22,12 +22,16 @@ typedef struct {
     int interleaved;
 } csm_mat;
 
+#define CSM_Q4_CORR_MAX 256 /* blocks (8192 columns): 8 KiB of stack */
+
+#include "csm_avx512.h"
+
 /* Best kernel path this CPU supports. */
 static inline int csm_detect_isa(void) {
 #if CSM_HAVE_AVX2
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return CSM_ISA_AVX2;
+        return csm_avx512_usable() ? CSM_ISA_AVX512 : CSM_ISA_AVX2;
     return CSM_ISA_PORTABLE;
 #elif CSM_HAVE_NEON
     return CSM_ISA_NEON;
@@ -38,8 +42,12 @@ static inline int csm_detect_isa(void) {
 
 /* Which paths this build compiled in (bit i = path i). */
 static inline int csm_compiled_isas(void) {
-    return 1 | (CSM_HAVE_AVX2 << CSM_ISA_AVX2) | (CSM_HAVE_NEON << CSM_ISA_NEON);
+    return 1 | (CSM_HAVE_AVX2 << CSM_ISA_AVX2) | (CSM_HAVE_NEON << CSM_ISA_NEON) | (CSM_HAVE_AVX512 << CSM_ISA_AVX512);
 }
+
+/* The path whose kernels run what a path has no kernel of its own for: avx512 covers the decode
+ * products and hands the rest to the (bit-identical) avx2 kernels. */
+static inline int csm_base_isa(int isa) { return isa == CSM_ISA_AVX512 ? CSM_ISA_AVX2 : isa; }
 
 static inline int64_t csm_row_bytes(int fmt, int cols) {
     switch (fmt) {
@@ -57,6 +65,7 @@ static inline int64_t csm_row_bytes(int fmt, int cols) {
 static inline float csm_dot(int isa, int fmt, const char *row, int cols, const float *x,
                             const int8_t *xq, const float *xd) {
     int nb = cols / CSM_QK;
+    isa = csm_base_isa(isa);
     switch (fmt) {
     case CSM_F32:
 #if CSM_HAVE_AVX2
@@ -105,6 +114,9 @@ static inline void csm_q4k_block_sums(const int8_t *xq, const float *xd, int nb,
 
 static inline float csm_dot_q4_k(int isa, const char *row, const int8_t *xq, const float *xd, const float *cs,
                                  int nsb) {
+#if CSM_HAVE_AVX512
+    if (isa == CSM_ISA_AVX512) return csm_dot_q4_k_avx512((const csm_block_q4_k *)row, xq, xd, cs, nsb);
+#endif
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) return csm_dot_q4_k_avx2((const csm_block_q4_k *)row, xq, xd, cs, nsb);
 #endif
@@ -134,7 +146,7 @@ static inline void csm_mat_rows_q4k(int isa, const csm_mat *W, int r0, int r1, c
             const char *row = W->data + (int64_t)r * W->row_bytes;
             int n = n0;
 #if CSM_HAVE_AVX2
-            if (isa == CSM_ISA_AVX2) /* two vectors a pass over the row */
+            if (csm_base_isa(isa) == CSM_ISA_AVX2) /* two vectors a pass over the row */
                 for (; n + 2 <= n1; n += 2) {
                     float d0, d1, *o0 = y + (int64_t)n * ldy + r, *o1 = o0 + ldy;
                     const int8_t *q0 = xq + (int64_t)n * cols;
@@ -154,8 +166,6 @@ static inline void csm_mat_rows_q4k(int isa, const csm_mat *W, int r0, int r1, c
     }
 }
 
-#define CSM_Q4_CORR_MAX 256 /* blocks (8192 columns): 8 KiB of stack */
-
 /* y[n*ldy + r] (+)= W[r, :] . x_n for rows r0 <= r < r1 and nvec activation vectors.
  * Activations: x [nvec, cols] fp32, or xq [nvec, cols] int8 + xd [nvec, cols/32]. Each weight
  * row is read from memory once and reused for every vector while it sits in L1/L2. */
@@ -168,13 +178,17 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
         csm_mat_rows_q4k(isa, W, r0, r1, xq, xd, nvec, y, ldy, accumulate);
         return;
     }
+#if CSM_HAVE_AVX512
+    if (isa == CSM_ISA_AVX512) r = csm_mat_rows_avx512(W, r0, r1, x, xq, xd, nvec, y, ldy, accumulate);
+#endif
+    isa = csm_base_isa(isa); /* what avx512 left (other formats, layouts, tail rows): avx2 */
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) {
         float d[4];
         /* Q4_0 corrections of a single vector (decode), once for all the rows here */
         __m256i corr[CSM_Q4_CORR_MAX];
         const __m256i *c1 = NULL;
-        if (W->fmt == CSM_Q4_0 && W->interleaved && nvec == 1 && nb <= CSM_Q4_CORR_MAX && r1 - r0 >= 8) {
+        if (W->fmt == CSM_Q4_0 && W->interleaved && nvec == 1 && nb <= CSM_Q4_CORR_MAX && r1 - r >= 8) {
             csm_q4_corr_avx2(xq, nb, corr);
             c1 = corr;
         }

@@ -40,10 +40,13 @@ static inline int csm_team_size(void) { return 1; }
  * here waiters spin briefly (the partner is usually microseconds away), then sleep on a
  * futex (Linux; elsewhere they yield) so a preempted partner can take the core. */
 typedef struct {
-    int count, gen, sleepers;
-    char pad0[64 - 3 * sizeof(int)];
-    int next;
+    int count, sleepers; /* written by every arrival / sleeper */
+    char pad0[64 - 2 * sizeof(int)];
+    int gen; /* its own cache line: the spinning waiters read it, and arrivals (writes to count)
+              * no longer pull it away from them, 16 times per barrier at 16 threads */
     char pad1[64 - sizeof(int)];
+    int next;
+    char pad2[64 - sizeof(int)];
 } csm_sync;
 
 #define CSM_SPIN 2000
