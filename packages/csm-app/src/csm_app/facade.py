@@ -212,12 +212,13 @@ def _attach_adapter(frame_model, backend_name: str, adapter) -> None:
     attach_adapter(frame_model.model, load_adapter(adapter, frame_model.config))
 
 
-CODECS = ("auto", "cpu", "cpu-bf16", "numpy")
+CODECS = ("auto", "cpu", "cpu-bf16", "numpy", "mlx")
 
 
 def load_codec(path, model_config=None):
     """Mimi from a Kyutai/HF file or an HF CSM checkpoint: csm-cpu's (its own kernels) when csm-cpu
-    is installed, else the numpy one; $CSM_CODEC picks one of CODECS (cpu-bf16: bf16 weights).
+    is installed, else the numpy one; $CSM_CODEC picks one of CODECS (cpu-bf16: bf16 weights; mlx: csm-mlx's
+    Mimi on MLX's default device, e.g. the GPU beside an mlx backend).
     Its config: a config.json beside the Mimi file (HF Mimi or a CSM codec_config), else the CSM
     model's codec_config, else the released Mimi."""
     from csm_core.weights import mimi_config_beside
@@ -226,6 +227,10 @@ def load_codec(path, model_config=None):
     if choice not in CODECS:
         raise ValueError(f"CSM_CODEC={choice!r}: expected one of {', '.join(CODECS)}")
     config = mimi_config_beside(path) or (mimi_config_beside(model_config) if model_config is not None else None)
+    if choice == "mlx":
+        from csm_mlx.mimi.codec import MlxMimi
+
+        return MlxMimi.from_checkpoint(path, config)
     if choice != "numpy":
         try:
             from csm_cpu.mimi import Mimi as CpuMimi
