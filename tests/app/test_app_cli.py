@@ -412,6 +412,11 @@ def test_load_codec_prefers_csm_cpu_and_obeys_csm_codec(tiny_model, monkeypatch)
     monkeypatch.delenv("CSM_CODEC", raising=False)
     picked = load_codec(*args)
     assert isinstance(picked, csm_cpu_mimi.Mimi) and picked.fmt == "f32"
+    monkeypatch.delenv("CSM_NUM_THREADS", raising=False)
+    assert load_codec(*args, threads=1).threads == 1  # a Ray actor's --threads-per-actor bounds its codec too
+    from csm_app import CSM
+
+    assert CSM.load(tiny_model, threads=1, watermark=False).codec.threads == 1
     monkeypatch.setenv("CSM_CODEC", "cpu-bf16")
     assert load_codec(*args).fmt == "bf16"
     monkeypatch.setenv("CSM_CODEC", "numpy")
