@@ -4,6 +4,7 @@ error paths, through click's CliRunner and as real subprocesses. Exit codes: 0 o
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -411,6 +412,11 @@ def test_load_codec_prefers_csm_cpu_and_obeys_csm_codec(tiny_model, monkeypatch)
     monkeypatch.delenv("CSM_CODEC", raising=False)
     picked = load_codec(*args)
     assert isinstance(picked, csm_cpu_mimi.Mimi) and picked.fmt == "f32"
+    monkeypatch.delenv("CSM_NUM_THREADS", raising=False)
+    assert load_codec(*args, threads=1).threads == 1  # a Ray actor's --threads-per-actor bounds its codec too
+    from csm_app import CSM
+
+    assert CSM.load(tiny_model, threads=1, watermark=False).codec.threads == 1
     monkeypatch.setenv("CSM_CODEC", "cpu-bf16")
     assert load_codec(*args).fmt == "bf16"
     monkeypatch.setenv("CSM_CODEC", "numpy")
@@ -418,6 +424,14 @@ def test_load_codec_prefers_csm_cpu_and_obeys_csm_codec(tiny_model, monkeypatch)
     assert isinstance(forced, NumpyMimi)
     audio = mimi_test_audio(24_000, seed=3)
     np.testing.assert_array_equal(picked.encode(audio), forced.encode(audio))
+    if importlib.util.find_spec("mlx") is not None:
+        from csm_mlx.mimi.codec import MlxMimi
+
+        monkeypatch.setenv("CSM_CODEC", "mlx")
+        on_mlx = load_codec(*args)
+        assert isinstance(on_mlx, MlxMimi)
+        codes = forced.encode(audio)
+        np.testing.assert_allclose(on_mlx.decode(codes), forced.decode(codes), atol=1e-3)
     monkeypatch.setenv("CSM_CODEC", "torch")
-    with pytest.raises(ValueError, match="CSM_CODEC='torch': expected one of auto, cpu, cpu-bf16, numpy"):
+    with pytest.raises(ValueError, match="CSM_CODEC='torch': expected one of auto, cpu, cpu-bf16, numpy, mlx"):
         load_codec(*args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -43,6 +44,7 @@ class CorpusActor:
         self.voices = VoiceCache(self.tts)
         self.meta = run_meta(self.tts, load.get("quant"))
         self.out_dir = Path(out_dir)
+        self.ready_at = time.time()  # model loaded: what came before is this actor's start-up
 
     def __call__(self, batch: dict) -> dict:
         rows = [CorpusRow.from_dict(json.loads(x)) for x in batch["row"]]
@@ -53,7 +55,7 @@ class CorpusActor:
             if crash and Path(crash).exists():
                 Path(crash).unlink()
                 os._exit(1)
-        return {"result": results}
+        return {"result": results, "ready_at": [self.ready_at] * len(results)}
 
     def _generate(self, rows: list[CorpusRow]) -> Iterator[dict]:
         good = []
@@ -69,10 +71,12 @@ class CorpusActor:
 def run_ray(
     address: str, rows: list[CorpusRow], out_dir: Path, load: dict, *, slots: int = 4, actors: int = 1,
     threads_per_actor: int = 1, gpus_per_actor: float = 0.0, rows_per_block: int | None = None,
+    ready_at: set | None = None,
 ) -> Iterator[dict]:  # fmt: skip
     """Generate `rows` on a Ray cluster; yields each finished row's manifest record (once per id).
     address: "auto" (a running cluster, else a new local one), "local" (always a new one), or a
-    cluster address (ray://host:10001, host:6379)."""
+    cluster address (ray://host:10001, host:6379). ready_at: a set that receives, for each actor
+    that returned rows, the time.time() at which it had loaded its model (for benchmarks)."""
     try:
         import ray
     except ImportError:
@@ -95,6 +99,8 @@ def run_ray(
     seen: set[str] = set()
     for item in results.iter_rows():
         rec = json.loads(item["result"])
+        if ready_at is not None:
+            ready_at.add(item["ready_at"])
         if rec["id"] in seen:
             continue
         seen.add(rec["id"])

@@ -81,7 +81,7 @@ class CSM:
         frame_model = open_backend(name, files, quant=quant, threads=threads)
         if adapter is not None:
             _attach_adapter(frame_model, name, adapter)
-        codec = load_codec(files.mimi, files.config)
+        codec = load_codec(files.mimi, files.config, threads=threads)
         marker = choose_watermark(watermark).marker
         logger.info("loaded %s (%s layout) on the %s backend", files.weights, files.layout, name)
         return cls(frame_model, tok, codec, marker, info=LoadedParts(files, name))
@@ -212,20 +212,26 @@ def _attach_adapter(frame_model, backend_name: str, adapter) -> None:
     attach_adapter(frame_model.model, load_adapter(adapter, frame_model.config))
 
 
-CODECS = ("auto", "cpu", "cpu-bf16", "numpy")
+CODECS = ("auto", "cpu", "cpu-bf16", "numpy", "mlx")
 
 
-def load_codec(path, model_config=None):
+def load_codec(path, model_config=None, threads: int | None = None):
     """Mimi from a Kyutai/HF file or an HF CSM checkpoint: csm-cpu's (its own kernels) when csm-cpu
-    is installed, else the numpy one; $CSM_CODEC picks one of CODECS (cpu-bf16: bf16 weights).
+    is installed, else the numpy one; $CSM_CODEC picks one of CODECS (cpu-bf16: bf16 weights; mlx: csm-mlx's
+    Mimi on MLX's default device, e.g. the GPU beside an mlx backend).
     Its config: a config.json beside the Mimi file (HF Mimi or a CSM codec_config), else the CSM
-    model's codec_config, else the released Mimi."""
+    model's codec_config, else the released Mimi. threads: csm-cpu's codec threads (None: $CSM_NUM_THREADS,
+    else every CPU), as the backend's: a Ray actor's --threads-per-actor bounds its codec too."""
     from csm_core.weights import mimi_config_beside
 
     choice = os.environ.get("CSM_CODEC", "").strip().lower() or "auto"
     if choice not in CODECS:
         raise ValueError(f"CSM_CODEC={choice!r}: expected one of {', '.join(CODECS)}")
     config = mimi_config_beside(path) or (mimi_config_beside(model_config) if model_config is not None else None)
+    if choice == "mlx":
+        from csm_mlx.mimi.codec import MlxMimi
+
+        return MlxMimi.from_checkpoint(path, config)
     if choice != "numpy":
         try:
             from csm_cpu.mimi import Mimi as CpuMimi
@@ -233,7 +239,7 @@ def load_codec(path, model_config=None):
             if choice != "auto":
                 raise
         else:
-            return CpuMimi.from_checkpoint(path, config, fmt="bf16" if choice == "cpu-bf16" else "f32")
+            return CpuMimi.from_checkpoint(path, config, fmt="bf16" if choice == "cpu-bf16" else "f32", threads=threads)
     from csm_audio import Mimi
 
     return Mimi.from_checkpoint(path, config)

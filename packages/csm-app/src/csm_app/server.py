@@ -136,6 +136,9 @@ def create_app(service: SpeechService, *, api_key: str | None = None, max_body_b
             raise
         if first is None:
             watcher.cancel()
+            if stream.state == "cancelled":  # a whole-clip mark's request cut by shutdown: no partial clip is sent
+                raise ApiError(503, "the request was cancelled before its audio was complete (the server is shutting "
+                                    "down); retry", kind="server_error", code="cancelled", headers={"Retry-After": "5"})  # fmt: skip
             raise ApiError(500, "no audio was generated (the model stopped at once)", kind="server_error")
         metrics.ttfa.observe(stream.opened_at - received + stream.first_audio_s)  # whole formats too: the first chunk
         headers = {"X-Sample-Rate": str(service.sample_rate)}

@@ -58,10 +58,10 @@ class GenerationFailed(RuntimeError):
 
 
 class _End:
-    __slots__ = ("error",)
+    __slots__ = ("error", "cancelled")
 
-    def __init__(self, error: BaseException | None):
-        self.error = error
+    def __init__(self, error: BaseException | None, cancelled: bool = False):
+        self.error, self.cancelled = error, cancelled
 
 
 class Stream:
@@ -81,28 +81,30 @@ class Stream:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._frames_seen = 0
         self._ended = False
+        self._held: list[np.ndarray] = []  # a whole-clip mark's audio until the request ends
 
     # ---- the consumer's side (event loop) ----
     def __aiter__(self):
         return self
 
     async def __anext__(self) -> np.ndarray:
-        # A whole-clip watermark (SilentCipher) marks the utterance once it has ended: it comes as one chunk.
+        # A whole-clip watermark (SilentCipher) marks the utterance once it has ended: it comes as one
+        # chunk, and a cancelled request's held audio is dropped unmarked (nobody listens any more).
         whole = is_whole_clip(self.service.tts.watermarker)
-        held: list[np.ndarray] = []
         while True:
             item = await self._queue.get()
             if isinstance(item, _End):
                 self._queue.put_nowait(item)  # later calls end too
+                held, self._held = self._held, []
                 if item.error is not None:
                     raise GenerationFailed(f"generation failed: {type(item.error).__name__}: {item.error}") from item.error
-                if held:
+                if held and not item.cancelled:
                     return await self._marked(np.concatenate(held))
                 raise StopAsyncIteration
             if item.size == 0:
                 continue
             if whole:
-                held.append(item)
+                self._held.append(item)
                 continue
             return await self._marked(item)
 
@@ -139,7 +141,7 @@ class Stream:
         if job.done and not self._ended:
             self._ended = True
             self.service._ended(self, job)
-            items.append(_End(job.error))
+            items.append(_End(job.error, job.state == "cancelled"))
         if items:
             try:
                 self._loop.call_soon_threadsafe(self._put, items)
