@@ -102,7 +102,25 @@ def main() -> None:
         worst = 206 * one if name == "torch" else 205 * one
         print(f"{'verify, marked (' + name + ')':28}{best:10.2f}{args.seconds / best:14.3f}")
         print(f"{'verify, unmarked (' + name + ')':28}{worst:10.0f}{args.seconds / worst:14.4f}  (205-206 passes, extrapolated)")
+    # the work itself: 3x3 gated-conv MACs per STFT position, so no implementation on these cores
+    # can pass the 20x target once the FLOPs it needs exceed the measured product rate
+    embed_gf, pass_gf = flops_per_audio_second(ours)
+    print(f"work per second of audio: embed {embed_gf:.1f} GFLOP, one decoder pass {pass_gf:.1f} GFLOP; 20x real "
+          f"time needs {20 * embed_gf:.0f} / {20 * pass_gf:.0f} GFLOP/s against {gflops:.0f} GFLOP/s measured "
+          f"(numpy sgemm on {args.threads} threads): at most {gflops / embed_gf:.1f}x / {gflops / pass_gf:.1f}x "
+          "real time at that rate")
     tmp.cleanup()
+
+
+def flops_per_audio_second(model) -> tuple[float, float]:
+    """GFLOP per second of audio of embed (enc_c over every bin, dec_c) and of one decoder pass
+    (dec_m over the message band): 2 x the im2col GEMMs' MACs per STFT position."""
+    cfg = model.cfg
+    frames = cfg.SR / cfg.HOP_LENGTH  # STFT frames per second of audio
+    macs = lambda layers: sum(layer.w.shape[0] * layer.w.shape[1] for layer in layers)  # noqa: E731
+    embed = 2 * frames * cfg.bins * (macs(model.w.enc) + macs(model._dec_c))
+    one_pass = 2 * frames * cfg.message_band_size * macs(model.w.dec_m)
+    return embed / 1e9, one_pass / 1e9
 
 
 if __name__ == "__main__":
