@@ -299,26 +299,27 @@ def rvq_pick(const float[:, ::1] scores, float[:, ::1] r, const float[:, ::1] bo
                 r[t, c] -= book[best, c]
 
 
-def fma_peak(int threads=1, double seconds=0.2) -> float:
+def fma_peak(int threads=1, int rounds=100) -> float:
     """This machine's f32 FMA throughput in FLOP/s (a multiply-add counts 2) on `threads` threads:
-    independent FMA chains in registers, no memory traffic (the compute ceiling of every product),
-    best of five timed rounds of about seconds / 5 each."""
+    independent FMA chains in registers, no memory traffic (the compute ceiling of every product).
+    Best of `rounds` short rounds (about 2 ms each): on a shared machine a short round often runs
+    without being preempted, so the best one measures the cores, not the load."""
     import time
-    if threads < 1:
-        raise ValueError(f"fma_peak: threads must be >= 1, got {threads}")
-    cdef int64_t iters = 1 << 16
+    if threads < 1 or rounds < 1:
+        raise ValueError(f"fma_peak: threads and rounds must be >= 1, got {threads}, {rounds}")
+    cdef int64_t iters = 1 << 12
     cdef int i
     cdef float sink = 0.0
     cdef double t, best = 0.0
-    while True:  # calibrate: one round of `iters` on one thread takes about seconds / 5
+    while True:  # calibrate: one round of `iters` on one thread takes about 2 ms
         t = time.perf_counter()
         with nogil:
             sink += mimi_fma_probe(_isa, iters)
         t = time.perf_counter() - t
-        if t >= seconds / 5 or iters > (1 << 40):
+        if t >= 0.002 or iters > (1 << 40):
             break
         iters *= 2
-    for _ in range(5):
+    for _ in range(rounds):
         t = time.perf_counter()
         for i in prange(threads, nogil=True, schedule="static", num_threads=threads):
             sink += mimi_fma_probe(_isa, iters)

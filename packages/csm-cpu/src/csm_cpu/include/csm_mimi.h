@@ -370,9 +370,12 @@ static inline void mimi_attend(int isa, const float *q, const float *kc, const f
  * compute ceiling. */
 #if CSM_HAVE_AVX2
 CSM_AVX2 static inline float mimi_fma_probe_avx2(int64_t iters) {
-    __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    __m256 a0 = _mm256_set1_ps(1.f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
-    __m256 a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    /* distinct starting values: chains that start equal would be merged into one by the compiler */
+    __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f), d = _mm256_set1_ps(1.f / 64);
+    __m256 a0 = _mm256_set1_ps(1.f), a1 = _mm256_add_ps(a0, d), a2 = _mm256_add_ps(a1, d);
+    __m256 a3 = _mm256_add_ps(a2, d), a4 = _mm256_add_ps(a3, d), a5 = _mm256_add_ps(a4, d);
+    __m256 a6 = _mm256_add_ps(a5, d), a7 = _mm256_add_ps(a6, d), a8 = _mm256_add_ps(a7, d);
+    __m256 a9 = _mm256_add_ps(a8, d), a10 = _mm256_add_ps(a9, d), a11 = _mm256_add_ps(a10, d);
     for (int64_t i = 0; i < iters; i++) {
         a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
         a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
@@ -399,7 +402,7 @@ static inline float mimi_fma_probe(int isa, int64_t iters) {
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) return mimi_fma_probe_avx2(iters);
 #endif
-    float a[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
+    float a[8] = {1.f, 1.01f, 1.02f, 1.03f, 1.04f, 1.05f, 1.06f, 1.07f};
     for (int64_t i = 0; i < iters; i++)
         for (int j = 0; j < 8; j++) a[j] = fmaf(a[j], 0.999999f, 1e-7f);
     return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
