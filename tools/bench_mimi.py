@@ -11,6 +11,7 @@ relative to the first row (the machine may be shared: ratios measured in one run
 absolute times do not). --layers adds the FLOP and weight-byte account per layer.
 
     flock /work/bigmem.lock python tools/bench_mimi.py [--threads 2] [--repeats 5] [--seconds 10]
+    python tools/bench_mimi.py --threads 16 --active-wait --no-numpy   # a dedicated 16-core host
 
 Every peer is optional: the numpy codec (csm-audio, which imports soundfile), moshi and
 transformers (torch) are skipped with a note where they do not import; csm-cpu needs only numpy
@@ -44,6 +45,9 @@ def main() -> None:
     ap.add_argument("--batch", default=None, help="row counts (comma list): batched vs single-stream step times only")
     ap.add_argument("--no-cpu", action="store_true", help="skip csm-cpu's Mimi")
     ap.add_argument("--layers", action="store_true", help="print the FLOP / weight-byte account per layer")
+    ap.add_argument("--active-wait", action="store_true",
+                    help="OMP_WAIT_POLICY=ACTIVE (idle threads spin: for a dedicated machine; csm-cpu's default is "
+                         "PASSIVE, right for a shared one)")
     args = ap.parse_args()
     counts = [int(t) for t in str(args.threads).split(",")]
     if len(counts) > 1:  # BLAS thread pools are fixed at import: one process per count
@@ -58,6 +62,8 @@ def main() -> None:
         return
     args.threads = counts[0]
     _set_threads(args.threads)  # before numpy / torch load their BLAS
+    if args.active_wait:
+        os.environ["OMP_WAIT_POLICY"] = "ACTIVE"  # before csm_cpu loads the OpenMP runtime
 
     import time
     from pathlib import Path
@@ -203,7 +209,8 @@ def _report(args, cfg, impls, times, stream, codecs) -> None:
                    if m is not None}
     peak, ideal, bw = _limits(th)
     print(f"\nMimi full size, {sec:g} s of audio, 32 codebooks, {th} threads, medians of {args.repeats}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; f32 FMA peak on {th} threads "
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; f32 FMA peak on {th} threads "
           f"{peak / 1e9:.0f} GFLOP/s measured ({ideal / 1e9:.0f} = {th} x one thread's); read bandwidth "
           + (f"{bw:.1f} GB/s" if bw else "not measured"))
     print(f"work: encode {enc_flops / sec / 1e9:.2f} GFLOP per audio second, decode {dec_flops / sec / 1e9:.2f}; "

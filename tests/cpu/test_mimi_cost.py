@@ -73,3 +73,16 @@ def test_fma_peak_measures_and_checks():
         _mimi.fma_peak(0)
     with pytest.raises(ValueError, match="rounds"):
         _mimi.fma_peak(1, 0)
+
+
+def test_codec_and_cost_import_without_soundfile():
+    """The 16-core host has no soundfile: csm_cpu.mimi (and what the bench needs of it) must not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['soundfile'] = None\n"  # any `import soundfile` now raises ImportError
+            "from csm_cpu.mimi import Mimi, cost\n"
+            "from csm_core.testing.mimi import random_mimi_weights, mimi_test_audio\n"
+            "assert 'csm_audio' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
