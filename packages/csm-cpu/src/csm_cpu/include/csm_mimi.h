@@ -150,6 +150,10 @@ CSM_AVX2 static inline void mimi_store8_avx2(const mimi_mat *B, int col, int nco
     _mm256_maskstore_ps(c, mask, v);
 }
 
+/* Panel rows (k steps) ahead that a tile prefetches: a weight read from memory by one tile is one
+ * sequential stream, which the hardware prefetchers alone keep too few lines ahead of. */
+#define MIMI_PF_ROWS 16
+
 /* One register tile: rows 0..MR-1 of A times one panel, then the epilogue into C. MR and BF16
  * are constants at every call site; the accumulators are named variables (GCC spilled an array
  * of them to the stack on every step), the rows past MR are dead code. */
@@ -174,6 +178,7 @@ CSM_AVX2 static inline void mimi_store8_avx2(const mimi_mat *B, int col, int nco
         const int K = B->K, mr_ = MR;                                                                 \
         for (int k = 0; k < K; k++) {                                                                 \
             __m256 b0, b1;                                                                            \
+            _mm_prefetch(panel + (int64_t)(k + MIMI_PF_ROWS) * MIMI_NR * (BF16 ? 2 : 4), _MM_HINT_T0); \
             if (BF16) {                                                                               \
                 const uint16_t *bp = (const uint16_t *)panel + (int64_t)k * MIMI_NR;                  \
                 b0 = csm_load_bf16_avx2(bp);                                                          \
