@@ -44,7 +44,7 @@ static uint64_t readS(const uint64_t *p, size_t len, int S) {
     return t;
 }
 int main(int argc, char **argv) {
-    int maxth = atoi(argv[1]);
+    int maxth = atoi(argv[1]), minth = argc > 2 ? atoi(argv[2]) : 1;
     size_t bytes = (size_t)1 << 30, n = bytes / 8;
     uint64_t *p = aligned_alloc(1 << 21, bytes);
     if (!p) return 1;
@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n; i++) p[i] = i;
     volatile uint64_t sink = 0;
     int streams[] = {1, 2, 4, 8, 16};
-    for (int th = 1; th <= maxth; th++)
+    for (int th = minth; th <= maxth; th++)
         for (int k = 0; k < 5; k++) {
             int S = streams[k];
             double best = 1e30;
@@ -79,8 +79,9 @@ int main(int argc, char **argv) {
 """
 
 
-def measure(max_threads: int) -> list[tuple[int, int, float]]:
-    """[(threads, streams per thread, GB/s)] from the C probe; raises RuntimeError if no compiler."""
+def measure(max_threads: int, min_threads: int = 1) -> list[tuple[int, int, float]]:
+    """[(threads, streams per thread, GB/s)] for min_threads..max_threads threads from the C probe;
+    raises RuntimeError if no compiler."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
@@ -91,7 +92,7 @@ def measure(max_threads: int) -> list[tuple[int, int, float]]:
         r = subprocess.run([cc, *flags, str(src), "-o", str(exe)], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"compiling the probe failed: {r.stderr.strip()[:500]}")
-        out = subprocess.run([str(exe), str(max_threads)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([str(exe), str(max_threads), str(min_threads)], capture_output=True, text=True, check=True).stdout
     return [(int(a), int(b), float(c)) for a, b, c in (line.split() for line in out.splitlines())]
 
 

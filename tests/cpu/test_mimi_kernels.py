@@ -23,7 +23,8 @@ def _rng(seed=0):
 
 @pytest.mark.parametrize("fmt", ["f32", "bf16"])
 @pytest.mark.parametrize("K,N,M,lda", [(7, 64, 50, 1), (192, 32, 13, 64), (64, 1, 9, 64), (40, 5, 3, 40),
-                                        (512, 1536, 2, 512), (96, 37, 61, 200), (3, 16, 1, 3)])
+                                        (512, 1536, 2, 512), (96, 37, 61, 200), (3, 16, 1, 3),
+                                        (1024, 80, 13, 1024)])  # L2 panel groups of 2, 2, 1
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gemm_windows_epilogue(isa, fmt, K, N, M, lda, threads):
     rng = _rng(K + N + M)

@@ -36,6 +36,8 @@ cdef extern from "csm_mimi.h" nogil:
     void mimi_layer_norm(const float *x, const float *w, const float *b, float eps, float *y, int n)
     void mimi_attend(int isa, const float *q, const float *kc, const float *vc, int64_t ld, int lo, int hi,
                      int hd, float scale, float *scores, float *out)
+    float mimi_fma_probe(int isa, int64_t iters)
+    int mimi_fma_probe_flops(int isa)
 
 ACT_NONE, ACT_ELU, ACT_GELU = MIMI_ACT_NONE, MIMI_ACT_ELU, MIMI_ACT_GELU
 PANEL = MIMI_NR
@@ -295,3 +297,35 @@ def rvq_pick(const float[:, ::1] scores, float[:, ::1] r, const float[:, ::1] bo
             codes[t] = best
             for c in range(cd):
                 r[t, c] -= book[best, c]
+
+
+def fma_peak(int threads=1, int rounds=100) -> float:
+    """This machine's f32 FMA throughput in FLOP/s (a multiply-add counts 2) on `threads` threads:
+    independent FMA chains in registers, no memory traffic (the compute ceiling of every product).
+    Best of `rounds` short rounds (about 2 ms each): on a shared machine a short round often runs
+    without being preempted, so the best one measures the cores, not the load."""
+    import time
+    if threads < 1 or rounds < 1:
+        raise ValueError(f"fma_peak: threads and rounds must be >= 1, got {threads}, {rounds}")
+    cdef int64_t iters = 1 << 12
+    cdef int i
+    cdef float sink = 0.0
+    cdef double t, best = 0.0
+    while True:  # calibrate: one round of `iters` on one thread takes about 2 ms
+        t = time.perf_counter()
+        with nogil:
+            sink += mimi_fma_probe(_isa, iters)
+        t = time.perf_counter() - t
+        if t >= 0.002 or iters > (1 << 40):
+            break
+        iters *= 2
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for i in prange(threads, nogil=True, schedule="static", num_threads=threads):
+            sink += mimi_fma_probe(_isa, iters)
+        t = time.perf_counter() - t
+        if t > 0 and threads * iters * mimi_fma_probe_flops(_isa) / t > best:
+            best = threads * iters * mimi_fma_probe_flops(_isa) / t
+    if sink != sink:  # never: keeps the probe's result alive
+        raise RuntimeError("fma_peak: probe produced NaN")
+    return best

@@ -42,6 +42,14 @@ static inline float mimi_bval(int fmt, const char *p, int64_t i) {
     return fmt == CSM_BF16 ? csm_bf16_to_fp32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
+/* Panels per L2-resident group of a product: the group's weight bytes stay in L2 while every
+ * row tile of A passes over them. */
+#define MIMI_L2_GROUP_BYTES 131072
+static inline int mimi_l2_group(const mimi_mat *B) {
+    int64_t g = MIMI_L2_GROUP_BYTES / B->panel_bytes;
+    return g < 1 ? 1 : (int)g;
+}
+
 /* Rows m0..m1 of C [M, N] (ldc) for panels p0..p1: portable C. */
 static inline void mimi_gemm_portable(const mimi_mat *B, const float *A, int64_t lda, int m0, int m1, int p0,
                                       int p1, float *C, int64_t ldc, int accumulate, int act) {
@@ -142,6 +150,10 @@ CSM_AVX2 static inline void mimi_store8_avx2(const mimi_mat *B, int col, int nco
     _mm256_maskstore_ps(c, mask, v);
 }
 
+/* Panel rows (k steps) ahead that a tile prefetches: a weight read from memory by one tile is one
+ * sequential stream, which the hardware prefetchers alone keep too few lines ahead of. */
+#define MIMI_PF_ROWS 16
+
 /* One register tile: rows 0..MR-1 of A times one panel, then the epilogue into C. MR and BF16
  * are constants at every call site; the accumulators are named variables (GCC spilled an array
  * of them to the stack on every step), the rows past MR are dead code. */
@@ -166,6 +178,7 @@ CSM_AVX2 static inline void mimi_store8_avx2(const mimi_mat *B, int col, int nco
         const int K = B->K, mr_ = MR;                                                                 \
         for (int k = 0; k < K; k++) {                                                                 \
             __m256 b0, b1;                                                                            \
+            _mm_prefetch(panel + (int64_t)(k + MIMI_PF_ROWS) * MIMI_NR * (BF16 ? 2 : 4), _MM_HINT_T0); \
             if (BF16) {                                                                               \
                 const uint16_t *bp = (const uint16_t *)panel + (int64_t)k * MIMI_NR;                  \
                 b0 = csm_load_bf16_avx2(bp);                                                          \
@@ -216,14 +229,20 @@ CSM_AVX2 static inline void mimi_tile_avx2(int mr, const mimi_mat *B, const floa
     }
 }
 
-/* Rows m0..m1 for panels p0..p1: each 6-row tile of A (in L1) meets every panel in turn. */
+/* Rows m0..m1 for panels p0..p1, in groups of panels that fit L2 (MIMI_L2_GROUP_BYTES): each
+ * 6-row tile of A meets every panel of the group in turn, so a weight larger than the caches is
+ * read from memory once per call, not once per 6 rows. */
 CSM_AVX2 static inline void mimi_gemm_avx2(const mimi_mat *B, const float *A, int64_t lda, int m0, int m1, int p0,
                                            int p1, float *C, int64_t ldc, int accumulate, int act) {
-    for (int m = m0; m < m1; m += MIMI_MR) {
-        int mr = m1 - m < MIMI_MR ? m1 - m : MIMI_MR;
-        for (int p = p0; p < p1; p++)
-            mimi_tile_avx2(mr, B, A + (int64_t)m * lda, lda, B->panels + (int64_t)p * B->panel_bytes, p * MIMI_NR,
-                           C + (int64_t)m * ldc, ldc, accumulate, act);
+    int g = mimi_l2_group(B);
+    for (int q0 = p0; q0 < p1; q0 += g) {
+        int q1 = q0 + g < p1 ? q0 + g : p1;
+        for (int m = m0; m < m1; m += MIMI_MR) {
+            int mr = m1 - m < MIMI_MR ? m1 - m : MIMI_MR;
+            for (int p = q0; p < q1; p++)
+                mimi_tile_avx2(mr, B, A + (int64_t)m * lda, lda, B->panels + (int64_t)p * B->panel_bytes, p * MIMI_NR,
+                               C + (int64_t)m * ldc, ldc, accumulate, act);
+        }
     }
 }
 
@@ -348,6 +367,50 @@ static inline void mimi_attend(int isa, const float *q, const float *kc, const f
     }
     float inv = (float)(1.0 / total);
     for (int i = 0; i < hd; i++) out[i] *= inv;
+}
+
+/* The f32 FMA peak probe: `iters` rounds of 12 independent 8-wide FMA chains (AVX2) or 8
+ * independent scalar chains (portable), 192 resp. 16 FLOPs a round; returns a value that depends
+ * on every chain so that the compiler keeps them. Used by tools/bench_mimi.py as the machine's
+ * compute ceiling. */
+#if CSM_HAVE_AVX2
+CSM_AVX2 static inline float mimi_fma_probe_avx2(int64_t iters) {
+    /* distinct starting values: chains that start equal would be merged into one by the compiler */
+    __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f), d = _mm256_set1_ps(1.f / 64);
+    __m256 a0 = _mm256_set1_ps(1.f), a1 = _mm256_add_ps(a0, d), a2 = _mm256_add_ps(a1, d);
+    __m256 a3 = _mm256_add_ps(a2, d), a4 = _mm256_add_ps(a3, d), a5 = _mm256_add_ps(a4, d);
+    __m256 a6 = _mm256_add_ps(a5, d), a7 = _mm256_add_ps(a6, d), a8 = _mm256_add_ps(a7, d);
+    __m256 a9 = _mm256_add_ps(a8, d), a10 = _mm256_add_ps(a9, d), a11 = _mm256_add_ps(a10, d);
+    for (int64_t i = 0; i < iters; i++) {
+        a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
+        a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
+        a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c); a8 = _mm256_fmadd_ps(a8, m, c);
+        a9 = _mm256_fmadd_ps(a9, m, c); a10 = _mm256_fmadd_ps(a10, m, c); a11 = _mm256_fmadd_ps(a11, m, c);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    return csm_hsum_avx2(s);
+}
+#endif
+
+/* FLOPs per round of mimi_fma_probe on this ISA. */
+static inline int mimi_fma_probe_flops(int isa) {
+#if CSM_HAVE_AVX2
+    if (isa == CSM_ISA_AVX2) return 12 * 8 * 2;
+#endif
+    (void)isa;
+    return 8 * 2;
+}
+
+static inline float mimi_fma_probe(int isa, int64_t iters) {
+#if CSM_HAVE_AVX2
+    if (isa == CSM_ISA_AVX2) return mimi_fma_probe_avx2(iters);
+#endif
+    float a[8] = {1.f, 1.01f, 1.02f, 1.03f, 1.04f, 1.05f, 1.06f, 1.07f};
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 8; j++) a[j] = fmaf(a[j], 0.999999f, 1e-7f);
+    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
 }
 
 #endif
