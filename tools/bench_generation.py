@@ -172,7 +172,6 @@ def prefill_before_after(gen, model, args) -> None:
     alternating run by run in this one process."""
     K = model.config.audio_num_codebooks
     times = {True: ([], []), False: ([], [])}
-    codes_seen = {}
     for run in range(args.runs):
         for legacy in (True, False):
             model.legacy_prefill = legacy
@@ -184,7 +183,6 @@ def prefill_before_after(gen, model, args) -> None:
             st = stream.stats
             times[legacy][0].append(st.time_to_first_frame_s * 1e3)
             times[legacy][1].append(st.time_to_first_audio_s * 1e3)
-            codes_seen.setdefault(run, []).append(st.total_frames)
     model.legacy_prefill = False
     print(f"\nvoice context of {args.context_frames} frames ({args.context_frames * 0.08:.0f} s), one sentence, "
           f"median of {args.runs} (runs alternate)")
