@@ -66,8 +66,8 @@ def main() -> int:
     ap.add_argument("--context-frames", type=int, default=0,
                     help="also time two sentences after a voice context of this many frames, prompt-prefix reuse off/on")
     ap.add_argument("--prefill-before-after", action="store_true",
-                    help="with --context-frames: time to first audio after the context with the prompt loop "
-                         "from before the prefill rework (legacy_prefill) and the current one, same process")
+                    help="with --context-frames: instead of the reuse scenario, time to first audio after the context "
+                         "with the prefill kernels from before the rework (legacy_prefill) and the current ones")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
@@ -109,10 +109,10 @@ def main() -> int:
             rtf.append(st.real_time_factor)
         print(f"| {chunk} | {median(ttff):.0f} | {median(ttfa):.0f} | {median(fps):.2f} | {median(rtf):.2f} |")
 
-    if args.context_frames:
+    if args.context_frames and args.prefill_before_after and hasattr(model, "legacy_prefill"):
+        prefill_before_after(gen, model, args)
+    elif args.context_frames:
         context_scenario(gen, model, args)
-        if args.prefill_before_after and hasattr(model, "legacy_prefill"):
-            prefill_before_after(gen, model, args)
 
     if args.batch:
         print("\n| batch B | frames/s (all rows) | per-row frames/s | throughput vs B=1 |")
