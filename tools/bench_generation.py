@@ -169,9 +169,11 @@ def prefill_before_after(gen, model, args) -> None:
     """Time to first audio (5-frame chunks) of a sentence after a voice context of
     --context-frames frames, a new context each run (nothing cached), with the prompt loop from
     before the prefill rework (model.legacy_prefill: same codes bit for bit) and the current one,
-    alternating run by run in this one process."""
+    alternating run by run in this one process; prompt-prefix reuse off (the two settings see the
+    same context)."""
     K = model.config.audio_num_codebooks
     times = {True: ([], []), False: ([], [])}
+    model.reuse_prefix = False
     for run in range(args.runs):
         for legacy in (True, False):
             model.legacy_prefill = legacy
@@ -184,6 +186,7 @@ def prefill_before_after(gen, model, args) -> None:
             times[legacy][0].append(st.time_to_first_frame_s * 1e3)
             times[legacy][1].append(st.time_to_first_audio_s * 1e3)
     model.legacy_prefill = False
+    model.reuse_prefix = True
     print(f"\nvoice context of {args.context_frames} frames ({args.context_frames * 0.08:.0f} s), one sentence, "
           f"median of {args.runs} (runs alternate)")
     print("| prompt loop | time to first frame (ms) | time to first audio (ms) |")
