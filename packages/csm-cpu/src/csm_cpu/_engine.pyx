@@ -417,7 +417,7 @@ cdef class Engine:
         self.set_legacy(legacy)
 
     def set_legacy(self, int legacy):
-        """1: run several vectors in the loop order from before the prefill rework (same results
+        """1: run several vectors on the kernels from before the prefill rework (same results
         bit for bit; for before/after benchmarks, $CSM_CPU_PREFILL=legacy)."""
         cdef int i
         stack_legacy(&self.bb, legacy)

@@ -50,8 +50,9 @@ def _chunk_kib() -> int:
 
 
 def _legacy_prefill() -> int:
-    """$CSM_CPU_PREFILL=legacy: several positions in the loop order (and, for Q8_0, the kernels)
-    from before the prefill rework, bit-identical results; for before/after benchmarks."""
+    """$CSM_CPU_PREFILL=legacy: several positions on the kernels from before the prefill rework
+    (Q8_0 pair kernel without the scale table, Q4_0 pairs instead of 4-vector tiles),
+    bit-identical results; for before/after benchmarks."""
     env = os.environ.get("CSM_CPU_PREFILL", "").strip()
     if env not in ("", "legacy", "tiled"):
         raise ValueError(f"CSM_CPU_PREFILL must be 'legacy' or 'tiled', got {env!r}")
@@ -165,7 +166,7 @@ class CpuBackend:
 
     @property
     def legacy_prefill(self) -> bool:
-        """Run prompts in the loop order from before the prefill rework (same results bit for bit;
+        """Run prompts on the kernels from before the prefill rework (same results bit for bit;
         for before/after benchmarks; default from $CSM_CPU_PREFILL)."""
         return self._legacy
 

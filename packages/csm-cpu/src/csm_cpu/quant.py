@@ -126,8 +126,8 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def matmat(w: QTensor, x: np.ndarray, *, threads: int = 1, legacy: bool = False) -> np.ndarray:
-    """x [N, cols] -> x @ W.T [N, rows] with the active kernel path (legacy: several vectors in
-    the loop order from before the prefill rework; the same results)."""
+    """x [N, cols] -> x @ W.T [N, rows] with the active kernel path (legacy: several vectors on
+    the kernels from before the prefill rework; the same results)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != w.cols:
         raise ValueError(f"activations of shape {x.shape} do not fit a [{w.rows}, {w.cols}] matrix")

@@ -20,7 +20,7 @@ typedef struct {
     const char *data;
     int64_t row_bytes;
     int interleaved;
-    int legacy; /* 1: several vectors in the loop order before the prefill rework (benchmarks) */
+    int legacy; /* 1: several vectors on the kernels from before the prefill rework (benchmarks) */
 } csm_mat;
 
 /* Best kernel path this CPU supports. */
