@@ -153,9 +153,9 @@ def time_slot_frames(be, n: int, frames: int) -> list[float]:
     return out
 
 
-def prefill_rate(be, S: int = 128) -> float:
+def prefill_rate(be, S: int = 128, runs: int = 2) -> float:
     """Prompt positions per second through the backbone: a fresh S-row prompt's first frame minus
-    a 1-row prompt's (both include one frame's decode; prefix reuse off)."""
+    a 2-row prompt's (both include one frame's decode; prefix reuse off); best of `runs`."""
     from csm_core.protocols import SamplingParams
 
     params = SamplingParams()
@@ -164,7 +164,7 @@ def prefill_rate(be, S: int = 128) -> float:
     def first_frame(rows: int) -> float:
         tok, mask = prompt(be.config, 1, rows)
         best = float("inf")
-        for _ in range(2):
+        for _ in range(runs):
             be.reset(1, seed=0)
             t = time.perf_counter()
             be.generate_frame(tok, mask, params)
@@ -188,6 +188,14 @@ def worker(args) -> dict:
            "bytes_per_frame": be.bytes_per_frame(), "features": cpu_features(), "ms": {}, "fps_batch": {}}
     if args.profile:
         res["profile"] = {}
+    if args.prefill_only:
+        be.set_threads(max(args.threads))
+        for legacy in (False, True):  # the loop order before the prefill rework as peer (same results)
+            be.legacy_prefill = legacy
+            key = "prefill_legacy_pos_s" if legacy else "prefill_pos_s"
+            res[key] = prefill_rate(be, args.prefill_rows, args.prefill_runs)
+        be.legacy_prefill = False
+        return res
     for th in args.threads:
         be.set_threads(th)
         res["ms"][th] = 1e3 * statistics.median(time_frames(be, 1, args.frames))
@@ -198,7 +206,7 @@ def worker(args) -> dict:
         res["prefill_pos_s"] = None
     be.set_threads(max(args.threads))
     if not args.no_prefill:
-        res["prefill_pos_s"] = prefill_rate(be)
+        res["prefill_pos_s"] = prefill_rate(be, args.prefill_rows, args.prefill_runs)
     for B in args.batch:
         if B > 1 and (args.worker == "q8_0" or len(args.batch) == 1):
             res["fps_batch"][B] = B / statistics.median(time_frames(be, B, max(3, args.frames // 2)))
@@ -261,6 +269,26 @@ def reference(args) -> dict:
     tok, mask = prompt(config, 1)
     res = {"dtype": args.reference_worker}
     with torch.no_grad():
+        def first_frame(rows: int) -> float:
+            """generate() of one frame after a fresh prompt of `rows` rows (backbone prefill + one
+            frame), best of --prefill-runs: the same measure as prefill_rate's."""
+            t_, m_ = prompt(config, 1, rows)
+            e = embed_frames(model, t_, m_).to(dtype)
+            a = torch.ones(e.shape[:2], dtype=torch.long)
+            best = float("inf")
+            for _ in range(args.prefill_runs):
+                t = time.perf_counter()
+                model.generate(inputs_embeds=e, attention_mask=a, do_sample=True, top_k=50, temperature=0.9,
+                               depth_decoder_do_sample=True, depth_decoder_top_k=50, depth_decoder_temperature=0.9,
+                               max_new_tokens=1, min_new_tokens=1)
+                best = min(best, time.perf_counter() - t)
+            return best
+
+        first_frame(2)  # warm-up
+        S = args.prefill_rows
+        res["prefill_pos_s"] = (S - 2) / (first_frame(S) - first_frame(2))
+        if args.prefill_only:
+            return res
         emb = embed_frames(model, tok, mask).to(dtype)
         att = torch.ones(emb.shape[:2], dtype=torch.long)
 
@@ -276,6 +304,34 @@ def reference(args) -> dict:
         per = [(run(1 + n) - run(1)) / n for _ in range(2)]
     res["ms"] = 1e3 * statistics.median(per)
     return res
+
+
+def prefill_table(args, common: list[str]) -> None:
+    """--prefill-only: positions/s of a fresh prompt's first frame, ours per format (and the legacy
+    loop order) against transformers fp32 on the same thread count, all in this one invocation."""
+    th = max(args.threads)
+    print(f"# prompt prefill, {args.prefill_rows} rows minus 2, {th} threads, best of {args.prefill_runs}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
+    for fmt in args.formats.split(","):
+        r = sub(["--worker", fmt, "--prefill-only", *common])
+        print("# " + json.dumps({k: v for k, v in r.items() if k != "features"}), flush=True)
+        rows.append(r)
+    ref = {} if args.no_reference else sub(["--reference-worker", "fp32", "--prefill-only", *common])
+    if ref:
+        print("# reference " + json.dumps(ref), flush=True)
+    hf = ref.get("prefill_pos_s")
+    print(f"\n{'format':6} {'pos/s':>7} {'legacy':>7} {'x legacy':>8} {'x HF fp32':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r.get('fmt', '?'):6} error: {r['error']}")
+            continue
+        new, old = r["prefill_pos_s"], r["prefill_legacy_pos_s"]
+        print(f"{r['fmt']:6} {new:7.1f} {old:7.1f} {new / old:8.2f} " + (f"{new / hf:9.2f}" if hf else f"{'-':>9}"))
+    if hf:
+        print(f"HF transformers fp32 ({th} thr): {hf:.1f} positions/s")
+    elif ref:
+        print(f"HF transformers fp32: {ref.get('error', 'no figure')}")
 
 
 def sub(argv: list[str], env: dict | None = None) -> dict:
@@ -295,6 +351,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-competing", action="store_true")
+    ap.add_argument("--prefill-rows", type=int, default=256, help="prompt rows of the prefill measurement")
+    ap.add_argument("--prefill-runs", type=int, default=3, help="best of this many first frames per prompt length")
+    ap.add_argument("--prefill-only", action="store_true",
+                    help="only prompt prefill: ours (new and legacy loop order) and transformers fp32, same threads")
     ap.add_argument("--slots", default="", help="slot counts for the SlotModel path, e.g. 1,2,4 (default: off)")
     ap.add_argument("--profile", action="store_true", help="per-phase time of a frame per thread count")
     ap.add_argument("--no-prefill", action="store_true", help="skip the prompt prefill measurement")
@@ -314,8 +374,12 @@ def main() -> None:
         print(json.dumps(reference(args)))
         return
 
-    common = ["--threads", ",".join(map(str, args.threads)), "--frames", str(args.frames)]
+    common = ["--threads", ",".join(map(str, args.threads)), "--frames", str(args.frames),
+              "--prefill-rows", str(args.prefill_rows), "--prefill-runs", str(args.prefill_runs)]
     common += ["--profile"] * args.profile + ["--no-prefill"] * args.no_prefill
+    if args.prefill_only:
+        prefill_table(args, common)
+        return
     print(f"# csm-cpu bench, CSM-1B shapes, random weights; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs", flush=True)
     bw = bandwidth(args.threads)

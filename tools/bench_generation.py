@@ -10,6 +10,8 @@ limit in practice: random models never emit it). Medians over --runs.
     python tools/bench_generation.py --config tiny --frames 20 --runs 3      # smoke test
     python tools/bench_generation.py --quant q8_0 --batch 1 4 8              # batch throughput
     python tools/bench_generation.py --quant q8_0 --context-frames 125       # a 10 s voice context, 2 sentences
+    python tools/bench_generation.py --quant q8_0 --threads 2 --context-frames 250 --prefill-before-after \
+        --chunk-frames --runs 3                                             # 20 s context: old vs new prefill
 
 Run full-size benchmarks alone on the machine (`flock /work/bigmem.lock ...` here).
 """
@@ -59,10 +61,13 @@ def main() -> int:
     ap.add_argument("--quant", default="q8_0", help="cpu backend weight format: f32, bf16, q8_0, q4_0")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--frames", type=int, default=25, help="frames per utterance (80 ms each)")
-    ap.add_argument("--chunk-frames", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--chunk-frames", type=int, nargs="*", default=[1, 5])
     ap.add_argument("--batch", type=int, nargs="*", default=[], help="also measure generate_batch at these B")
     ap.add_argument("--context-frames", type=int, default=0,
                     help="also time two sentences after a voice context of this many frames, prompt-prefix reuse off/on")
+    ap.add_argument("--prefill-before-after", action="store_true",
+                    help="with --context-frames: instead of the reuse scenario, time to first audio after the context "
+                         "with the prefill kernels from before the rework (legacy_prefill) and the current ones")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
@@ -104,7 +109,9 @@ def main() -> int:
             rtf.append(st.real_time_factor)
         print(f"| {chunk} | {median(ttff):.0f} | {median(ttfa):.0f} | {median(fps):.2f} | {median(rtf):.2f} |")
 
-    if args.context_frames:
+    if args.context_frames and args.prefill_before_after and hasattr(model, "legacy_prefill"):
+        prefill_before_after(gen, model, args)
+    elif args.context_frames:
         context_scenario(gen, model, args)
 
     if args.batch:
@@ -156,6 +163,37 @@ def context_scenario(gen, model, args) -> None:
         print(f"| {'on' if reuse else 'off'} | {median(first):.0f} | {median(gap):.0f} | {reused} |")
     if hasattr(model, "reuse_prefix"):
         model.reuse_prefix = True
+
+
+def prefill_before_after(gen, model, args) -> None:
+    """Time to first audio (5-frame chunks) of a sentence after a voice context of
+    --context-frames frames, a new context each run (nothing cached), with the prompt loop from
+    before the prefill rework (model.legacy_prefill: same codes bit for bit) and the current one,
+    alternating run by run in this one process; prompt-prefix reuse off (the two settings see the
+    same context)."""
+    K = model.config.audio_num_codebooks
+    times = {True: ([], []), False: ([], [])}
+    model.reuse_prefix = False
+    for run in range(args.runs):
+        for legacy in (True, False):
+            model.legacy_prefill = legacy
+            codes = np.random.default_rng([run, 7]).integers(1, 2048, (K, args.context_frames))
+            ctx = [Segment(1, "A few words in the voice to copy.", codes=codes)]
+            stream = gen.stream_audio(TEXT, context=ctx, seed=run, chunk_frames=5, max_audio_ms=400)
+            for _ in stream:
+                pass
+            st = stream.stats
+            times[legacy][0].append(st.time_to_first_frame_s * 1e3)
+            times[legacy][1].append(st.time_to_first_audio_s * 1e3)
+    model.legacy_prefill = False
+    model.reuse_prefix = True
+    print(f"\nvoice context of {args.context_frames} frames ({args.context_frames * 0.08:.0f} s), one sentence, "
+          f"median of {args.runs} (runs alternate)")
+    print("| prompt loop | time to first frame (ms) | time to first audio (ms) |")
+    print("|---|---|---|")
+    for legacy in (True, False):
+        print(f"| {'before (legacy)' if legacy else 'after'} | {median(times[legacy][0]):.0f} | {median(times[legacy][1]):.0f} |")
+    print(f"time to first audio, before / after: {median(times[True][1]) / median(times[False][1]):.2f}x")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,32 @@ def test_q4_k_model_is_closer_to_fp32_than_q4_0(k_quant_config):
     assert {t.fmt for t in tiny._weights.values() if hasattr(t, "fmt")} == {"q8_0"}  # rows of 32/64/128
 
 
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0"])
+def test_legacy_prefill_kernels_give_the_same_frames(oracle, quant, monkeypatch):
+    """legacy_prefill (the kernels from before the prefill rework, kept for before/after
+    benchmarks) changes no result: the same prompt gives the same logits and sampled frames bit
+    for bit, whether set on the backend or through $CSM_CPU_PREFILL; a bad value is an error."""
+    cfg, w = oracle["config"], oracle["weights"]
+    tokens, mask = oracle["tokens"], oracle["mask"]
+    params = SamplingParams(temperature=0.9, topk=50)
+    be = CpuBackend(cfg, w, quant, threads=2)
+    assert not be.legacy_prefill
+    new = be.teacher_forced_logits(tokens, mask, oracle["tf_codes"]), run_frames(be, tokens, mask, 3, params, seed=2)
+    be.legacy_prefill = True
+    old = be.teacher_forced_logits(tokens, mask, oracle["tf_codes"]), run_frames(be, tokens, mask, 3, params, seed=2)
+    monkeypatch.setenv("CSM_CPU_PREFILL", "legacy")
+    env = CpuBackend(cfg, w, quant, threads=2)
+    assert env.legacy_prefill
+    for got in (old, (env.teacher_forced_logits(tokens, mask, oracle["tf_codes"]),
+                      run_frames(env, tokens, mask, 3, params, seed=2))):
+        np.testing.assert_array_equal(got[0][0], new[0][0])
+        np.testing.assert_array_equal(got[0][1], new[0][1])
+        np.testing.assert_array_equal(got[1], new[1])
+    monkeypatch.setenv("CSM_CPU_PREFILL", "old")
+    with pytest.raises(ValueError, match="CSM_CPU_PREFILL"):
+        CpuBackend(cfg, w, quant, threads=1)
+
+
 @pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_k"])
 def test_work_split_is_exact(quant, monkeypatch):
     """Matrices large enough to split into many work items (320 KiB - 2 MiB): the logits are

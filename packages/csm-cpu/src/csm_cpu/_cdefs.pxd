@@ -23,6 +23,7 @@ cdef extern from "csm_kernels.h" nogil:
         const char *data
         int64_t row_bytes
         int interleaved
+        int legacy
 
     int csm_detect_isa()
     int csm_compiled_isas()

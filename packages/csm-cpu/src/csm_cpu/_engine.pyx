@@ -347,6 +347,20 @@ cdef void stack_run(Stack *s, int n, int isa, int nt, csm_sync *bar) noexcept no
         stack_layers(s, n, isa, tid, csm_team_size(), bar, NULL)
 
 
+cdef void stack_legacy(Stack *s, int legacy) noexcept nogil:
+    cdef int l
+    cdef Layer *ly
+    for l in range(s.L):
+        ly = &s.layers[l]
+        ly.wq.legacy = legacy
+        ly.wk.legacy = legacy
+        ly.wv.legacy = legacy
+        ly.wo.legacy = legacy
+        ly.w1.legacy = legacy
+        ly.w2.legacy = legacy
+        ly.w3.legacy = legacy
+
+
 cdef csm_mat as_mat(object t) except *:
     """View of a QTensor (csm_cpu.quant) as a C matrix; the caller keeps t alive."""
     cdef const uint8_t[:, ::1] d = t.data
@@ -356,6 +370,7 @@ cdef csm_mat as_mat(object t) except *:
     m.cols = t.cols
     m.row_bytes = d.shape[1]
     m.interleaved = t.interleaved
+    m.legacy = 0
     m.data = <const char *>&d[0, 0] if d.shape[0] > 0 else NULL
     return m
 
@@ -408,7 +423,7 @@ cdef class Engine:
         free(self.bb.layers)
         free(self.dec.layers)
 
-    def __init__(self, dict dims, dict w, int batch, int threads, int isa, int chunk_kib=256):
+    def __init__(self, dict dims, dict w, int batch, int threads, int isa, int chunk_kib=256, int legacy=0):
         """dims: backbone/decoder LlamaConfig-like dicts + vocab sizes; w: name -> QTensor
         (matrices) or fp32 arrays (norm scales, rope tables); chunk_kib: largest work item."""
         if chunk_kib < 32:
@@ -456,6 +471,17 @@ cdef class Engine:
             self.heads[i] = as_mat(w[f"audio_head.{i}"])
             group_add(&self.g_heads[i], &self.heads[i], self.logits, self.V, 0, self.cap, threads)
         memset(self.dec.valid, 1, batch * self.dec.maxpos)
+        self.set_legacy(legacy)
+
+    def set_legacy(self, int legacy):
+        """1: run several vectors on the kernels from before the prefill rework (same results
+        bit for bit; for before/after benchmarks, $CSM_CPU_PREFILL=legacy)."""
+        cdef int i
+        stack_legacy(&self.bb, legacy)
+        stack_legacy(&self.dec, legacy)
+        self.proj.legacy = self.c0_head.legacy = legacy
+        for i in range(self.K - 1):
+            self.heads[i].legacy = legacy
 
     cdef float *_buf(self, shape) except NULL:
         a = np.zeros(shape, np.float32)

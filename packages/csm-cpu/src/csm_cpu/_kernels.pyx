@@ -141,7 +141,7 @@ def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] 
 
 
 def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x, float[:, ::1] y,
-           int threads=1, int chunk=16, int interleaved=0) -> None:
+           int threads=1, int chunk=16, int interleaved=0, int legacy=0) -> None:
     """y [N, R] = x [N, C] @ W.T for W [R, C] stored in format fmt (rows of data).
 
     Block formats quantize each activation row to int8 first (one scale per 32), as the model does.
@@ -166,7 +166,7 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
         raise ValueError(f"matmat: rows hold {data.shape[1]} bytes, format {fmt} needs {csm_row_bytes(fmt, cols)}")
     if N == 0 or R == 0:
         return
-    W.fmt, W.rows, W.cols, W.interleaved = fmt, <int>R, cols, interleaved
+    W.fmt, W.rows, W.cols, W.interleaved, W.legacy = fmt, <int>R, cols, interleaved, 1 if legacy else 0
     W.data = <const char *>&data[0, 0]
     W.row_bytes = data.shape[1]
     if fmt == CSM_Q4_K and cols > CSM_Q4K_MAX_COLS:

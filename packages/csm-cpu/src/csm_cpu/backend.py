@@ -73,6 +73,16 @@ def _chunk_kib() -> int:
     return int(env)
 
 
+def _legacy_prefill() -> int:
+    """$CSM_CPU_PREFILL=legacy: several positions on the kernels from before the prefill rework
+    (Q8_0 pair kernel without the scale table, Q4_0 pairs instead of 4-vector tiles),
+    bit-identical results; for before/after benchmarks."""
+    env = os.environ.get("CSM_CPU_PREFILL", "").strip()
+    if env not in ("", "legacy", "tiled"):
+        raise ValueError(f"CSM_CPU_PREFILL must be 'legacy' or 'tiled', got {env!r}")
+    return int(env == "legacy")
+
+
 def _repack_in_place(weights: dict) -> None:
     """Row-interleave the matrices the products stream (Q8_0, Q4_0, bf16; not the embedding
     tables, which are looked up row by row), one at a time so memory grows by one tensor at most;
@@ -165,6 +175,7 @@ class CpuBackend:
         self._slots = 0  # > 0 while the caches hold slots (open_slots) rather than a batch (reset)
         self._controller = None
         self.reuse_prefix = True
+        self._legacy = bool(_legacy_prefill())
         self.reused_positions = 0
         self.reset(batch_size)
 
@@ -175,6 +186,18 @@ class CpuBackend:
 
         config, quant, prepared = read_gguf(path)
         return cls(config, quant=quant, threads=threads, batch_size=batch_size, _prepared=prepared)
+
+    @property
+    def legacy_prefill(self) -> bool:
+        """Run prompts on the kernels from before the prefill rework (same results bit for bit;
+        for before/after benchmarks; default from $CSM_CPU_PREFILL)."""
+        return self._legacy
+
+    @legacy_prefill.setter
+    def legacy_prefill(self, on: bool) -> None:
+        self._legacy = bool(on)
+        if self._engine is not None:
+            self._engine.set_legacy(int(self._legacy))
 
     def set_threads(self, threads: int) -> None:
         """Change the kernel thread count (rebuilds the caches: call reset() or open_slots() again after)."""
@@ -227,7 +250,8 @@ class CpuBackend:
         """Caches for `rows` rows (kept when they already have that many)."""
         if self._engine is None or rows != self._batch:
             self._engine = None  # free the old caches first
-            self._engine = _engine.Engine(self._dims, self._weights, rows, self.threads, active_isa(), _chunk_kib())
+            self._engine = _engine.Engine(self._dims, self._weights, rows, self.threads, active_isa(), _chunk_kib(),
+                                         int(self._legacy))
             self._batch = rows
             maxpos = self._dims["backbone"]["max_seq_len"]
             # what the backbone cache holds, row by row: prompt-prefix reuse compares a new prompt with it

@@ -125,13 +125,14 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, d
 
 
-def matmat(w: QTensor, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    """x [N, cols] -> x @ W.T [N, rows] with the active kernel path."""
+def matmat(w: QTensor, x: np.ndarray, *, threads: int = 1, legacy: bool = False) -> np.ndarray:
+    """x [N, cols] -> x @ W.T [N, rows] with the active kernel path (legacy: several vectors on
+    the kernels from before the prefill rework; the same results)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != w.cols:
         raise ValueError(f"activations of shape {x.shape} do not fit a [{w.rows}, {w.cols}] matrix")
     if w.interleaved and not features.uses_repacked():
         raise ValueError("a repacked matrix runs only on the avx2 and avx512 paths")
     y = np.empty((x.shape[0], w.rows), np.float32)
-    _kernels.matmat(w.data, w.code, w.cols, x, y, threads, 16, int(w.interleaved))
+    _kernels.matmat(w.data, w.code, w.cols, x, y, threads, 16, int(w.interleaved), int(legacy))
     return y

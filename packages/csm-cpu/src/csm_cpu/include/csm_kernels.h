@@ -20,6 +20,7 @@ typedef struct {
     const char *data;
     int64_t row_bytes;
     int interleaved;
+    int legacy; /* 1: several vectors on the kernels from before the prefill rework (benchmarks) */
 } csm_mat;
 
 #define CSM_Q4_CORR_MAX 256 /* blocks (8192 columns): 8 KiB of stack */
@@ -166,6 +167,32 @@ static inline void csm_mat_rows_q4k(int isa, const csm_mat *W, int r0, int r1, c
     }
 }
 
+#if CSM_HAVE_AVX2
+/* Vectors n, n+1 against the 4-row group at row g (F32 or repacked Q8_0/Q4_0/bf16): the pair
+ * kernels, results stored (or added) at y[n][g..g+3], y[n+1][g..g+3]. */
+static inline void csm_rows4x2_avx2(const csm_mat *W, int g, const float *x, const int8_t *xq, const float *xd,
+                                    int n, float *y, int64_t ldy, int accumulate, float *d, float *d1) {
+    int cols = W->cols, nb = cols / CSM_QK;
+    const char *row = W->data + (int64_t)g * W->row_bytes;
+    if (W->fmt == CSM_F32 || W->fmt == CSM_BF16) { /* fp32 activations */
+        const float *x0 = x + (int64_t)n * cols, *x1 = x0 + cols;
+        if (W->fmt == CSM_F32) csm_dot4x2_f32_avx2(row, W->row_bytes, x0, x1, cols, d, d1);
+        else csm_dot4il2_bf16_avx2((const uint16_t *)row, x0, x1, cols, d, d1);
+    } else { /* int8 activations */
+        const int8_t *q0 = xq + (int64_t)n * cols, *q1 = q0 + cols;
+        const float *s0 = xd + (int64_t)n * nb, *s1 = s0 + nb;
+        if (W->fmt == CSM_Q8_0 && W->legacy) csm_dot4il2_q8_0_v1_avx2(row, q0, s0, q1, s1, nb, d, d1);
+        else if (W->fmt == CSM_Q8_0) csm_dot4il2_q8_0_avx2(row, q0, s0, q1, s1, nb, d, d1);
+        else csm_dot4il2_q4_0_avx2((const csm_block_q4_0 *)row, q0, s0, q1, s1, nb, d, d1);
+    }
+    float *o0 = y + (int64_t)n * ldy + g, *o1 = o0 + ldy;
+    for (int k = 0; k < 4; k++) {
+        o0[k] = accumulate ? o0[k] + d[k] : d[k];
+        o1[k] = accumulate ? o1[k] + d1[k] : d1[k];
+    }
+}
+#endif
+
 /* y[n*ldy + r] (+)= W[r, :] . x_n for rows r0 <= r < r1 and nvec activation vectors.
  * Activations: x [nvec, cols] fp32, or xq [nvec, cols] int8 + xd [nvec, cols/32]. Each weight
  * row is read from memory once and reused for every vector while it sits in L1/L2. */
@@ -184,7 +211,7 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
     isa = csm_base_isa(isa); /* what avx512 left (other formats, layouts, tail rows): avx2 */
 #if CSM_HAVE_AVX2
     if (isa == CSM_ISA_AVX2) {
-        float d[4];
+        float d[4], d1[4];
         /* Q4_0 corrections of a single vector (decode), once for all the rows here */
         __m256i corr[CSM_Q4_CORR_MAX];
         const __m256i *c1 = NULL;
@@ -192,33 +219,34 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
             csm_q4_corr_avx2(xq, nb, corr);
             c1 = corr;
         }
-        for (; r + 4 <= r1; r += 4) {
+        int rg = r0 + (r1 - r0) / 4 * 4; /* end of the whole 4-row groups */
+        for (; r < rg; r += 4) {
             const char *row = W->data + (int64_t)r * rb;
-            int n = 0;
-            if (W->fmt == CSM_F32 || W->interleaved) { /* prefill, batches: 2 vectors a pass */
-                float d1[4];
-                for (; n + 2 <= nvec; n += 2) {
-                    if (W->fmt == CSM_F32 || W->fmt == CSM_BF16) { /* fp32 activations */
-                        const float *x0 = x + (int64_t)n * cols, *x1 = x0 + cols;
-                        if (W->fmt == CSM_F32) csm_dot4x2_f32_avx2(row, rb, x0, x1, cols, d, d1);
-                        else csm_dot4il2_bf16_avx2((const uint16_t *)row, x0, x1, cols, d, d1);
-                    } else { /* int8 activations */
-                        const int8_t *q0 = xq + (int64_t)n * cols, *q1 = q0 + cols;
-                        const float *s0 = xd + (int64_t)n * nb, *s1 = s0 + nb;
-                        if (W->fmt == CSM_Q8_0) csm_dot4il2_q8_0_avx2(row, q0, s0, q1, s1, nb, d, d1);
-                        else csm_dot4il2_q4_0_avx2((const csm_block_q4_0 *)row, q0, s0, q1, s1, nb, d, d1);
+            int m = 0;
+            /* prefill, batches: several vectors a pass over the group, whose rows stay in L1
+             * while the vectors stream past (vectors outermost instead streamed each work item
+             * from L2 once per vector pair: 3x slower in the engine). */
+            if (W->fmt == CSM_Q4_0 && W->interleaved && !W->legacy) /* 4 vectors a pass */
+                for (; m + 4 <= nvec; m += 4) {
+                    const int8_t *q4[4];
+                    const float *s4[4];
+                    float t[4][4];
+                    for (int v = 0; v < 4; v++) {
+                        q4[v] = xq + (int64_t)(m + v) * cols;
+                        s4[v] = xd + (int64_t)(m + v) * nb;
                     }
-                    float *o0 = y + (int64_t)n * ldy + r, *o1 = o0 + ldy;
-                    for (int k = 0; k < 4; k++) {
-                        o0[k] = accumulate ? o0[k] + d[k] : d[k];
-                        o1[k] = accumulate ? o1[k] + d1[k] : d1[k];
+                    csm_tile4x4_q4_0_avx2(row, q4, s4, nb, t);
+                    for (int v = 0; v < 4; v++) {
+                        float *o = y + (int64_t)(m + v) * ldy + r;
+                        for (int k = 0; k < 4; k++) o[k] = accumulate ? o[k] + t[v][k] : t[v][k];
                     }
                 }
-            }
-            for (; n < nvec; n++) {
-                const float *xn = x + (int64_t)n * cols;
-                const int8_t *qn = xq + (int64_t)n * cols;
-                const float *dn = xd + (int64_t)n * nb;
+            if (W->fmt == CSM_F32 || W->interleaved) /* 2 vectors a pass */
+                for (; m + 2 <= nvec; m += 2) csm_rows4x2_avx2(W, r, x, xq, xd, m, y, ldy, accumulate, d, d1);
+            for (; m < nvec; m++) {
+                const float *xn = x + (int64_t)m * cols;
+                const int8_t *qn = xq + (int64_t)m * cols;
+                const float *dn = xd + (int64_t)m * nb;
                 switch (W->fmt) {
                 case CSM_F32: csm_dot4_f32_avx2(row, rb, xn, cols, d); break;
                 case CSM_BF16:
@@ -234,7 +262,7 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
                     else csm_dot4_q4_0_avx2(row, rb, qn, dn, nb, d);
                     break;
                 }
-                float *out = y + (int64_t)n * ldy + r;
+                float *out = y + (int64_t)m * ldy + r;
                 for (int k = 0; k < 4; k++) out[k] = accumulate ? out[k] + d[k] : d[k];
             }
         }
