@@ -211,11 +211,11 @@ def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
 
     import numpy as np
 
-    from csm_audio.mimi import ops, transformer
+    from csm_audio.mimi import conv, transformer
     from csm_audio.mimi.threads import one_blas_thread
 
     seen: list[tuple[np.ndarray, np.ndarray]] = []
-    real = ops.matmul
+    real = conv.matmul
 
     def record(x, w, paired=False):
         if w.nbytes >= 1 << 20:
@@ -225,11 +225,11 @@ def _frame_products_alone(model, frames, count: int) -> tuple[float, float]:
     dec = model.streaming_decoder(True)
     for t in range(5):
         dec.decode(frames[:, t : t + 1])
-    ops.matmul = transformer.matmul = record
+    conv.matmul = transformer.matmul = record
     try:
         dec.decode(frames[:, 5:6])
     finally:
-        ops.matmul = transformer.matmul = real
+        conv.matmul = transformer.matmul = real
     ts = []
     with one_blas_thread():
         for _ in range(count):
