@@ -193,7 +193,7 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
 
 
 # ---- small ops (twins in csm_cpu.twins) ----
-from csm_cpu._ops cimport rmsnorm as _rmsnorm, rope_interleaved, swiglu as _swiglu, attend, sample_logits
+from csm_cpu._ops cimport rmsnorm as _rmsnorm, rope_interleaved, rope_rows, swiglu as _swiglu, attend, sample_logits
 
 
 def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
@@ -211,10 +211,13 @@ def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
 
 
 def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, ::1] sin,
-         const int[::1] positions) -> None:
-    """In place: v [N, heads*head_dim], vector n rotated by the angles of positions[n]."""
+         const int[::1] positions, int chunk=0) -> None:
+    """In place: v [N, heads*head_dim], vector n rotated by the angles of positions[n]. chunk > 0:
+    in row ranges of that many values (even), as the engine does on its Q/K product chunks."""
     cdef Py_ssize_t n
-    cdef int p
+    cdef int p, r0, W = <int>v.shape[1]
+    if chunk < 0 or chunk % 2:
+        raise ValueError(f"rope: chunk must be an even number of values >= 0, got {chunk}")
     if head_dim < 2 or head_dim % 2 or v.shape[1] % head_dim:
         raise ValueError(f"rope: rows of {v.shape[1]} values are not whole heads of an even head_dim {head_dim}")
     if cos.shape[0] != sin.shape[0] or cos.shape[1] != sin.shape[1] or cos.shape[1] < head_dim // 2:
@@ -226,7 +229,11 @@ def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, 
         p = positions[n]
         if not 0 <= p < cos.shape[0]:
             raise ValueError(f"position {p} outside the rope table of {cos.shape[0]}")
-        rope_interleaved(&v[n, 0], <int>(v.shape[1] // head_dim), head_dim, &cos[p, 0], &sin[p, 0])
+        if chunk == 0:
+            rope_interleaved(&v[n, 0], W // head_dim, head_dim, &cos[p, 0], &sin[p, 0])
+        else:
+            for r0 in range(0, W, chunk):
+                rope_rows(&v[n, 0], r0, min(r0 + chunk, W), head_dim, &cos[p, 0], &sin[p, 0])
 
 
 def swiglu(float[:, ::1] g, const float[:, ::1] u) -> None:
