@@ -148,7 +148,7 @@ cdef inline int group_chunk(int isa, const Group *g, int c, const float *x, cons
 
 
 cdef inline int is_block(const csm_mat *W) noexcept nogil:
-    return W.fmt == CSM_Q8_0 or W.fmt == CSM_Q4_0 or W.fmt == CSM_Q4_K
+    return csm_formats[W.fmt].int8_act
 
 
 cdef inline int group_is_block(const Group *g) noexcept nogil:

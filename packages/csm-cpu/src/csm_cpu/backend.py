@@ -17,6 +17,7 @@ from csm_core.slots import check_slot_feeds
 from . import _engine
 from .features import ISA_BY_NAME, active_isa
 from .gguf_io import release_pages
+from .formats import names as format_names
 from .quant import QTensor, check_format
 from .weights import engine_dims, prepare_weights
 
@@ -65,7 +66,8 @@ def _repack_in_place(weights: dict) -> None:
 class CpuBackend:
     """CSM-1B on the CPU. Build from (config, canonical weights, quant) or from a GGUF file.
 
-    quant: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at load, tensor by tensor).
+    quant: a csm_cpu.formats name: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at
+    load, tensor by tensor).
     threads: kernel threads (default: CSM_NUM_THREADS or all CPUs of this process).
 
     Two ways to run it, on one set of caches: the FrameModel path (`reset(B, seed)` then
@@ -77,7 +79,7 @@ class CpuBackend:
 
     # ---- the backend contract (csm_core.protocols.BackendClass): what the app reads ----
     name = "cpu"
-    quants = ("f32", "bf16", "q8_0", "q4_0", "q4_k")
+    quants = format_names()  # csm_cpu.formats
     default_quant = "f32"
     file_layout = "gguf"
     file_patterns = ("*.gguf",)
