@@ -14,26 +14,18 @@ from csm_core.testing.mimi import mimi_test_audio, random_mimi_weights
 CFG = mimi_tiny()
 
 
-def _codec(name: str):
-    weights = random_mimi_weights(CFG, 0)
-    if name == "numpy":
-        from csm_audio.mimi.model import Mimi
-
-        return Mimi(CFG, weights)
-    if name == "cpu":
-        pytest.importorskip("csm_cpu._mimi")
-        from csm_cpu.mimi import Mimi
-
-        return Mimi(CFG, weights, threads=1)
-    pytest.importorskip("mlx.core")
-    from csm_mlx.mimi.codec import MlxMimi
-
-    return MlxMimi(CFG, weights)
+# name -> (module, class, keyword arguments); a codec whose package is missing is skipped
+CODECS = {
+    "numpy": ("csm_audio.mimi.model", "Mimi", {}),
+    "cpu": ("csm_cpu.mimi", "Mimi", {"threads": 1}),
+    "mlx": ("csm_mlx.mimi.codec", "MlxMimi", {}),
+}
 
 
-@pytest.fixture(scope="module", params=["numpy", "cpu", "mlx"])
+@pytest.fixture(scope="module", params=list(CODECS))
 def codec(request):
-    return _codec(request.param)
+    module, cls, kwargs = CODECS[request.param]
+    return getattr(pytest.importorskip(module), cls)(CFG, random_mimi_weights(CFG, 0), **kwargs)
 
 
 def _nan_at(n: int, i: int) -> np.ndarray:

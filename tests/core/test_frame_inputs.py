@@ -10,7 +10,6 @@ import pytest
 from csm_core.config import csm_tiny
 from csm_core.frame_inputs import check_frame_inputs, check_probe_codes, check_token_values
 from csm_core.protocols import SamplingParams
-from csm_core.reference import CSMReference
 from csm_core.testing.csm import make_prompt, random_csm_weights
 
 GREEDY = SamplingParams(temperature=0)
@@ -19,24 +18,18 @@ K, V, T = CFG.audio_num_codebooks, CFG.audio_vocab_size, CFG.text_vocab_size
 W = CFG.backbone.max_seq_len
 
 
-def _build(name: str):
-    weights = random_csm_weights(CFG, 0)
-    if name == "reference":
-        return CSMReference(CFG, weights)
-    if name == "cpu":
-        pytest.importorskip("csm_cpu")
-        from csm_cpu.backend import CpuBackend
-
-        return CpuBackend(CFG, weights, "f32", threads=1)
-    pytest.importorskip("mlx.core")
-    from csm_mlx.backend import MlxBackend
-
-    return MlxBackend(CFG, weights)
+# name -> (module, class, keyword arguments); a backend whose package is missing is skipped
+BACKENDS = {
+    "reference": ("csm_core.reference", "CSMReference", {}),
+    "cpu": ("csm_cpu.backend", "CpuBackend", {"quant": "f32", "threads": 1}),
+    "mlx": ("csm_mlx.backend", "MlxBackend", {}),
+}
 
 
-@pytest.fixture(scope="module", params=["reference", "cpu", "mlx"])
+@pytest.fixture(scope="module", params=list(BACKENDS))
 def backend(request):
-    return _build(request.param)
+    module, cls, kwargs = BACKENDS[request.param]
+    return getattr(pytest.importorskip(module), cls)(CFG, random_csm_weights(CFG, 0), **kwargs)
 
 
 @pytest.fixture(scope="module")
