@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from csm_audio.mimi.ops import Conv1d, ConvTranspose1d, conv_out_length, elu, gelu
+from csm_audio.mimi.activations import elu, gelu
+from csm_audio.mimi.conv import Conv1d, ConvTranspose1d, conv_out_length
 
 rng = np.random.default_rng(0)
 
@@ -87,7 +88,7 @@ def test_convtranspose_matches_definition_and_streams(cin, cout, k, s, depthwise
 
 @pytest.mark.parametrize("rows", [1, 2, 4, 5])
 def test_matmul_few_rows_path(rows):
-    from csm_audio.mimi.ops import matmul
+    from csm_audio.mimi.linalg import matmul
 
     x = rng.normal(0, 1, (rows, 300)).astype(np.float32)
     w = rng.normal(0, 1, (300, 1000)).astype(np.float32)  # > 1 MB: the weight-streaming path

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from csm_audio import Mimi
-from csm_audio.mimi import ops, seanet, threads
-from csm_audio.mimi.ops import elu, gelu, matmul, pack_weights, weight_matrix
+from csm_audio.mimi import activations, linalg, seanet, threads
+from csm_audio.mimi.activations import elu, gelu
+from csm_audio.mimi.layout import pack_weights, weight_matrix
+from csm_audio.mimi.linalg import matmul
 from csm_audio.mimi.threads import share_work, split_work
 from csm_core.config import mimi_tiny
 from csm_core.testing.mimi import mimi_test_audio, random_mimi_weights
@@ -28,11 +30,11 @@ def model():
 @pytest.fixture
 def pair_everything(monkeypatch):
     """Thresholds down so the tiny model's products and passes take the paired / streaming paths."""
-    monkeypatch.setattr(ops, "_PAIR_MIN_MACS", 1)
-    monkeypatch.setattr(ops, "_PAIR_MIN_ELEMENTS", 1)
-    monkeypatch.setattr(ops, "_STREAM_MIN_BYTES", 1)
-    monkeypatch.setattr(ops, "_PAIR_MIN_ROWS", 10)
-    monkeypatch.setattr(ops, "_PAIR_MIN_COLS", 1)
+    monkeypatch.setattr(linalg, "_PAIR_MIN_MACS", 1)
+    monkeypatch.setattr(activations, "_PAIR_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(linalg, "_STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(linalg, "_PAIR_MIN_ROWS", 10)
+    monkeypatch.setattr(linalg, "_PAIR_MIN_COLS", 1)
 
 
 def test_split_work_runs_both_on_two_threads():

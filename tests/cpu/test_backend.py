@@ -254,9 +254,9 @@ def test_bad_inputs_raise_clear_errors(oracle):
         be.generate_frame(t[:, :, :10], m[:, :, :10], p)
     with pytest.raises(ValueError, match="mask must be boolean"):
         be.generate_frame(t, m.astype(np.int64), p)
-    with pytest.raises(ValueError, match="text tokens must lie"):
+    with pytest.raises(ValueError, match=r"audio code 10000000 at tokens\[0, \d+, 0\] is out of range"):
         be.generate_frame(np.where(m, 10**7, 0), m, p)
-    with pytest.raises(ValueError, match="exceed the 2048-position cache"):
+    with pytest.raises(ValueError, match="exceed the 2048-position context"):
         be.generate_frame(np.zeros((1, 2049, 33), np.int64), np.ones((1, 2049, 33), bool), p)
     be.reset(1)
     be.generate_frame(np.zeros((1, 2040, 33), np.int64), np.ones((1, 2040, 33), bool), p)

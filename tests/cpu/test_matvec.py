@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from csm_cpu import quant, twins
+from csm_cpu import formats, quant, twins
 
-FORMATS = ["f32", "bf16", "q8_0", "q4_0", "q4_k"]
-BLOCK_FORMATS = ("q8_0", "q4_0", "q4_k")
+FORMATS = list(formats.FORMATS)
+BLOCK_FORMATS = tuple(f.name for f in formats.FORMATS.values() if f.block > 1)
 
 
 def _shapes(fmt, rng):
     """Random odd shapes: row counts off every chunk size; column tails for the fp formats."""
-    k = quant.row_multiple(fmt)
+    k = formats.get(fmt).block
     # q4_k (256-value super-blocks) also gets one row as long as CSM-1B's widest (8192 values)
     out = [(1, 32 * k if k > 32 else 32), (3, 2 * max(k, 32)), (17, 3 * max(k, 32))]
     for _ in range(3):
@@ -197,7 +197,7 @@ def test_q4_k_blocks_read_as_gguf_reads_them():
 def test_q4_k_is_closer_than_q4_0_at_the_same_size():
     """Same 4.5 bits per weight; the sub-block mins and fitted scales lower the error (measured
     relative RMS, seed 0: Gaussian 0.072 vs 0.086, Laplace 0.084 vs 0.107, skewed 0.059 vs 0.106)."""
-    assert quant.BYTES_PER_WEIGHT["q4_k"] == quant.BYTES_PER_WEIGHT["q4_0"]
+    assert formats.get("q4_k").bytes_per_weight == formats.get("q4_0").bytes_per_weight
     rng = np.random.default_rng(0)
     for w in (rng.standard_normal((64, 2048)), rng.laplace(size=(64, 2048)), rng.gamma(2.0, size=(64, 2048)) - 1):
         w = w.astype(np.float32)

@@ -33,6 +33,10 @@ def test_rope_matches_reference(flavor):
     got = v.copy()
     _kernels.rope(got, cfg.head_dim, cos, sin, pos)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for chunk in (2, 6, 10, cfg.head_dim, 3 * cfg.head_dim + 4):  # the engine's row chunks (_ops.rope_rows)
+        chunked = v.copy()
+        _kernels.rope(chunked, cfg.head_dim, cos, sin, pos, chunk)
+        np.testing.assert_array_equal(chunked, got)
     with pytest.raises(ValueError, match="outside the rope table"):
         _kernels.rope(got, cfg.head_dim, cos, sin, np.array([5000, 0, 0, 0], np.intc))
 

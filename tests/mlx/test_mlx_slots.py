@@ -283,7 +283,7 @@ def test_bad_feeds_and_admissions_raise_clear_errors(tiny):
     bad[9, K] = cfg.text_vocab_size  # a text row
     assert m[9, K]
     cases = [
-        ([SlotFeed(0, bad[4:], m[4:], GREEDY)], ValueError, r"feeds\[0\]: token ids out of range"),
+        ([SlotFeed(0, bad[4:], m[4:], GREEDY)], ValueError, r"text id 128256 at feeds\[0\].tokens\[5, 32\] is out of range"),
         ([SlotFeed(0, t[4:], m[4:], GREEDY), SlotFeed(0, t[4:], m[4:], GREEDY)], ValueError, "fed twice"),
         ([SlotFeed(5, t[4:], m[4:], GREEDY)], ValueError, r"feeds\[0\].slot must be an integer in \[0, 2\)"),
         ([SlotFeed(0, t[4:, :K], m[4:, :K], GREEDY)], ValueError, r"feeds\[0\].tokens must have shape"),

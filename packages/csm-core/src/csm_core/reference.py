@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from .config import CSMConfig, LlamaConfig
+from .frame_inputs import check_frame_inputs, check_probe_codes
 from .protocols import SamplingParams
 from .sampling import sample
 
@@ -168,12 +169,7 @@ class CSMReference:
 
     def generate_frame(self, tokens: np.ndarray, mask: np.ndarray, params: SamplingParams) -> np.ndarray:
         """Feed tokens/mask [B, S, K+1] at the current position; return codes [B, K] int32."""
-        tokens, mask = self._check_frames(tokens, mask, self.batch_size)
-        if self.position + tokens.shape[1] > self._cache.max_len:
-            raise ValueError(
-                f"prompt of {tokens.shape[1]} frames at position {self.position} exceeds the backbone's "
-                f"{self._cache.max_len}-position context"
-            )
+        tokens, mask = check_frame_inputs(tokens, mask, self.config, batch_size=self.batch_size, position=self.position)
         h = self.backbone.forward(self.embed(tokens, mask), self._cache, attendable=mask.any(-1))
         last_h = h[:, -1]  # [B, Db]
         c0 = sample(last_h @ self.codebook0_head.T, params, self._rng)
@@ -198,13 +194,9 @@ class CSMReference:
     ) -> tuple[np.ndarray, np.ndarray]:
         """From fresh caches (generation state untouched): c0 logits [B, V] at the last position and
         depth logits [B, K-1, V] with the decoder fed [h, c0..c_{K-2}] of `codes` [B, K]."""
-        tokens, mask = self._check_frames(tokens, mask, None)
+        tokens, mask = check_frame_inputs(tokens, mask, self.config)
         K, V = self.config.audio_num_codebooks, self.config.audio_vocab_size
-        codes = np.asarray(codes)
-        if codes.shape != (tokens.shape[0], K):
-            raise ValueError(f"codes must be [B={tokens.shape[0]}, K={K}], got {codes.shape}")
-        if codes.min() < 0 or codes.max() >= V:
-            raise ValueError(f"codes must lie in [0, {V}), got range [{codes.min()}, {codes.max()}]")
+        codes = check_probe_codes(codes, self.config, tokens.shape[0])
         last_h = self.backbone_hidden(tokens, mask)[:, -1]  # [B, Db]
         c0_logits = last_h @ self.codebook0_head.T
         emb = np.stack([self.audio_embedding(i, codes[:, i]) for i in range(K - 1)], axis=1)  # [B, K-1, Db]
@@ -215,10 +207,8 @@ class CSMReference:
 
     def backbone_hidden(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Backbone output [B, S, Db] (after the final norm) from a fresh cache."""
-        tokens, mask = self._check_frames(tokens, mask, None)
+        tokens, mask = check_frame_inputs(tokens, mask, self.config)
         cache = self.backbone.new_cache(tokens.shape[0], self.config.backbone.max_seq_len)
-        if tokens.shape[1] > cache.max_len:
-            raise ValueError(f"prompt of {tokens.shape[1]} frames exceeds the {cache.max_len}-position context")
         return self.backbone.forward(self.embed(tokens, mask), cache, attendable=mask.any(-1))
 
     # ---- embeddings ----
@@ -234,27 +224,6 @@ class CSMReference:
     def audio_embedding(self, codebook: int, codes: np.ndarray) -> np.ndarray:
         """Embeddings [B, Db] of codes [B] of one codebook."""
         return self.audio_embeddings[np.asarray(codes) + codebook * self.config.audio_vocab_size]
-
-    # ---- input checks ----
-    def _check_frames(self, tokens, mask, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-        K = self.config.audio_num_codebooks
-        tokens, mask = np.asarray(tokens), np.asarray(mask)
-        if tokens.ndim != 3 or tokens.shape[-1] != K + 1 or tokens.shape[1] == 0:
-            raise ValueError(f"tokens must be [B, S>0, {K + 1}], got {tokens.shape}")
-        if mask.shape != tokens.shape:
-            raise ValueError(f"mask shape {mask.shape} != tokens shape {tokens.shape}")
-        if mask.dtype != bool:
-            raise ValueError(f"mask must be bool, got {mask.dtype}")
-        if batch_size is not None and tokens.shape[0] != batch_size:
-            raise ValueError(f"batch of {tokens.shape[0]} rows but reset() was given batch_size {batch_size}")
-        for cols, limit, what in (
-            (slice(0, K), self.config.audio_vocab_size, "audio code"),
-            (slice(K, K + 1), self.config.text_vocab_size, "text id"),
-        ):
-            used = tokens[..., cols][mask[..., cols]]
-            if used.size and (used.min() < 0 or used.max() >= limit):
-                raise ValueError(f"{what} out of range [0, {limit}): found [{used.min()}, {used.max()}]")
-        return tokens.astype(np.int64), mask
 
 
 def _checked_weights(config: CSMConfig, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,14 +12,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .config import CSMConfig
+from .frame_inputs import check_token_values
 from .protocols import FrameModel, SlotFeed
 
 __all__ = ["FrameModelSlots", "check_slot_feeds"]
 
 
-def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, width: int, positions: Sequence[int], window: int):
+def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, width: int, positions: Sequence[int], window: int,
+                     config: CSMConfig | None = None):  # fmt: skip
     """The checks every SlotModel.step makes before touching its caches; returns the feeds' tokens
-    (int64, masked positions zeroed) and masks (bool), each [S, K+1], in order."""
+    (int64, masked positions zeroed) and masks (bool), each [S, K+1], in order. With `config`, the
+    ids are checked against its vocabularies too (csm_core.frame_inputs.check_token_values)."""
     seen: set[int] = set()
     out = []
     for i, f in enumerate(feeds):
@@ -46,6 +50,8 @@ def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, width: int, position
                 f"feeds[{i}]: slot {f.slot} at position {positions[f.slot]} + {tokens.shape[0]} rows exceeds "
                 f"the {window}-position window"
             )
+        if config is not None:
+            check_token_values(tokens, mask, config, f"feeds[{i}].tokens")
         out.append((np.where(mask, tokens, 0) if not mask.all() else tokens.astype(np.int64, copy=False), mask))
     return out
 

@@ -8,6 +8,7 @@ cdef extern from "csm_kernels.h" nogil:
         CSM_Q8_0
         CSM_Q4_0
         CSM_Q4_K
+        CSM_NFORMATS
         CSM_ISA_PORTABLE
         CSM_ISA_AVX2
         CSM_ISA_NEON
@@ -15,6 +16,19 @@ cdef extern from "csm_kernels.h" nogil:
         CSM_QK
         CSM_QK_K
         CSM_Q4K_MAX_COLS
+
+    ctypedef struct csm_format:  # include/csm_formats.h: one entry per weight format
+        const char *name
+        int block
+        int block_bytes
+        int int8_act
+        int repack_unit
+        int repack_head
+        void (*quantize_row)(const float *x, void *y, int n) noexcept nogil
+        void (*dequant_row)(const char *row, float *out, int cols) noexcept nogil
+
+    const csm_format csm_formats[]
+    int csm_format_known(int fmt)
 
     ctypedef struct csm_mat:
         int fmt
@@ -35,10 +49,6 @@ cdef extern from "csm_kernels.h" nogil:
                       const int8_t *xq, const float *xd, int nvec, float *y,
                       int64_t ldy, int accumulate)
     void csm_quantize_act(const float *x, int n, int8_t *q, float *d)
-    void csm_quantize_row_q8_0(const float *x, void *y, int n)
-    void csm_quantize_row_q4_0(const float *x, void *y, int n)
-    void csm_quantize_row_q4_k(const float *x, void *y, int n)
-    void csm_quantize_row_bf16(const float *x, uint16_t *y, int n)
     void csm_dequant_row(int fmt, const char *row, float *out, int cols)
     void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes)
 

@@ -34,7 +34,7 @@ from libc.math cimport sqrt, expf
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from csm_cpu._cdefs cimport *
-from csm_cpu._ops cimport rmsnorm, attend, sample_logits, splitmix64
+from csm_cpu._ops cimport rmsnorm, rope_rows, swiglu, attend, sample_logits, splitmix64
 
 import numpy as np
 
@@ -186,7 +186,7 @@ cdef inline int group_chunk(int isa, const Group *g, int c, const float *x, cons
 
 
 cdef inline int is_block(const csm_mat *W) noexcept nogil:
-    return W.fmt == CSM_Q8_0 or W.fmt == CSM_Q4_0 or W.fmt == CSM_Q4_K
+    return csm_formats[W.fmt].int8_act
 
 
 cdef inline int group_is_block(const Group *g) noexcept nogil:
@@ -195,18 +195,6 @@ cdef inline int group_is_block(const Group *g) noexcept nogil:
         if is_block(g.job[i].W):
             return 1
     return 0
-
-
-cdef inline void rope_rows(float *v, int r0, int r1, int hd, const float *cos, const float *sin) noexcept nogil:
-    """Interleaved RoPE on rows [r0, r1) of one vector (r0 even): pair (r, r+1) uses angle (r % hd)/2."""
-    cdef int r, j
-    cdef float a, b
-    for r in range(r0, r1, 2):
-        j = (r % hd) // 2
-        a = v[r]
-        b = v[r + 1]
-        v[r] = a * cos[j] - b * sin[j]
-        v[r + 1] = b * cos[j] + a * sin[j]
 
 
 cdef inline void prepare_input(const float *x, int n, int cols, const float *scale, float eps,
@@ -242,16 +230,13 @@ cdef void qkv_post(Stack *s, int l, int job, int r0, int r1, int n) noexcept nog
 cdef void gate_up_chunk(int isa, Stack *s, Layer *ly, int c, int n, const float *xn, const int8_t *xq,
                         const float *xd, int quantize) noexcept nogil:
     """Rows [r0, r1) of gate and up together, then h = silu(g) * u there (and its int8 blocks)."""
-    cdef int r0 = c * ly.gu_ch, r1 = r0 + ly.gu_ch, i, r, F = s.F
-    cdef float gv
+    cdef int r0 = c * ly.gu_ch, r1 = r0 + ly.gu_ch, i, F = s.F
     if r1 > F:
         r1 = F
     csm_mat_rows(isa, &ly.w1, r0, r1, xn, xq, xd, n, s.g, F, 0)
     csm_mat_rows(isa, &ly.w3, r0, r1, xn, xq, xd, n, s.u, F, 0)
     for i in range(n):
-        for r in range(r0, r1):
-            gv = s.g[i * F + r]
-            s.g[i * F + r] = gv / (1.0 + expf(-gv)) * s.u[i * F + r]
+        swiglu(s.g + i * F + r0, s.u + i * F + r0, r1 - r0)
         if quantize:
             csm_quantize_act(s.g + i * F + r0, r1 - r0, s.aq + i * F + r0, s.ad + (i * F + r0) // CSM_QK)
 

@@ -21,7 +21,7 @@ from csm_cpu._cdefs cimport *
 cdef int _isa = csm_detect_isa()
 
 ISA_NAMES = {CSM_ISA_PORTABLE: "portable", CSM_ISA_AVX2: "avx2", CSM_ISA_NEON: "neon", CSM_ISA_AVX512: "avx512"}
-FORMATS = {"f32": CSM_F32, "bf16": CSM_BF16, "q8_0": CSM_Q8_0, "q4_0": CSM_Q4_0, "q4_k": CSM_Q4_K}
+FORMATS = {csm_formats[i].name.decode(): i for i in range(CSM_NFORMATS)}  # include/csm_formats.h
 BLOCK = CSM_QK
 SUPER_BLOCK = CSM_QK_K
 Q4K_MAX_COLS = CSM_Q4K_MAX_COLS
@@ -61,16 +61,20 @@ def row_bytes(int fmt, int cols) -> int:
     return csm_row_bytes(fmt, cols)
 
 
-cdef int _block(int fmt):
-    return CSM_QK_K if fmt == CSM_Q4_K else CSM_QK if fmt == CSM_Q8_0 or fmt == CSM_Q4_0 else 1
+def format_table() -> dict:
+    """The C format table: {name: (code, block, block_bytes, int8_activations, repack_unit)}."""
+    return {csm_formats[i].name.decode(): (i, csm_formats[i].block, csm_formats[i].block_bytes,
+                                           csm_formats[i].int8_act, csm_formats[i].repack_unit)
+            for i in range(CSM_NFORMATS)}  # fmt: skip
 
 
 cdef _check_rows(str where, int fmt, Py_ssize_t cols):
     """fmt is a known format and cols a positive multiple of its block (Q4_K: at most Q4K_MAX_COLS)."""
-    if fmt not in FORMATS.values():
+    if not csm_format_known(fmt):
         raise ValueError(f"{where}: unknown format code {fmt}; known: {FORMATS}")
-    if cols < 1 or cols % _block(fmt) or cols > 0x7FFFFFFF:
-        raise ValueError(f"{where}: rows of {cols} values; format {fmt} needs a positive multiple of {_block(fmt)}")
+    cdef int block = csm_formats[fmt].block
+    if cols < 1 or cols % block or cols > 0x7FFFFFFF:
+        raise ValueError(f"{where}: rows of {cols} values; format {fmt} needs a positive multiple of {block}")
     if fmt == CSM_Q4_K and cols > CSM_Q4K_MAX_COLS:
         raise ValueError(f"{where}: q4_k rows of {cols} values exceed {CSM_Q4K_MAX_COLS}")
 
@@ -91,14 +95,7 @@ def quantize_rows(const float[:, ::1] w, int fmt, uint8_t[:, ::1] out, int threa
     if R == 0:
         return
     for r in prange(R, nogil=True, schedule="static", num_threads=threads):
-        if fmt == CSM_Q8_0:
-            csm_quantize_row_q8_0(&w[r, 0], &out[r, 0], C)
-        elif fmt == CSM_Q4_0:
-            csm_quantize_row_q4_0(&w[r, 0], &out[r, 0], C)
-        elif fmt == CSM_Q4_K:
-            csm_quantize_row_q4_k(&w[r, 0], &out[r, 0], C)
-        elif fmt == CSM_BF16:
-            csm_quantize_row_bf16(&w[r, 0], <uint16_t *>&out[r, 0], C)
+        csm_formats[fmt].quantize_row(&w[r, 0], &out[r, 0], C)
 
 
 def dequantize_rows(const uint8_t[:, ::1] data, int fmt, int cols, float[:, ::1] out) -> None:
@@ -114,9 +111,9 @@ def dequantize_rows(const uint8_t[:, ::1] data, int fmt, int cols, float[:, ::1]
 
 def repack4(const uint8_t[:, ::1] data, int fmt, uint8_t[:, ::1] out) -> None:
     """Row-interleaved copy of a Q8_0/Q4_0/bf16 matrix for the AVX2 4-row kernels."""
-    if fmt != CSM_Q8_0 and fmt != CSM_Q4_0 and not (fmt == CSM_BF16 and data.shape[1] % 16 == 0):
-        raise ValueError("repack4: only Q8_0, Q4_0 and bf16 rows of a multiple of 8 values are interleaved")
-    cdef Py_ssize_t unit = 34 if fmt == CSM_Q8_0 else 18 if fmt == CSM_Q4_0 else 16
+    if not csm_format_known(fmt) or csm_formats[fmt].repack_unit == 0:
+        raise ValueError(f"repack4: format {fmt} is not interleaved; known: {FORMATS}")
+    cdef Py_ssize_t unit = csm_formats[fmt].repack_unit
     if data.shape[1] % unit or data.shape[0] > 0x7FFFFFFF:
         raise ValueError(f"repack4: rows of {data.shape[1]} bytes are not whole blocks of {unit} bytes")
     if out.shape[0] != data.shape[0] or out.shape[1] != data.shape[1]:
@@ -193,7 +190,7 @@ def matmat(const uint8_t[:, ::1] data, int fmt, int cols, const float[:, ::1] x,
 
 
 # ---- small ops (twins in csm_cpu.twins) ----
-from csm_cpu._ops cimport rmsnorm as _rmsnorm, rope_interleaved, swiglu as _swiglu, attend, sample_logits
+from csm_cpu._ops cimport rmsnorm as _rmsnorm, rope_interleaved, rope_rows, swiglu as _swiglu, attend, sample_logits
 
 
 def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
@@ -211,10 +208,13 @@ def rmsnorm(const float[:, ::1] x, const float[::1] scale, float eps) -> object:
 
 
 def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, ::1] sin,
-         const int[::1] positions) -> None:
-    """In place: v [N, heads*head_dim], vector n rotated by the angles of positions[n]."""
+         const int[::1] positions, int chunk=0) -> None:
+    """In place: v [N, heads*head_dim], vector n rotated by the angles of positions[n]. chunk > 0:
+    in row ranges of that many values (even), as the engine does on its Q/K product chunks."""
     cdef Py_ssize_t n
-    cdef int p
+    cdef int p, r0, W = <int>v.shape[1]
+    if chunk < 0 or chunk % 2:
+        raise ValueError(f"rope: chunk must be an even number of values >= 0, got {chunk}")
     if head_dim < 2 or head_dim % 2 or v.shape[1] % head_dim:
         raise ValueError(f"rope: rows of {v.shape[1]} values are not whole heads of an even head_dim {head_dim}")
     if cos.shape[0] != sin.shape[0] or cos.shape[1] != sin.shape[1] or cos.shape[1] < head_dim // 2:
@@ -226,7 +226,11 @@ def rope(float[:, ::1] v, int head_dim, const float[:, ::1] cos, const float[:, 
         p = positions[n]
         if not 0 <= p < cos.shape[0]:
             raise ValueError(f"position {p} outside the rope table of {cos.shape[0]}")
-        rope_interleaved(&v[n, 0], <int>(v.shape[1] // head_dim), head_dim, &cos[p, 0], &sin[p, 0])
+        if chunk == 0:
+            rope_interleaved(&v[n, 0], W // head_dim, head_dim, &cos[p, 0], &sin[p, 0])
+        else:
+            for r0 in range(0, W, chunk):
+                rope_rows(&v[n, 0], r0, min(r0 + chunk, W), head_dim, &cos[p, 0], &sin[p, 0])
 
 
 def swiglu(float[:, ::1] g, const float[:, ::1] u) -> None:

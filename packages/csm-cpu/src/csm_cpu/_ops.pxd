@@ -1,7 +1,7 @@
 # Small nogil ops shared by the Cython modules (inline, so each module gets its own copy):
 # RMSNorm, interleaved RoPE, SwiGLU, attention over a KV cache, softmax, top-k sampling.
 # Numpy twins: csm_cpu.twins; tests: tests/cpu/test_ops.py.
-from libc.math cimport sqrt, exp, log, INFINITY
+from libc.math cimport sqrt, exp, expf, log, INFINITY
 from libc.stdint cimport uint64_t, int64_t, uint8_t
 
 from csm_cpu._cdefs cimport csm_dot, CSM_F32
@@ -18,25 +18,30 @@ cdef inline void rmsnorm(const float *x, const float *scale, float *out, int n, 
         out[i] = (x[i] * r) * scale[i]
 
 
+cdef inline void rope_rows(float *v, int r0, int r1, int hd, const float *cos, const float *sin) noexcept nogil:
+    """Interleaved RoPE on rows [r0, r1) of one vector of heads (r0 even): pair (r, r+1) rotates by
+    angle (r % hd) / 2 of one position (cos/sin [hd/2]). The engine runs it on the row chunks of
+    its Q/K products."""
+    cdef int r, j
+    cdef float a, b
+    for r in range(r0, r1, 2):
+        j = (r % hd) // 2
+        a = v[r]
+        b = v[r + 1]
+        v[r] = a * cos[j] - b * sin[j]
+        v[r + 1] = b * cos[j] + a * sin[j]
+
+
 cdef inline void rope_interleaved(float *v, int nheads, int hd, const float *cos, const float *sin) noexcept nogil:
     """Rotate pairs (2i, 2i+1) of every head by the angles of one position (cos/sin [hd/2])."""
-    cdef int h, i
-    cdef float a, b
-    cdef float *p
-    for h in range(nheads):
-        p = v + h * hd
-        for i in range(hd // 2):
-            a = p[2 * i]
-            b = p[2 * i + 1]
-            p[2 * i] = a * cos[i] - b * sin[i]
-            p[2 * i + 1] = b * cos[i] + a * sin[i]
+    rope_rows(v, 0, nheads * hd, hd, cos, sin)
 
 
 cdef inline void swiglu(float *g, const float *u, int n) noexcept nogil:
-    """g = silu(g) * u in place."""
+    """g = silu(g) * u in place (expf: the float exponential the engine has always used)."""
     cdef int i
     for i in range(n):
-        g[i] = g[i] / (1.0 + exp(-g[i])) * u[i]
+        g[i] = g[i] / (1.0 + expf(-g[i])) * u[i]
 
 
 cdef inline void attend(int isa, const float *q, const float *kc, const float *vc, const uint8_t *valid,

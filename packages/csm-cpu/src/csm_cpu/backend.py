@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from csm_core.config import CSMConfig
+from csm_core.frame_inputs import check_frame_inputs, check_probe_codes, check_slot_prompt
 from csm_core.prompt import HeldRows
 from csm_core.protocols import SamplingParams, SlotFeed
 from csm_core.slots import check_slot_feeds
@@ -16,6 +17,7 @@ from csm_core.slots import check_slot_feeds
 from . import _engine
 from .features import active_isa, uses_repacked
 from .gguf_io import release_pages
+from .formats import names as format_names
 from .quant import QTensor, check_format
 from .topology import auto_threads
 from .weights import engine_dims, prepare_weights
@@ -98,7 +100,8 @@ def _repack_in_place(weights: dict) -> None:
 class CpuBackend:
     """CSM-1B on the CPU. Build from (config, canonical weights, quant) or from a GGUF file.
 
-    quant: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at load, tensor by tensor).
+    quant: a csm_cpu.formats name: "f32", "bf16", "q8_0", "q4_0" or "q4_k" (weights are quantized at
+    load, tensor by tensor).
     threads: kernel threads, or "auto" (default: CSM_NUM_THREADS, else "auto": one per physical
     core this process may use, capped by its cgroup CPU quota; see csm_cpu.topology).
 
@@ -111,7 +114,7 @@ class CpuBackend:
 
     # ---- the backend contract (csm_core.protocols.BackendClass): what the app reads ----
     name = "cpu"
-    quants = ("f32", "bf16", "q8_0", "q4_0", "q4_k")
+    quants = format_names()  # csm_cpu.formats
     default_quant = "f32"
     file_layout = "gguf"
     file_patterns = ("*.gguf",)
@@ -314,12 +317,7 @@ class CpuBackend:
         from the random stream of `seed` (the one reset(1, seed) gives; None: a fresh random seed).
         Nothing else changes."""
         slot = self._check_slot(slot)
-        K1 = self.config.audio_num_codebooks + 1
-        tokens, mask = np.asarray(tokens), np.asarray(mask)
-        if tokens.ndim != 2 or tokens.shape[1] != K1 or tokens.shape[0] < 1 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"admit: prompt tokens must be integers of shape (S>=1, {K1}), got {tokens.dtype} {tokens.shape}")
-        if mask.shape != tokens.shape or mask.dtype != np.bool_:
-            raise ValueError(f"admit: prompt mask must be bool with the shape of tokens {tokens.shape}, got {mask.dtype} {mask.shape}")
+        tokens, mask = check_slot_prompt(tokens, mask, self.config)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -341,10 +339,9 @@ class CpuBackend:
         K = cfg.audio_num_codebooks
         eng = self._engine
         positions = [eng.row_position(s) for s in range(self._slots)]
-        checked = check_slot_feeds(feeds, self._slots, K + 1, positions, self._dims["backbone"]["max_seq_len"])
+        checked = check_slot_feeds(feeds, self._slots, K + 1, positions, self._dims["backbone"]["max_seq_len"], cfg)
         sampled = []
-        for i, (f, (tokens, mask)) in enumerate(zip(feeds, checked)):
-            self._check_values(tokens, mask, f"feeds[{i}] (slot {f.slot})")
+        for i, f in enumerate(feeds):
             if f.params is not None:
                 if not isinstance(f.params, SamplingParams):
                     raise TypeError(f"feeds[{i}].params must be SamplingParams or None, got {type(f.params).__name__}")
@@ -383,11 +380,8 @@ class CpuBackend:
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray):
         tokens, mask = self._check_inputs(tokens, mask, fresh=True)
         K, V = self.config.audio_num_codebooks, self.config.audio_vocab_size
-        codes = np.ascontiguousarray(codes, dtype=np.int32)
-        if codes.shape != (self._batch, K):
-            raise ValueError(f"codes must have shape ({self._batch}, {K}), got {codes.shape}")
-        if codes.min() < 0 or codes.max() >= V:
-            raise ValueError(f"codes must lie in [0, {V}), got range [{codes.min()}, {codes.max()}]")
+        codes = np.ascontiguousarray(check_probe_codes(codes, self.config, tokens.shape[0]), dtype=np.int32)
+        self._rows(tokens.shape[0])  # the probe's rows (a later generate_frame needs reset() anyway)
         probe = np.zeros((self._batch, K, V), np.float32)
         self._fresh = 0
         self._slots = 0
@@ -402,37 +396,11 @@ class CpuBackend:
         return min(V, params.codec_size) if params.mask_undecodable else V
 
     def _check_inputs(self, tokens, mask, fresh: bool = False):
-        K1 = self.config.audio_num_codebooks + 1
-        tokens, mask = np.asarray(tokens), np.asarray(mask)
-        if tokens.ndim != 3 or tokens.shape[0] != self._batch or tokens.shape[2] != K1 or tokens.shape[1] < 1:
-            raise ValueError(f"tokens must have shape ({self._batch}, S>=1, {K1}), got {tokens.shape}")
-        if mask.shape != tokens.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from tokens shape {tokens.shape}")
-        if not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
-        if mask.dtype != np.bool_:
-            raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
-        start = 0 if fresh else self.position
-        limit = self._dims["backbone"]["max_seq_len"]
-        if start + tokens.shape[1] > limit:
-            raise ValueError(
-                f"{tokens.shape[1]} positions at position {start} exceed the {limit}-position cache; "
-                "shorten the prompt or reset()"
-            )
-        self._check_values(tokens, mask)
-        tokens = np.ascontiguousarray(np.where(mask, tokens, 0), dtype=np.int64)
-        return tokens, np.ascontiguousarray(mask, dtype=np.uint8)
-
-    def _check_values(self, tokens: np.ndarray, mask: np.ndarray, where: str = "") -> None:
-        """Token ids in range where the mask is set (they index the embedding tables)."""
-        pre = f"{where}: " if where else ""
-        text, audio = tokens[..., -1][mask[..., -1]], tokens[..., :-1][mask[..., :-1]]
-        if text.size and (text.min() < 0 or text.max() >= self.config.text_vocab_size):
-            raise ValueError(f"{pre}text tokens must lie in [0, {self.config.text_vocab_size}), "
-                             f"got range [{text.min()}, {text.max()}]")
-        if audio.size and (audio.min() < 0 or audio.max() >= self.config.audio_vocab_size):
-            raise ValueError(f"{pre}audio tokens must lie in [0, {self.config.audio_vocab_size}), "
-                             f"got range [{audio.min()}, {audio.max()}]")
+        """csm_core's FrameModel input checks (a probe, `fresh`, may hold any batch and starts at
+        position 0) -> int64 tokens, uint8 mask, both C-contiguous."""
+        tokens, mask = check_frame_inputs(tokens, mask, self.config, batch_size=None if fresh else self._batch,
+                                          position=0 if fresh else self.position)  # fmt: skip
+        return np.ascontiguousarray(tokens), np.ascontiguousarray(mask, dtype=np.uint8)
 
     def _blas_single_thread(self):
         """numpy's BLAS stays at one thread while the kernels own the cores."""

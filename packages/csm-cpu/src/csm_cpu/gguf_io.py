@@ -17,6 +17,7 @@ import numpy as np
 
 from csm_core.config import FLAVORS, ConfigError, CSMConfig, LlamaConfig
 
+from . import formats
 from .quant import QTensor
 from .weights import WeightError, add_rope_tables, engine_dims, prepare_weights
 
@@ -28,9 +29,10 @@ _KEY_QUANT = "csm.quant"
 
 
 def _ggml_types():
-    from gguf import GGMLQuantizationType as T
+    """{format name: gguf.GGMLQuantizationType}, from csm_cpu.formats."""
+    from gguf import GGMLQuantizationType
 
-    return {"f32": T.F32, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_k": T.Q4_K}
+    return {f.name: GGMLQuantizationType[f.gguf_type] for f in formats.FORMATS.values()}
 
 
 def _config_json(config: CSMConfig) -> str:

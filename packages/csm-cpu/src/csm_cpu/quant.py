@@ -9,34 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels, features  # noqa: F401  (features selects the kernel path at import)
+from . import _kernels, features, formats  # features selects the kernel path at import
 
-__all__ = ["FORMATS", "QTensor", "quantize", "matmat", "quantize_activations", "check_format", "row_multiple"]
+__all__ = ["QTensor", "quantize", "matmat", "quantize_activations", "check_format"]
 
-FORMATS = dict(_kernels.FORMATS)  # name -> code
-BLOCK = _kernels.BLOCK  # elements per Q8_0/Q4_0 block
-SUPER_BLOCK = _kernels.SUPER_BLOCK  # elements per Q4_K super-block
-BYTES_PER_WEIGHT = {"f32": 4.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_k": 144 / 256}
-
-
-def row_multiple(fmt: str) -> int:
-    """Row lengths fmt can store are multiples of this (1 for fp32/bf16)."""
-    return {"q8_0": BLOCK, "q4_0": BLOCK, "q4_k": SUPER_BLOCK}.get(fmt, 1)
-
-
-def check_row_length(fmt: str, cols: int, name: str = "tensor") -> None:
-    """A clear error for rows fmt cannot store (not a multiple of its block, or too long for q4_k)."""
-    k = row_multiple(fmt)
-    if cols % k:
-        raise ValueError(f"{name}: {fmt} needs rows of a multiple of {k} values, got {cols}")
-    if fmt == "q4_k" and cols > _kernels.Q4K_MAX_COLS:
-        raise ValueError(f"{name}: q4_k rows of {cols} values exceed the supported {_kernels.Q4K_MAX_COLS}")
+BLOCK = _kernels.BLOCK  # elements per activation block of the int8 paths (and per Q8_0/Q4_0 block)
 
 
 def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ValueError(f"unsupported quantization {fmt!r}; supported: {', '.join(FORMATS)}")
-    return fmt
+    return formats.get(fmt).name
 
 
 @dataclass(frozen=True)
@@ -51,7 +32,7 @@ class QTensor:
 
     @property
     def code(self) -> int:
-        return FORMATS[self.fmt]
+        return formats.get(self.fmt).code
 
     @property
     def nbytes(self) -> int:
@@ -60,7 +41,7 @@ class QTensor:
     def repack4(self) -> "QTensor":
         """Row-interleaved copy for the AVX2/AVX-512 4-row kernels (Q8_0, Q4_0, and bf16 with a multiple
         of 8 columns; others unchanged)."""
-        if self.interleaved or not (self.fmt in ("q8_0", "q4_0") or (self.fmt == "bf16" and self.cols % 8 == 0)):
+        if self.interleaved or not formats.get(self.fmt).repacks(self.cols):
             return self
         out = np.empty_like(self.data)
         _kernels.repack4(self.data, self.code, out)
@@ -77,9 +58,9 @@ class QTensor:
     @classmethod
     def from_bytes(cls, fmt: str, rows: int, cols: int, data: np.ndarray, name: str = "tensor") -> "QTensor":
         """Wrap stored rows (e.g. a GGUF memory map) after checking the size."""
-        check_format(fmt)
-        check_row_length(fmt, cols, name)
-        rb = _kernels.row_bytes(FORMATS[fmt], cols)
+        f = formats.get(fmt)
+        f.check_row_length(cols, name)
+        rb = f.row_bytes(cols)
         flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         if flat.size != rows * rb:
             raise ValueError(f"{name}: {flat.size} bytes stored, {fmt} [{rows}, {cols}] needs {rows * rb}")
@@ -92,14 +73,14 @@ def quantize(w: np.ndarray, fmt: str, *, name: str = "tensor", threads: int = 1)
     Works in blocks of rows, so a memory-mapped or bf16 source is never expanded to fp32 whole;
     fp32 contiguous input of fmt f32 is used without a copy.
     """
-    check_format(fmt)
+    f = formats.get(fmt)
     w = np.asarray(w)
     if w.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D matrix, got shape {w.shape}")
     rows, cols = w.shape
-    check_row_length(fmt, cols, name)
+    f.check_row_length(cols, name)
     zero_copy = fmt == "f32" and w.dtype == np.float32 and w.flags.c_contiguous
-    out = w if zero_copy else np.empty((rows, _kernels.row_bytes(FORMATS[fmt], cols)), np.uint8)
+    out = w if zero_copy else np.empty((rows, f.row_bytes(cols)), np.uint8)
     step = max(1, (16 << 20) // max(1, cols * 4))  # about 16 MiB of fp32 per block
     for r0 in range(0, rows, step):
         block = np.ascontiguousarray(w[r0 : r0 + step], dtype=np.float32)
@@ -107,10 +88,7 @@ def quantize(w: np.ndarray, fmt: str, *, name: str = "tensor", threads: int = 1)
             raise ValueError(f"{name}: holds NaN or infinite values (first bad row >= {r0})")
         if zero_copy:
             continue
-        if fmt == "f32":
-            out[r0 : r0 + step] = block.view(np.uint8)
-        else:
-            _kernels.quantize_rows(block, FORMATS[fmt], out[r0 : r0 + step], threads)
+        _kernels.quantize_rows(block, f.code, out[r0 : r0 + step], threads)
     if zero_copy:
         out = w.view(np.uint8).reshape(rows, cols * 4)
     return QTensor(fmt, rows, cols, out)

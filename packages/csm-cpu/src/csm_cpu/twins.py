@@ -14,8 +14,15 @@ __all__ = ["quantize", "dequantize", "quantize_activations", "matmat"]
 def _gguf_type(fmt: str):
     from gguf import GGMLQuantizationType
 
-    T = GGMLQuantizationType
-    return {"q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_k": T.Q4_K}[fmt]
+    from .formats import get
+
+    return GGMLQuantizationType[get(fmt).gguf_type]
+
+
+def _int8_activations(fmt: str) -> bool:
+    from .formats import get
+
+    return get(fmt).int8_activations
 
 
 def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
@@ -58,7 +65,7 @@ def matmat(data: np.ndarray, fmt: str, cols: int, x: np.ndarray) -> np.ndarray:
     """x [N, C] @ W.T with W stored in fmt; block formats see int8-quantized activations."""
     w = dequantize(data, fmt, cols).astype(np.float64)
     x = np.asarray(x, np.float32)
-    if fmt in ("q8_0", "q4_0", "q4_k"):
+    if _int8_activations(fmt):
         q, d = quantize_activations(x)
         x = (q.reshape(x.shape[0], -1, 32) * d[..., None]).reshape(x.shape)
     return (x.astype(np.float64) @ w.T).astype(np.float32)

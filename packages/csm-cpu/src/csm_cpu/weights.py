@@ -12,7 +12,8 @@ import numpy as np
 
 from csm_core.config import CSMConfig, LlamaConfig
 
-from .quant import QTensor, check_format, quantize, row_multiple
+from . import formats
+from .quant import QTensor, quantize
 
 __all__ = ["WeightError", "prepare_weights", "rope_tables", "engine_dims", "matrix_names"]
 
@@ -53,17 +54,6 @@ def matrix_names(config: CSMConfig) -> list[str]:
     return [n for n, s in config.weight_shapes().items() if len(s) == 2]
 
 
-def _embedding_format(fmt: str) -> str:
-    # Embedding rows are looked up, not streamed each frame: 4-bit would cost quality for no speed.
-    return "q8_0" if fmt in ("q4_0", "q4_k") else fmt
-
-
-def _matrix_format(fmt: str, cols: int) -> str:
-    """q4_k stores rows of a multiple of 256 values; other matrices take q8_0, as llama.cpp falls
-    back from its k-quants (every CSM-1B matrix qualifies; tiny test configs do not)."""
-    return "q8_0" if fmt == "q4_k" and cols % row_multiple("q4_k") else fmt
-
-
 def _fetch(weights: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         t = weights[name]
@@ -85,7 +75,7 @@ def prepare_weights(config: CSMConfig, weights: Mapping[str, np.ndarray], fmt: s
     audio_head [K-1, Dd, V] becomes K-1 matrices `audio_head.i` [V, Dd] (rows = output codes).
     Extra names are an error, so a checkpoint of another model never loads half-way.
     """
-    check_format(fmt)
+    f = formats.get(fmt)
     shapes = config.weight_shapes()
     extra = sorted(set(weights.keys()) - set(shapes))
     if extra:
@@ -97,16 +87,16 @@ def prepare_weights(config: CSMConfig, weights: Mapping[str, np.ndarray], fmt: s
             t = _fetch(weights, name, shape)
             if name == "audio_head":
                 for i in range(shape[0]):
-                    fmt_i = _matrix_format(fmt, shape[1])
+                    fmt_i = f.matrix_format(shape[1]).name
                     out[f"audio_head.{i}"] = quantize(t[i].T, fmt_i, name=f"{name}[{i}]", threads=threads)
             elif len(shape) == 1:
                 out[name] = np.ascontiguousarray(t, dtype=np.float32)
                 if not np.isfinite(out[name]).all():
                     raise WeightError(f"weight {name!r} holds NaN or infinite values")
             elif name.endswith("_embeddings.weight"):
-                out[name] = quantize(t, _embedding_format(fmt), name=name, threads=threads)
+                out[name] = quantize(t, f.embedding, name=name, threads=threads)
             else:
-                out[name] = quantize(t, _matrix_format(fmt, shape[1]), name=name, threads=threads)
+                out[name] = quantize(t, f.matrix_format(shape[1]).name, name=name, threads=threads)
             del t
     except ValueError as e:
         if isinstance(e, WeightError):

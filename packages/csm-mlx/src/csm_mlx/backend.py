@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import mlx.core as mx
 import numpy as np
 from csm_core.config import CSMConfig
+from csm_core.frame_inputs import check_frame_inputs, check_probe_codes
 from csm_core.prompt import HeldRows
 from csm_core.protocols import SamplingParams, SlotFeed
 
@@ -164,27 +165,11 @@ class MlxBackend:
         return 0 if self._fresh else self._valid.shape[1]
 
     # ---- inputs ----
-    def _check(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        K = self.config.audio_num_codebooks
-        tokens, mask = np.asarray(tokens), np.asarray(mask)
-        if tokens.ndim != 3 or tokens.shape[0] != self.batch_size or tokens.shape[2] != K + 1:
-            raise ValueError(f"tokens must be [B={self.batch_size}, S, {K + 1}], got shape {tokens.shape}")
-        if mask.shape != tokens.shape:
-            raise ValueError(f"mask shape {mask.shape} != tokens shape {tokens.shape}")
-        if not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"tokens must be integers, got {tokens.dtype}")
-        if tokens.shape[1] == 0:
-            raise ValueError("tokens has no rows (S = 0)")
-        mask = mask.astype(bool)
-        live = np.where(mask, tokens, 0)
-        V, T = self.config.audio_vocab_size, self.config.text_vocab_size
-        if live.min() < 0 or live[..., :K].max() >= V or live[..., K].max() >= T:
-            raise ValueError(f"token ids out of range (audio codes must be < {V}, text ids < {T})")
-        if self.position + tokens.shape[1] > self.config.backbone.max_seq_len:
-            raise ValueError(
-                f"{self.position} + {tokens.shape[1]} positions exceed the {self.config.backbone.max_seq_len}-position context"
-            )
-        return live.astype(np.int32), mask
+    def _check(self, tokens: np.ndarray, mask: np.ndarray, probe: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """csm_core's FrameModel input checks (a probe may hold any batch, from position 0)."""
+        tokens, mask = check_frame_inputs(tokens, mask, self.config, batch_size=None if probe else self.batch_size,
+                                          position=0 if probe else self.position)  # fmt: skip
+        return tokens.astype(np.int32), mask
 
     def _attention_mask(self, S: int):
         """Backbone mask for S new queries over all filled keys: causal, real keys only (each row may see itself)."""
@@ -198,8 +183,8 @@ class MlxBackend:
         return mx.array(allowed[:, None])  # [B, 1, S, T]
 
     def _backbone(self, tokens: np.ndarray, mask: np.ndarray) -> mx.array:
-        """Feed new rows; return the normed hidden state at the last position [B, Db] (lazy)."""
-        tokens, mask = self._check(tokens, mask)
+        """Feed checked rows (int32 tokens, bool mask); return the normed hidden state at the last
+        position [B, Db] (lazy)."""
         if self._fresh:
             keep = self._held.shared_prefix(tokens, mask, self._valid.shape[1]) if self.reuse_prefix else 0
             for c in self._cache:
@@ -219,7 +204,7 @@ class MlxBackend:
             raise RuntimeError("slots are open: use step(), or reset() to return to the FrameModel path")
         B = self.batch_size
         keys = frame_keys([self._seed] * B, range(B), [self._frames] * B)
-        last_h = self._backbone(tokens, mask)
+        last_h = self._backbone(*self._check(tokens, mask))
         codes = self._decode(last_h, [params] * B, keys)
         mx.eval(codes, [c.state for c in self._cache])
         self._frames += 1
@@ -309,11 +294,8 @@ class MlxBackend:
     # ---- LogitsProbe ----
     def teacher_forced_logits(self, tokens: np.ndarray, mask: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """From empty caches: c0 logits [B, V] at the last position, depth logits [B, K-1, V] fed ``codes`` [B, K]."""
-        tokens = np.asarray(tokens)
-        codes = np.asarray(codes)
-        K = self.config.audio_num_codebooks
-        if codes.shape != (tokens.shape[0], K):
-            raise ValueError(f"codes must be [B={tokens.shape[0]}, {K}], got {codes.shape}")
+        tokens, mask = self._check(tokens, mask, probe=True)
+        codes = check_probe_codes(codes, self.config, tokens.shape[0])
         self._new_caches(tokens.shape[0])  # from empty caches, never a kept prefix
         last_h = self._backbone(tokens, mask)
         c0 = self.model.c0_logits(last_h).astype(mx.float32)

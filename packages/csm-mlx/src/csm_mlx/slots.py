@@ -22,6 +22,7 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 from csm_core.config import CSMConfig
+from csm_core.frame_inputs import check_slot_prompt
 from csm_core.prompt import HeldRows
 from csm_core.protocols import SamplingParams, SlotFeed
 from csm_core.slots import check_slot_feeds
@@ -68,14 +69,7 @@ class SlotRows:
         slot = self.check_slot(slot)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
-        K = self.config.audio_num_codebooks
-        tokens, mask = np.asarray(tokens), np.asarray(mask)
-        if tokens.ndim != 2 or tokens.shape[1] != K + 1 or tokens.shape[0] < 1:
-            raise ValueError(f"admit: tokens must have shape (S>=1, {K + 1}), got {tokens.shape}")
-        if mask.shape != tokens.shape or mask.dtype != np.bool_:
-            raise ValueError(f"admit: mask must be bool with the shape of tokens {tokens.shape}, got {mask.dtype} {mask.shape}")
-        if tokens.shape[0] > self.window:
-            raise ValueError(f"admit: a {tokens.shape[0]}-row prompt exceeds the {self.window}-position window")
+        tokens, mask = check_slot_prompt(tokens, mask, self.config)
         keep = 0
         if reuse and self.admitted[slot]:
             keep = self.held.shared_prefix_row(slot, np.where(mask, tokens, 0), mask, int(self.positions[slot]))
@@ -88,8 +82,8 @@ class SlotRows:
     # ---- one step ----
     def check(self, feeds: Sequence[SlotFeed]) -> _Step:
         """Every check before anything is written: shapes, slots, window, token ranges, params."""
-        K, V, T = self.config.audio_num_codebooks, self.config.audio_vocab_size, self.config.text_vocab_size
-        checked = check_slot_feeds(feeds, self.slots, K + 1, self.positions, self.window)
+        K = self.config.audio_num_codebooks
+        checked = check_slot_feeds(feeds, self.slots, K + 1, self.positions, self.window, self.config)
         slots = np.array([f.slot for f in feeds], np.int64)
         idle = ~self.admitted[slots]
         if idle.any():
@@ -103,10 +97,6 @@ class SlotRows:
                 params.append(f.params)
         lens = np.array([t.shape[0] for t, _ in checked], np.int64)
         tokens = np.concatenate([t for t, _ in checked])
-        bad = (tokens < 0).any(axis=1) | (tokens[:, :K] >= V).any(axis=1) | (tokens[:, K] >= T)
-        if bad.any():
-            i = int(np.searchsorted(np.cumsum(lens), np.argmax(bad), side="right"))
-            raise ValueError(f"feeds[{i}]: token ids out of range (audio codes must be in [0, {V}), text ids in [0, {T}))")
         return _Step(
             slots, self.positions[slots].copy(), lens, np.cumsum(lens) - lens, tokens.astype(np.int32),
             np.concatenate([m for _, m in checked]), np.array([f.params is not None for f in feeds]), params,

@@ -2,7 +2,7 @@
 
 Encode: SEANet -> transformer -> stride-2 downsample -> split RVQ.
 Decode: split RVQ -> depthwise upsample -> transformer -> SEANet.
-Activations are time-major [T, C] float32 throughout (see ops.py).
+Activations are time-major [T, C] float32 throughout (see conv.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from csm_core.weights import mimi_config_beside
 
 from .batch import MimiBatchStreamingDecoder
 from .checkpoint import canonical_weights, load_weights
-from .ops import Conv1d, ConvTranspose1d, pack_weights
+from .conv import Conv1d, ConvTranspose1d
+from .layout import pack_weights
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
 from .threads import one_blas_thread, pair_default, pair_forced
@@ -155,7 +156,7 @@ class MimiStreamingDecoder:
     whole-clip decode gives for those frames. Implements csm_core.protocols.StreamingDecoder.
 
     Calls of at most 4 frames run BLAS on one thread and may use one helper thread: the rows of
-    their products split in two halves (ops.matmul(paired=True)), and the SEANet tail in two
+    their products split in two halves (linalg.matmul(paired=True)), and the SEANet tail in two
     streams (SEANetDecoder.step). paired=True forces that on, False off; None (default) follows
     $CSM_AUDIO_PAIR (0/1) or, unset, is on with >= 2 CPUs but keeps timing both ways and uses the
     faster: a helper thread only pays while the second core is free.

@@ -9,7 +9,7 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
-from .ops import matmul
+from .linalg import matmul
 
 __all__ = ["SplitRVQ"]
 

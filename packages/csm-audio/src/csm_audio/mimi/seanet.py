@@ -13,7 +13,8 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
-from .ops import Conv1d, ConvTranspose1d, elu
+from .activations import elu
+from .conv import Conv1d, ConvTranspose1d
 from .threads import one_blas_thread, share_work
 
 __all__ = ["SEANetEncoder", "SEANetDecoder"]
@@ -236,7 +237,7 @@ class SEANetDecoder:
         With `split`, a long chunk runs as 2 or 4 streams over pieces of it, shared with the helper
         thread and each started a few steps early from zero state (see _lead_in); a short one (a
         frame) splits the tail only. `paired`: the products and passes run here may split in two
-        over the helper thread (ops.matmul); pieces shared with it never do."""
+        over the helper thread (linalg.matmul); pieces shared with it never do."""
         edges = _pieces(x.shape[0], 2 * self.halo) if split else [0, x.shape[0]]
         if len(edges) == 2:
             return self._step(x, state, split, paired)

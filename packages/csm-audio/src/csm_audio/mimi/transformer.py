@@ -17,7 +17,9 @@ import numpy as np
 
 from csm_core.config import MimiConfig
 
-from .ops import gelu, layer_norm, matmul, weight_matrix
+from .activations import gelu, layer_norm
+from .layout import weight_matrix
+from .linalg import matmul
 
 __all__ = ["Transformer", "TransformerState"]
 
@@ -93,7 +95,7 @@ class Transformer:
 
     def step(self, x: np.ndarray, state: TransformerState, paired: bool = False) -> tuple[np.ndarray, TransformerState]:
         """The next n steps x [n, d] -> ([n, d], the state, updated in place). paired: products and
-        elementwise passes may use the helper thread (ops.matmul)."""
+        elementwise passes may use the helper thread (linalg.matmul)."""
         return self.step_rows(x[None], [state], paired)[0], state
 
     def step_rows(self, x: np.ndarray, states: list[TransformerState], paired: bool = False) -> np.ndarray:

@@ -1,4 +1,4 @@
-/* Shared definitions for the csm-cpu kernels: weight formats, GGML block layouts, scalar
+/* Shared definitions for the csm-cpu kernels: GGML block layouts, the weight formats, scalar
  * fp16/bf16 conversions. Portable C99; no intrinsics here. */
 #ifndef CSM_COMMON_H
 #define CSM_COMMON_H
@@ -7,8 +7,6 @@
 #include <string.h>
 #include <math.h>
 
-/* Weight formats (values are part of the Python API: csm_cpu.formats). */
-enum { CSM_F32 = 0, CSM_BF16 = 1, CSM_Q8_0 = 2, CSM_Q4_0 = 3, CSM_Q4_K = 4 };
 /* Kernel paths chosen at import. */
 enum { CSM_ISA_PORTABLE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_NEON = 2, CSM_ISA_AVX512 = 3 };
 
@@ -25,6 +23,8 @@ typedef struct { uint16_t d; uint8_t qs[CSM_QK / 2]; } csm_block_q4_0;
  *       m[8] (one per 32 values), 128 bytes of nibbles; x = d*sc[j]*q - dmin*m[j] (q 0..15).
  *       Values 64g..64g+31 are the low nibbles of qs[32g..32g+31], 64g+32..64g+63 the high. */
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[CSM_QK_K / 2]; } csm_block_q4_k;
+
+#include "csm_formats.h" /* the weight formats: enum, layouts, row functions */
 
 /* The 6-bit scale and min of sub-block j (0..7), GGML's get_scale_min_k4 packing. */
 static inline void csm_q4k_scale_min(const uint8_t *s, int j, int *sc, int *m) {

@@ -50,17 +50,6 @@ static inline int csm_compiled_isas(void) {
  * products and hands the rest to the (bit-identical) avx2 kernels. */
 static inline int csm_base_isa(int isa) { return isa == CSM_ISA_AVX512 ? CSM_ISA_AVX2 : isa; }
 
-static inline int64_t csm_row_bytes(int fmt, int cols) {
-    switch (fmt) {
-    case CSM_F32: return (int64_t)cols * 4;
-    case CSM_BF16: return (int64_t)cols * 2;
-    case CSM_Q8_0: return (int64_t)(cols / CSM_QK) * (int64_t)sizeof(csm_block_q8_0);
-    case CSM_Q4_0: return (int64_t)(cols / CSM_QK) * (int64_t)sizeof(csm_block_q4_0);
-    case CSM_Q4_K: return (int64_t)(cols / CSM_QK_K) * (int64_t)sizeof(csm_block_q4_k);
-    }
-    return -1;
-}
-
 /* One dot product dispatched on format and path. x is fp32 for F32/BF16; xq/xd are the
  * quantized activation (int8 values, one fp32 scale per 32) for the block formats. */
 static inline float csm_dot(int isa, int fmt, const char *row, int cols, const float *x,
@@ -287,9 +276,7 @@ static inline void csm_mat_rows(int isa, const csm_mat *W, int r0, int r1, const
 static inline void csm_repack4(int fmt, const char *src, char *dst, int rows, int64_t row_bytes) {
     /* unit: the bytes of one row that sit together (bf16: 8 values; blocks: one block), split
      * into a head (the fp16 scale) and a body; per unit, the 4 heads, then the 4 bodies */
-    int64_t unit = fmt == CSM_BF16 ? 16 : fmt == CSM_Q8_0 ? (int64_t)sizeof(csm_block_q8_0)
-                                                         : (int64_t)sizeof(csm_block_q4_0);
-    int64_t head = fmt == CSM_BF16 ? 0 : 2, body = unit - head;
+    int64_t unit = csm_formats[fmt].repack_unit, head = csm_formats[fmt].repack_head, body = unit - head;
     int groups = rows / 4;
     for (int g = 0; g < groups; g++) {
         const char *s = src + (int64_t)g * 4 * row_bytes;
@@ -476,50 +463,49 @@ static inline void csm_quantize_row_q4_k(const float *x, void *out, int n) {
     }
 }
 
-static inline void csm_quantize_row_bf16(const float *x, uint16_t *y, int n) {
-    for (int j = 0; j < n; j++) y[j] = csm_fp32_to_bf16(x[j]);
+static inline void csm_quantize_row_bf16(const float *x, void *y, int n) {
+    for (int j = 0; j < n; j++) ((uint16_t *)y)[j] = csm_fp32_to_bf16(x[j]);
 }
 
-/* Expand one stored row to fp32 (embedding lookups, prefill, tests). */
-static inline void csm_dequant_row(int fmt, const char *row, float *out, int cols) {
-    switch (fmt) {
-    case CSM_F32: memcpy(out, row, (size_t)cols * 4); return;
-    case CSM_BF16:
-        for (int j = 0; j < cols; j++) out[j] = csm_bf16_to_fp32(((const uint16_t *)row)[j]);
-        return;
-    case CSM_Q8_0: {
-        const csm_block_q8_0 *b = (const csm_block_q8_0 *)row;
-        for (int i = 0; i < cols / CSM_QK; i++) {
-            float d = csm_fp16_to_fp32(b[i].d);
-            for (int j = 0; j < CSM_QK; j++) out[i * CSM_QK + j] = d * (float)b[i].qs[j];
-        }
-        return;
+static inline void csm_quantize_row_f32(const float *x, void *y, int n) { memcpy(y, x, (size_t)n * 4); }
+
+/* Each format's row expanded to fp32 (csm_dequant_row in csm_formats.h picks one). */
+static inline void csm_dequant_row_f32(const char *row, float *out, int cols) { memcpy(out, row, (size_t)cols * 4); }
+
+static inline void csm_dequant_row_bf16(const char *row, float *out, int cols) {
+    for (int j = 0; j < cols; j++) out[j] = csm_bf16_to_fp32(((const uint16_t *)row)[j]);
+}
+
+static inline void csm_dequant_row_q8_0(const char *row, float *out, int cols) {
+    const csm_block_q8_0 *b = (const csm_block_q8_0 *)row;
+    for (int i = 0; i < cols / CSM_QK; i++) {
+        float d = csm_fp16_to_fp32(b[i].d);
+        for (int j = 0; j < CSM_QK; j++) out[i * CSM_QK + j] = d * (float)b[i].qs[j];
     }
-    case CSM_Q4_K: {
-        const csm_block_q4_k *b = (const csm_block_q4_k *)row;
-        for (int s = 0; s < cols / CSM_QK_K; s++) {
-            float d = csm_fp16_to_fp32(b[s].d), dmin = csm_fp16_to_fp32(b[s].dmin);
-            for (int j = 0; j < 8; j++) {
-                int sc, m;
-                csm_q4k_scale_min(b[s].scales, j, &sc, &m);
-                const uint8_t *q = b[s].qs + 32 * (j / 2);
-                float *o = out + s * CSM_QK_K + 32 * j;
-                for (int l = 0; l < 32; l++) o[l] = d * (float)sc * (float)((j & 1) ? q[l] >> 4 : q[l] & 0xf) - dmin * (float)m;
-            }
+}
+
+static inline void csm_dequant_row_q4_k(const char *row, float *out, int cols) {
+    const csm_block_q4_k *b = (const csm_block_q4_k *)row;
+    for (int s = 0; s < cols / CSM_QK_K; s++) {
+        float d = csm_fp16_to_fp32(b[s].d), dmin = csm_fp16_to_fp32(b[s].dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            csm_q4k_scale_min(b[s].scales, j, &sc, &m);
+            const uint8_t *q = b[s].qs + 32 * (j / 2);
+            float *o = out + s * CSM_QK_K + 32 * j;
+            for (int l = 0; l < 32; l++) o[l] = d * (float)sc * (float)((j & 1) ? q[l] >> 4 : q[l] & 0xf) - dmin * (float)m;
         }
-        return;
     }
-    case CSM_Q4_0: {
-        const csm_block_q4_0 *b = (const csm_block_q4_0 *)row;
-        for (int i = 0; i < cols / CSM_QK; i++) {
-            float d = csm_fp16_to_fp32(b[i].d);
-            for (int j = 0; j < CSM_QK / 2; j++) {
-                out[i * CSM_QK + j] = d * (float)((int)(b[i].qs[j] & 0x0f) - 8);
-                out[i * CSM_QK + j + CSM_QK / 2] = d * (float)((int)(b[i].qs[j] >> 4) - 8);
-            }
+}
+
+static inline void csm_dequant_row_q4_0(const char *row, float *out, int cols) {
+    const csm_block_q4_0 *b = (const csm_block_q4_0 *)row;
+    for (int i = 0; i < cols / CSM_QK; i++) {
+        float d = csm_fp16_to_fp32(b[i].d);
+        for (int j = 0; j < CSM_QK / 2; j++) {
+            out[i * CSM_QK + j] = d * (float)((int)(b[i].qs[j] & 0x0f) - 8);
+            out[i * CSM_QK + j + CSM_QK / 2] = d * (float)((int)(b[i].qs[j] >> 4) - 8);
         }
-        return;
-    }
     }
 }
 

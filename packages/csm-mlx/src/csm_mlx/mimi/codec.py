@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
+from csm_core.codec_inputs import check_audio, check_codes, check_num_codebooks
 from csm_core.config import MimiConfig
 from csm_core.weights import canonical_mimi_weights as _canonical, load_mimi_checkpoint, to_float32
 
@@ -95,38 +96,15 @@ class MlxMimi:
         """`rows` independent streaming decodes advanced together (csm_core BatchStreamingDecoder)."""
         return MlxMimiBatchStreamingDecoder(self, rows)
 
-    # ---- input checks at the boundary ----
+    # ---- input checks at the boundary: csm_core.codec_inputs, the same rules as every codec ----
     def _check_num_codebooks(self, k: int | None) -> int:
-        k = self.num_codebooks if k is None else k
-        if isinstance(k, bool) or int(k) != k or not 1 <= k <= self.num_codebooks:
-            raise ValueError(f"num_codebooks must be an integer from 1 to {self.num_codebooks}, got {k!r}")
-        return int(k)
+        return check_num_codebooks(k, self.num_codebooks)
 
     def _check_audio(self, audio: Any) -> np.ndarray:
-        a = np.asarray(audio)
-        if a.ndim == 2 and 1 in a.shape:
-            a = a.reshape(-1)
-        if a.ndim != 1:
-            raise ValueError(f"audio must be 1-D mono samples at {self.sample_rate} Hz, got shape {a.shape}")
-        if a.size == 0:
-            raise ValueError("audio is empty (0 samples); nothing to encode")
-        if a.dtype.kind not in "fiu":
-            raise ValueError(f"audio must hold numbers, got dtype {a.dtype}")
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all():
-            raise ValueError(f"audio holds {int((~np.isfinite(a)).sum())} NaN/inf samples")
-        return a
+        return check_audio(audio, self.sample_rate)
 
     def _check_codes(self, codes: Any) -> np.ndarray:
-        c = np.asarray(codes)
-        if c.ndim != 2 or c.dtype.kind not in "iu":
-            raise ValueError(f"codes must be an integer array [num_codebooks, frames], got {c.dtype} {c.shape}")
-        if not 1 <= c.shape[0] <= self.num_codebooks:
-            raise ValueError(f"codes have {c.shape[0]} codebooks (shape {c.shape}); expected 1 to {self.num_codebooks}")
-        if c.size and (c.min() < 0 or c.max() >= self.codebook_size):
-            k, t = np.argwhere((c < 0) | (c >= self.codebook_size))[0]
-            raise ValueError(f"code {int(c[k, t])} at codebook {k}, frame {t} is out of range [0, {self.codebook_size})")
-        return c.astype(np.int32)
+        return check_codes(codes, self.num_codebooks, self.codebook_size).astype(np.int32)
 
 
 class MlxMimiStreamingDecoder:

@@ -1,13 +1,10 @@
-"""Numpy building blocks of Mimi, on time-major activations x [T, C] float32.
+"""Mimi's causal convolutions on time-major activations x [T, C] float32.
 
 Time-major keeps every convolution a plain matrix product: a window of k consecutive rows is
 contiguous memory, and a stride-s conv sees the input as blocks of s rows ([T/s, s·C], a free
 reshape). Convolutions are causal (spec/mimi.md §2). Each conv/convT can run on a whole clip or
-step through chunks with a small state, which is what makes streaming decode exact.
-
-Threading is an explicit argument: `paired=True` lets a large enough product or elementwise pass
-split its rows (or columns) in two, one half on the helper thread (threads.split_work). Callers
-pass it where BLAS runs on one thread (few-frame streaming); the default runs everything here.
+step through chunks with a small state, which is what makes streaming decode exact. `paired` is
+passed on to the products (linalg.matmul).
 """
 
 from __future__ import annotations
@@ -17,182 +14,10 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .threads import split_work
+from .layout import weight_matrix
+from .linalg import matmul
 
-__all__ = [
-    "elu", "gelu", "layer_norm", "matmul", "weight_matrix", "pack_weights", "Conv1d", "ConvTranspose1d",
-    "conv_out_length",
-]
-
-# Abramowitz & Stegun 7.1.26: erfc(z) = t·(a1 + a2 t + ... + a5 t⁴)·exp(−z²), t = 1/(1 + p z),
-# |error| <= 1.5e-7, below float32 resolution of GELU's output. Here z = |x|/√2, so p is divided
-# by √2, and the coefficients are halved to give ½·erfc = Φ(−|x|) directly.
-_GELU_P = np.float32(0.3275911 / math.sqrt(2.0))
-_GELU_A = tuple(  # a5 .. a1, Horner order
-    np.float32(a / 2) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
-)
-
-
-def _rows_parallel(fn, x: np.ndarray, out: np.ndarray, paired: bool) -> np.ndarray:
-    """fn(x_chunk, out_chunk): when paired, large passes split in two row halves, one on the
-    helper thread (numpy ufuncs release the GIL)."""
-    if paired and x.size >= _PAIR_MIN_ELEMENTS and x.shape[0] >= 2:
-        h = x.shape[0] // 2
-        split_work(lambda: fn(x[:h], out[:h]), lambda: fn(x[h:], out[h:]))
-    else:
-        fn(x, out)
-    return out
-
-
-_PAIR_MIN_ELEMENTS = 1 << 15  # elementwise passes below this are not worth a handoff (~15 us)
-_PAIR_MIN_MACS = 1 << 22  # nor products below this many multiply-adds
-_PAIR_MIN_ROWS = 64  # gemms of fewer rows split their columns instead,
-_PAIR_MIN_COLS = 128  # at least this many per thread
-
-
-def _elu_into(x: np.ndarray, y: np.ndarray) -> None:
-    np.minimum(x, np.float32(0.0), out=y)
-    np.exp(y, out=y)
-    y -= np.float32(1.0)
-    np.maximum(y, x, out=y)
-
-
-def elu(x: np.ndarray, paired: bool = False) -> np.ndarray:
-    """ELU(alpha=1) = max(x, exp(min(x, 0)) − 1), since e^x − 1 >= x.
-
-    exp − 1 instead of expm1: numpy's float32 exp is SIMD and ~4x faster; the absolute error
-    (~6e-8) is far below the parity tolerance. Large inputs are split over threads.
-    """
-    return _rows_parallel(_elu_into, x, np.empty_like(x), paired)
-
-
-_GELU_BLOCK = 1 << 15  # elements per pass block: three float32 buffers stay in L2
-
-
-def _gelu_into(x: np.ndarray, out: np.ndarray) -> None:
-    """GELU(x) = relu(x) − |x|·Φ(−|x|), with Φ(−|x|) = ½·erfc(|x|/√2) from A&S 7.1.26."""
-    flat_x, flat_o = x.reshape(-1), out.reshape(-1)
-    for i in range(0, flat_x.size, _GELU_BLOCK):
-        xb, ob = flat_x[i : i + _GELU_BLOCK], flat_o[i : i + _GELU_BLOCK]
-        a = np.abs(xb)
-        t = a * _GELU_P
-        t += np.float32(1.0)
-        np.reciprocal(t, out=t)  # t = 1 / (1 + p·|x|/√2)
-        h = t * _GELU_A[0]
-        for c in _GELU_A[1:]:  # Horner; coefficients carry the ½ of ½·erfc
-            h += c
-            h *= t
-        e = np.square(xb)
-        e *= np.float32(-0.5)
-        np.exp(e, out=e)  # exp(−x²/2)
-        h *= e
-        h *= a  # |x|·Φ(−|x|)
-        np.maximum(xb, np.float32(0.0), out=ob)
-        ob -= h
-
-
-def gelu(x: np.ndarray, paired: bool = False) -> np.ndarray:
-    """GELU in the exact erf form x·Φ(x) (not the tanh approximation), |error| <= 1e-7·|x|."""
-    x = np.ascontiguousarray(x, np.float32)
-    return _rows_parallel(_gelu_into, x, np.empty_like(x), paired)
-
-
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis; statistics in float32 like torch (few numpy calls: streaming
-    runs it on 2 rows, where each call's overhead is the cost)."""
-    n = np.float32(x.shape[-1])
-    xc = x - np.add.reduce(x, axis=-1, keepdims=True) / n
-    var = np.add.reduce(np.square(xc), axis=-1, keepdims=True) / n
-    var += np.float32(eps)
-    np.sqrt(var, out=var)
-    xc /= var
-    xc *= weight
-    xc += bias
-    return xc
-
-
-_FEW_ROWS = 4  # at most this many rows: a weight-streaming product beats BLAS gemm
-_STREAM_MIN_BYTES = 1 << 20  # ... over a weight at least this big
-_SLICE_BYTES = 2 << 20  # weight bytes per slice: cache-resident while every row uses it
-
-
-def weight_matrix(w: np.ndarray) -> np.ndarray:
-    """w [K, N] as float32 in the memory order its vector products read fastest: tall matrices
-    (K > N) stored transposed, i.e. the [K, N] view of a C-order [N, K] array (measured: one-row
-    products over (2048, 512) 18 vs 13 GB/s, over (512, 2048) 18 vs 12 the other way round)."""
-    w = np.asarray(w, np.float32)
-    return np.ascontiguousarray(w.T).T if w.shape[0] > w.shape[1] else np.ascontiguousarray(w)
-
-
-def pack_weights(arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Copies of float32 matrices (each C- or F-contiguous, same order kept) in one buffer: numpy
-    asks for transparent huge pages on large buffers, and small weights read per streamed frame
-    then share them (fewer TLB misses: 2-row products over 32 transformer-shaped weights measured
-    ~10% faster, a streamed frame ~2%)."""
-    bases = [a if a.flags.c_contiguous else a.T for a in arrays]
-    if any(not b.flags.c_contiguous for b in bases):
-        raise ValueError("pack_weights takes C- or F-contiguous arrays")
-    align = 16  # floats: every weight starts on a 64-byte line
-    sizes = [-(-b.size // align) * align for b in bases]
-    arena = np.empty(sum(sizes), np.float32)
-    out, off = [], 0
-    for a, b, n in zip(arrays, bases, sizes):
-        view = arena[off : off + b.size].reshape(b.shape)
-        view[...] = b
-        out.append(view if a is b else view.T)
-        off += n
-    return out
-
-
-def _stream_rows(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
-    """y = x @ w for a few rows, reading w once in cache-sized row slices. A transposed-stored
-    weight (weight_matrix) is read whole per row instead: its row slices are strided column
-    blocks, measured 1.1-2x slower than a second pass from the L3 cache."""
-    if x.shape[0] == 1 or not w.flags.c_contiguous:
-        for r in range(x.shape[0]):
-            np.matmul(x[r], w, out=y[r])
-        return
-    y[:] = 0.0
-    rows = max(16, _SLICE_BYTES // (4 * w.shape[1]))
-    for k in range(0, w.shape[0], rows):
-        ws = w[k : k + rows]
-        for r in range(x.shape[0]):
-            y[r] += x[r, k : k + rows] @ ws
-
-
-def _streamed(rows: int, w: np.ndarray) -> bool:
-    """Whether a product of this many rows with w streams w (_stream_rows) instead of gemm."""
-    return rows <= _FEW_ROWS and w.nbytes >= _STREAM_MIN_BYTES
-
-
-def _product(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
-    if _streamed(x.shape[0], w):
-        _stream_rows(x, w, y)
-    else:
-        np.matmul(x, w, out=y)
-
-
-def matmul(x: np.ndarray, w: np.ndarray, paired: bool = False) -> np.ndarray:
-    """x [M, K] @ w [K, N] -> new [M, N]. For a few rows (streaming one frame) gemm would pack the
-    whole weight for a couple of rows; instead stream it once in cache-sized row slices with vector
-    products. When paired, large enough products are split in two, rows or columns, one half on
-    the helper thread."""
-    m = x.shape[0]
-    y = np.empty((m, w.shape[1]), np.float32)
-    if not paired or m < 2:
-        _product(x, w, y)
-    elif _streamed(m, w) or (m >= _PAIR_MIN_ROWS and m * w.size >= _PAIR_MIN_MACS):
-        # rows split: vector products over a big weight, or gemms of >= 32 rows a thread
-        h = (m + 1) // 2
-        split_work(lambda: _product(x[:h], w, y[:h]), lambda: _product(x[h:], w, y[h:]))
-    elif m > _FEW_ROWS and m * w.size >= _PAIR_MIN_MACS and w.shape[1] >= 2 * _PAIR_MIN_COLS:
-        # columns split: two gemms of a few rows would each pack the whole weight
-        h = w.shape[1] // 2
-        split_work(lambda: _product(x, w[:, :h], y[:, :h]), lambda: _product(x, w[:, h:], y[:, h:]))
-    else:
-        _product(x, w, y)
-    return y
-
+__all__ = ["Conv1d", "ConvTranspose1d", "conv_out_length"]
 
 _IM2COL_ROWS = 64  # up to this many output rows (streaming), one im2col product beats nb shifted ones
 
