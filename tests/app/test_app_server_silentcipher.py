@@ -135,12 +135,17 @@ def test_concurrent_streams_are_each_marked_whole(served, tts, tiny_sc):
         assert_same_pcm(got[s], expected(tts, tiny_sc, speaker=s, seed=s, max_audio_ms=MS + 160 * s))
 
 
+# long enough that the request is still generating when the test acts on it, even on a loaded
+# machine (at 8 s a tiny model could finish before the server saw the client leave)
+RUNNING_MS = 60_000
+
+
 def test_a_client_that_leaves_costs_no_embed(served):
     """No header is sent before the clip is whole and marked; a client that leaves while its
     audio is held frees the slot, and the held audio is never marked."""
     service = served.service
     before, done_before, frames0 = len(served.embeds), service.finished["cancelled"], service.frames_total
-    body = json.dumps({"input": TEXT, "response_format": "pcm", "max_audio_ms": 8000}).encode()
+    body = json.dumps({"input": TEXT, "response_format": "pcm", "max_audio_ms": RUNNING_MS}).encode()
     sock = post_raw(served.port, "/v1/audio/speech", body)
     try:
         wait_for(lambda: service.frames_total > frames0 and service.running == 1, what="the request to run")
@@ -164,7 +169,7 @@ def test_a_request_cancelled_by_the_server_gets_a_503_and_no_partial_clip(served
 
     def request():
         with httpx.Client(base_url=served.url, timeout=60) as c:
-            got["r"] = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm", "max_audio_ms": 8000})
+            got["r"] = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm", "max_audio_ms": RUNNING_MS})
 
     t = threading.Thread(target=request)
     t.start()
