@@ -19,7 +19,7 @@ from csm_core.config import FLAVORS, ConfigError, CSMConfig, LlamaConfig
 
 from . import formats
 from .quant import QTensor
-from .weights import WeightError, add_rope_tables, engine_dims, prepare_weights
+from .weights import WeightError, add_rope_tables, prepare_weights
 
 __all__ = ["write_gguf", "read_gguf", "release_pages", "GGUF_ARCH"]
 

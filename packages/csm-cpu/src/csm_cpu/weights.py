@@ -13,7 +13,7 @@ import numpy as np
 from csm_core.config import CSMConfig, LlamaConfig
 
 from . import formats
-from .quant import QTensor, quantize
+from .quant import quantize
 
 __all__ = ["WeightError", "prepare_weights", "rope_tables", "engine_dims", "matrix_names"]
 

@@ -22,7 +22,7 @@ from csm_core.weights import canonical_mimi_weights as _canonical, load_mimi_che
 from .conv import Conv1d, ConvTranspose1d
 from .quantizer import SplitRVQ
 from .seanet import SEANetDecoder, SEANetEncoder
-from .transformer import RowsState, Transformer
+from .transformer import Transformer
 
 __all__ = ["MlxMimi", "MlxMimiStreamingDecoder", "MlxMimiBatchStreamingDecoder"]
 
