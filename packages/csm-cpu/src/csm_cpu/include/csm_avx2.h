@@ -15,6 +15,15 @@
 #define CSM_PF_BYTES 2048
 #endif
 
+/* Prefetch `lines` (1-3) cache lines CSM_PF_BYTES ahead of p: one block's worth. */
+#define CSM_PREFETCH_AHEAD(p, lines)                                      \
+    do {                                                                  \
+        const char *pf_ = (const char *)(p) + CSM_PF_BYTES;               \
+        _mm_prefetch(pf_, _MM_HINT_T0);                                   \
+        if ((lines) > 1) _mm_prefetch(pf_ + 64, _MM_HINT_T0);             \
+        if ((lines) > 2) _mm_prefetch(pf_ + 128, _MM_HINT_T0);            \
+    } while (0)
+
 CSM_AVX2 static inline float csm_hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -234,7 +243,7 @@ CSM_AVX2 static inline void csm_dot4_bf16_avx2(const char *w, int64_t stride, co
 CSM_AVX2 static inline void csm_dot4il_bf16_avx2(const uint16_t *g, const float *x, int n, float *out) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     for (int i = 0; i < n; i += 8, g += 32) {
-        _mm_prefetch((const char *)g + CSM_PF_BYTES, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(g, 1);
         __m256 xv = _mm256_loadu_ps(x + i);
         a0 = _mm256_fmadd_ps(csm_load_bf16_avx2(g), xv, a0);
         a1 = _mm256_fmadd_ps(csm_load_bf16_avx2(g + 8), xv, a1);
@@ -297,9 +306,7 @@ CSM_AVX2 static inline void csm_dot4il_q8_0_avx2(const char *g, const int8_t *xq
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < nb; b++, g += CSM_Q8IL_BLOCK) {
         __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK));
-        _mm_prefetch(g + CSM_PF_BYTES, _MM_HINT_T0);
-        _mm_prefetch(g + CSM_PF_BYTES + 64, _MM_HINT_T0);
-        _mm_prefetch(g + CSM_PF_BYTES + 128, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(g, 3);
         __m128 d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_set1_ps(xd[b]));
         __m256 d = _mm256_castps128_ps256(d4);
         for (int r = 0; r < 4; r++) {
@@ -387,8 +394,7 @@ CSM_AVX2 static inline void csm_dot4il_q4_0_avx2(const csm_block_q4_0 *w, const 
         } else {
             x = csm_q4_x_avx2(xq + b * CSM_QK);
         }
-        _mm_prefetch(g + CSM_PF_BYTES, _MM_HINT_T0);
-        _mm_prefetch(g + CSM_PF_BYTES + 64, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(g, 2);
         __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_set1_ps(xd[b]));
         __m256 d8 = _mm256_castps128_ps256(d);
         __m256i p01 = csm_q4_pair_avx2(_mm256_loadu_si256((const __m256i *)(g + 8)), &x);
@@ -496,9 +502,7 @@ CSM_AVX2 static inline float csm_dot_q4_k_avx2(const csm_block_q4_k *w, const in
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     for (int s = 0; s < nsb; s++) {
         const csm_block_q4_k *blk = w + s;
-        _mm_prefetch((const char *)blk + CSM_PF_BYTES, _MM_HINT_T0);
-        _mm_prefetch((const char *)blk + CSM_PF_BYTES + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)blk + CSM_PF_BYTES + 128, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(blk, 3);
         __m256 dsc, mf;
         csm_q4k_scales_avx2(blk, &dsc, &mf);
         __m256 scale = _mm256_mul_ps(dsc, _mm256_loadu_ps(xd + s * 8));

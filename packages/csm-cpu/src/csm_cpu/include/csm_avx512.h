@@ -41,6 +41,15 @@ CSM_AVX512 static inline __m256 csm_hi256_avx512(__m512 v) {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
+/* out[0..3]: the sums of rows 0,1 (the halves of a01) and 2,3 (of a23), each reduced as
+ * csm_hsum_avx2 reduces a row's 256-bit accumulator. */
+CSM_AVX512 static inline void csm_hsum4_avx512(__m512 a01, __m512 a23, float *out) {
+    out[0] = csm_hsum_avx2(_mm512_castps512_ps256(a01));
+    out[1] = csm_hsum_avx2(csm_hi256_avx512(a01));
+    out[2] = csm_hsum_avx2(_mm512_castps512_ps256(a23));
+    out[3] = csm_hsum_avx2(csm_hi256_avx512(a23));
+}
+
 /* acc + per 4 bytes sum(w * x) for signed w and x (|x| <= 127): vpdpbusd takes |w| as the
  * unsigned operand and x with w's sign (w = -128 reads as 128 unsigned: still exact). */
 CSM_AVX512 static inline __m512i csm_dp_i8_avx512(__m512i acc, __m512i w, __m512i x) {
@@ -60,9 +69,7 @@ CSM_AVX512 static inline void csm_dot4il_q8_0_avx512(const char *g, const int8_t
     const __m512i i01 = CSM_IDX_PAIR(0, 1), i23 = CSM_IDX_PAIR(2, 3), z = _mm512_setzero_si512();
     __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, g += CSM_Q8IL_BLOCK) {
-        _mm_prefetch(g + CSM_PF_BYTES, _MM_HINT_T0);
-        _mm_prefetch(g + CSM_PF_BYTES + 64, _MM_HINT_T0);
-        _mm_prefetch(g + CSM_PF_BYTES + 128, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(g, 3);
         __m512i qx = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xq + b * CSM_QK)));
         __m512 d = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)),
                                                      _mm_set1_ps(xd[b])));
@@ -71,10 +78,7 @@ CSM_AVX512 static inline void csm_dot4il_q8_0_avx512(const char *g, const int8_t
         acc01 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d), _mm512_cvtepi32_ps(p01), acc01);
         acc23 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d), _mm512_cvtepi32_ps(p23), acc23);
     }
-    out[0] = csm_hsum_avx2(_mm512_castps512_ps256(acc01));
-    out[1] = csm_hsum_avx2(csm_hi256_avx512(acc01));
-    out[2] = csm_hsum_avx2(_mm512_castps512_ps256(acc23));
-    out[3] = csm_hsum_avx2(csm_hi256_avx512(acc23));
+    csm_hsum4_avx512(acc01, acc23, out);
 }
 
 /* Two vectors against the same 4 repacked Q8_0 rows (prefill, batches): |w| and w's sign mask
@@ -103,14 +107,8 @@ CSM_AVX512 static inline void csm_dot4il2_q8_0_avx512(const char *g, const int8_
         c01 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d1), _mm512_cvtepi32_ps(q01), c01);
         c23 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d1), _mm512_cvtepi32_ps(q23), c23);
     }
-    out0[0] = csm_hsum_avx2(_mm512_castps512_ps256(a01));
-    out0[1] = csm_hsum_avx2(csm_hi256_avx512(a01));
-    out0[2] = csm_hsum_avx2(_mm512_castps512_ps256(a23));
-    out0[3] = csm_hsum_avx2(csm_hi256_avx512(a23));
-    out1[0] = csm_hsum_avx2(_mm512_castps512_ps256(c01));
-    out1[1] = csm_hsum_avx2(csm_hi256_avx512(c01));
-    out1[2] = csm_hsum_avx2(_mm512_castps512_ps256(c23));
-    out1[3] = csm_hsum_avx2(csm_hi256_avx512(c23));
+    csm_hsum4_avx512(a01, a23, out0);
+    csm_hsum4_avx512(c01, c23, out1);
 }
 
 /* Q4_0 over repacked rows: per block 4 fp16 scales, then 4 x 16 nibble bytes = ONE ZMM (row r in
@@ -135,8 +133,7 @@ CSM_AVX512 static inline void csm_dot4il_q4_0_avx512(const csm_block_q4_0 *w, co
     __m512 acc = _mm512_setzero_ps();
     const char *g = (const char *)w;
     for (int b = 0; b < nb; b++, g += 4 * sizeof(csm_block_q4_0)) {
-        _mm_prefetch(g + CSM_PF_BYTES, _MM_HINT_T0);
-        _mm_prefetch(g + CSM_PF_BYTES + 64, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(g, 2);
         const int8_t *xb = xq + b * CSM_QK;
         __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xb));
         __m512i xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xb + 16)));
@@ -184,7 +181,7 @@ CSM_AVX512 static inline void csm_dot4il2_q4_0_avx512(const csm_block_q4_0 *w, c
 CSM_AVX512 static inline void csm_dot4il_bf16_avx512(const uint16_t *g, const float *x, int n, float *out) {
     __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 8, g += 32) {
-        _mm_prefetch((const char *)g + CSM_PF_BYTES, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(g, 1);
         __m512i raw = _mm512_loadu_si512((const void *)g);
         __m512 w01 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(raw)), 16));
         __m512 w23 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(raw, 1)), 16));
@@ -192,10 +189,7 @@ CSM_AVX512 static inline void csm_dot4il_bf16_avx512(const uint16_t *g, const fl
         a01 = _mm512_fmadd_ps(w01, xv, a01);
         a23 = _mm512_fmadd_ps(w23, xv, a23);
     }
-    out[0] = csm_hsum_avx2(_mm512_castps512_ps256(a01));
-    out[1] = csm_hsum_avx2(csm_hi256_avx512(a01));
-    out[2] = csm_hsum_avx2(_mm512_castps512_ps256(a23));
-    out[3] = csm_hsum_avx2(csm_hi256_avx512(a23));
+    csm_hsum4_avx512(a01, a23, out);
 }
 
 /* Q4_K row: per 64 values (group g of a super-block) the 32 quant bytes are loaded into both
@@ -211,9 +205,7 @@ CSM_AVX512 static inline float csm_dot_q4_k_avx512(const csm_block_q4_k *w, cons
     __m256 accm = _mm256_setzero_ps();
     for (int s = 0; s < nsb; s++) {
         const csm_block_q4_k *blk = w + s;
-        _mm_prefetch((const char *)blk + CSM_PF_BYTES, _MM_HINT_T0);
-        _mm_prefetch((const char *)blk + CSM_PF_BYTES + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)blk + CSM_PF_BYTES + 128, _MM_HINT_T0);
+        CSM_PREFETCH_AHEAD(blk, 3);
         __m256 dsc, mf;
         csm_q4k_scales_avx2(blk, &dsc, &mf);
         __m512 scale = _mm512_castps256_ps512(_mm256_mul_ps(dsc, _mm256_loadu_ps(xd + s * 8)));
