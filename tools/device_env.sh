@@ -1,8 +1,22 @@
-# Sourced by device_ops.sh / device_serve.sh: csm-cpu's Cython kernels (ensure_kernels) and the
-# workspace packages' metadata (register_packages).
-# 1. already there; 2. the prebuilt cp312 ones carried in .whl[/p1]/csm_cpu_cp312, when this checkout's
-# kernel sources are the ones they were built from (SOURCES.sha256); 3. built here (hatchling from the
-# wheels, Cython, a C compiler, Python's headers; about a minute).
+# Sourced by device_ops.sh / device_serve.sh once they have set OUT, BUDGET_S and LOG (their log
+# file): the run's clock (left = seconds of BUDGET_S still to spend; log = a timestamped line to
+# stdout and $LOG), TOK and SITE, and two functions: register_packages (the workspace packages'
+# metadata) and ensure_kernels (csm-cpu's Cython kernels: 1. already there; 2. the prebuilt cp312
+# ones carried in .whl[/p1]/csm_cpu_cp312, when this checkout's kernel sources are the ones they
+# were built from (SOURCES.sha256); 3. built here (hatchling from the wheels, Cython, a C compiler,
+# Python's headers; about a minute)).
+T0=$(date +%s)
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+log() { echo "# [$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
+# The Llama-3 tokenizer: $TOK, else a carried one, else the test vocabulary beside the checkout.
+if [ -z "${TOK:-}" ]; then
+  for t in .whl/llama3/tokenizer.model .whl/p1/llama3/tokenizer.model ../shared/testdata/llama3/tokenizer.model; do
+    [ -f "$t" ] && TOK=$t && break
+  done
+fi
+# The folder of register_packages' metadata, first on PYTHONPATH.
+SITE=${SITE:-/tmp/site}; case ":${PYTHONPATH:-}:" in *":$SITE:"*) ;; *) export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}";; esac
+
 kernels_ok() { python3 -c 'import csm_cpu._kernels, csm_cpu._engine, csm_cpu._mimi' 2>/dev/null; }
 ensure_kernels() {  # $1: a log file
   local pre=""

@@ -23,30 +23,22 @@ BLOCK=${BLOCK:-4}; ACTORS=${ACTORS:-"1 8 4 2"}
 n=$(nproc); CPUS=${CPUS:-$(( n < 16 ? n : 16 ))}
 CACHE=${CACHE:-/tmp/csm-bench-$CONFIG-$QUANT}
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 RAY_DEDUP_LOGS=0
-T0=$(date +%s)
-left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
-log() { echo "# [$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/bench.log"; }
+LOG=$OUT/bench.log
+. "$(dirname "$0")/device_env.sh"  # the clock (left, log), TOK, SITE; register_packages, ensure_kernels
 
-if [ -z "${TOK:-}" ]; then
-  for t in .whl/llama3/tokenizer.model .whl/p1/llama3/tokenizer.model ../shared/testdata/llama3/tokenizer.model; do
-    [ -f "$t" ] && TOK=$t && break
-  done
-fi
 log "host: $(nproc) cores, CPUS=$CPUS; python $(python3 -c 'import sys; print(sys.version.split()[0])'); tokenizer ${TOK:-not found}"
-python3 -c 'import ray, pyarrow, numpy; print("ray", ray.__version__, "pyarrow", pyarrow.__version__, "numpy", numpy.__version__)' 2>&1 | tee -a "$OUT/bench.log"
+python3 -c 'import ray, pyarrow, numpy; print("ray", ray.__version__, "pyarrow", pyarrow.__version__, "numpy", numpy.__version__)' 2>&1 | tee -a "$LOG"
 
-# 1. the workspace packages' metadata and csm-cpu's Cython kernels (device_env.sh beside this script)
-. "$(dirname "$0")/device_env.sh"
-SITE=${SITE:-/tmp/site}; case ":${PYTHONPATH:-}:" in *":$SITE:"*) ;; *) export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}";; esac
-register_packages "$SITE" >>"$OUT/bench.log" 2>&1 || { log "register_packages failed"; exit 1; }
-ensure_kernels "$OUT/build.log" >>"$OUT/bench.log" 2>&1; tail -1 "$OUT/bench.log"
+# 1. the workspace packages' metadata and csm-cpu's Cython kernels
+register_packages "$SITE" >>"$LOG" 2>&1 || { log "register_packages failed"; exit 1; }
+ensure_kernels "$OUT/build.log" >>"$LOG" 2>&1; tail -1 "$LOG"
 kernels_ok || { log "csm-cpu's kernels are not importable: see build.log"; tail -20 "$OUT/build.log"; exit 1; }
-python3 -c 'import csm_cpu, csm_cpu.backend; print("csm_cpu", csm_cpu.__file__)' 2>&1 | tee -a "$OUT/bench.log"
+python3 -c 'import csm_cpu, csm_cpu.backend; print("csm_cpu", csm_cpu.__file__)' 2>&1 | tee -a "$LOG"
 
 # 2. the random model (kept in $CACHE between runs on a warm machine)
 log "writing the random $CONFIG $QUANT model under $CACHE"
-MODEL=$(python3 tools/make_random_model.py --config "$CONFIG" --gguf "$QUANT" --out "$CACHE" ${TOK:+--tokenizer "$TOK"} 2>>"$OUT/bench.log") \
-  || { log "make_random_model failed"; tail -20 "$OUT/bench.log"; exit 1; }
+MODEL=$(python3 tools/make_random_model.py --config "$CONFIG" --gguf "$QUANT" --out "$CACHE" ${TOK:+--tokenizer "$TOK"} 2>>"$LOG") \
+  || { log "make_random_model failed"; tail -20 "$LOG"; exit 1; }
 log "model $MODEL"
 COMMON=(--model "$MODEL" --mimi "$CACHE/mimi.safetensors" --tokenizer "$CACHE/tokenizer.model"
         --rows "$ROWS" --frames "$FRAMES" --slots "$SLOTS" --rows-per-block "$BLOCK")
@@ -58,7 +50,7 @@ run() {  # name, args...
   if [ "$budget" -lt 30 ]; then log "$name: skipped, ${budget} s of the budget left"; return; fi
   log "$name: python3 tools/bench_corpus.py ${COMMON[*]} $*"
   timeout -k 10 "$budget" python3 tools/bench_corpus.py "${COMMON[@]}" --json "$OUT/corpus_$name.json" "$@" 2>&1 \
-    | grep -v "^\s*$" | tee -a "$OUT/bench.log" | grep -E "rows/s|failed|Error|error" || true
+    | grep -v "^\s*$" | tee -a "$LOG" | grep -E "rows/s|failed|Error|error" || true
 }
 # Ray first (1 actor first: the scaling base; then the most actors), the local process last
 for a in $ACTORS; do

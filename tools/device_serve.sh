@@ -26,28 +26,20 @@ WARM_CLIENTS=${WARM_CLIENTS:-256}; WARM_FRAMES=${WARM_FRAMES:-10}; PORT=${PORT:-
 MODEL_DIR=${MODEL_DIR:-/tmp/csm-random-$CONFIG-bf16}
 export CSM_CODEC=${CSM_CODEC:-mlx}
 export PYTHONUNBUFFERED=1
-T0=$(date +%s)
-left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
-log() { echo "# [$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/load.log"; }
+LOG=$OUT/load.log
+. "$(dirname "$0")/device_env.sh"  # the clock (left, log), TOK, SITE; register_packages, ensure_kernels
 
-if [ -z "${TOK:-}" ]; then
-  for t in .whl/llama3/tokenizer.model .whl/p1/llama3/tokenizer.model ../shared/testdata/llama3/tokenizer.model; do
-    [ -f "$t" ] && TOK=$t && break
-  done
-fi
 log "backend $BACKEND $QUANT, codec $CSM_CODEC, $CONFIG, $SLOTS slots; tokenizer ${TOK:-not found}"
-python3 -c 'import mlx.core as mx; print("mlx", mx.__version__, mx.default_device())' 2>&1 | tee -a "$OUT/load.log"
-. "$(dirname "$0")/device_env.sh"  # the workspace packages' metadata, csm-cpu's kernels
-SITE=${SITE:-/tmp/site}; case ":${PYTHONPATH:-}:" in *":$SITE:"*) ;; *) export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}";; esac
-register_packages "$SITE" >>"$OUT/load.log" 2>&1 || { log "register_packages failed"; exit 1; }
+python3 -c 'import mlx.core as mx; print("mlx", mx.__version__, mx.default_device())' 2>&1 | tee -a "$LOG"
+register_packages "$SITE" >>"$LOG" 2>&1 || { log "register_packages failed"; exit 1; }
 if [ "$BACKEND" = cpu ] || [ "$CSM_CODEC" = auto ] || [ "$CSM_CODEC" = cpu ]; then  # csm-cpu's kernels are used
-  ensure_kernels "$OUT/build.log" >>"$OUT/load.log" 2>&1; tail -1 "$OUT/load.log"
+  ensure_kernels "$OUT/build.log" >>"$LOG" 2>&1; tail -1 "$LOG"
   kernels_ok || { log "csm-cpu's kernels are not importable: see build.log"; exit 1; }
 fi
 
 log "writing random $CONFIG weights (bf16) under $MODEL_DIR"
 python3 tools/make_random_model.py --config "$CONFIG" --dtype bf16 --out "$MODEL_DIR" ${TOK:+--tokenizer "$TOK"} \
-  >>"$OUT/load.log" 2>&1 || { log "make_random_model failed"; tail -20 "$OUT/load.log"; exit 1; }
+  >>"$LOG" 2>&1 || { log "make_random_model failed"; tail -20 "$LOG"; exit 1; }
 
 python3 -c 'from csm_app.cli import main; main()' serve --model "$MODEL_DIR" --backend "$BACKEND" --quant "$QUANT" \
   --no-watermark --slots "$SLOTS" --max-waiting 1024 --port "$PORT" --grace 5 >"$OUT/serve.log" 2>&1 &
@@ -73,7 +65,7 @@ WARM_S=$(( $(left) - 130 )); [ "$WARM_S" -gt 240 ] && WARM_S=240
 log "warm-up: $WARM_CLIENTS clients x 1 request x $WARM_FRAMES frames, <= $WARM_S s"
 timeout -k 5 $(( WARM_S + 20 )) python3 tools/load_test.py --url "$URL" --clients "$WARM_CLIENTS" --count 1 \
   --frames "$WARM_FRAMES" --duration "$WARM_S" >"$OUT/warmup.log" 2>&1
-tail -1 "$OUT/warmup.log" | tee -a "$OUT/load.log"
+tail -1 "$OUT/warmup.log" | tee -a "$LOG"
 
 cat >"$OUT/table.py" <<'EOF'
 import json, sys
@@ -84,13 +76,13 @@ for line in sys.stdin:
         print(f"| {r['clients']} | {r['ok']} / {r['requests']} | {r['errors']} {kinds} | {r['realtime_streams']} / {r['ok']} | "
               f"{r['rate_p5']:.1f} / {r['rate_median']:.1f} | {r['ttfa_p50_ms']:.0f} / {r['ttfa_p95_ms']:.0f} | {r['aggregate_fps']:.1f} |")
 EOF
-echo "| clients | ok / requests | errors | streams >= 12.5 f/s | per-stream f/s p5 / median | time to first audio p50 / p95 (ms) | aggregate f/s |" | tee -a "$OUT/load.log"
+echo "| clients | ok / requests | errors | streams >= 12.5 f/s | per-stream f/s p5 / median | time to first audio p50 / p95 (ms) | aggregate f/s |" | tee -a "$LOG"
 for c in $CLIENTS; do
   budget=$(( $(left) - 15 ))
   [ "$budget" -lt 20 ] && { log "$c clients: skipped, budget spent"; continue; }
   d=$(( DURATION < budget ? DURATION : budget ))
   timeout -k 5 $(( d + 20 )) python3 tools/load_test.py --url "$URL" --clients "$c" --count "$COUNT" --frames "$FRAMES" \
-    --duration "$d" --json 2>>"$OUT/load.log" | tee -a "$OUT/load.jsonl" | python3 "$OUT/table.py" | tee -a "$OUT/load.log"
+    --duration "$d" --json 2>>"$LOG" | tee -a "$OUT/load.jsonl" | python3 "$OUT/table.py" | tee -a "$LOG"
 done
 python3 -c "import httpx; t=httpx.get('$URL/metrics', timeout=5).text; print('\n'.join(l for l in t.splitlines() if l.startswith(('csm_', 'http_')) and not l.startswith('#'))[:3000])" >"$OUT/metrics.txt" 2>&1
 log "done"
