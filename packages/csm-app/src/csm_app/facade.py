@@ -221,7 +221,7 @@ def load_codec(path, model_config=None, threads: int | None = None):
     Mimi on MLX's default device, e.g. the GPU beside an mlx backend).
     Its config: a config.json beside the Mimi file (HF Mimi or a CSM codec_config), else the CSM
     model's codec_config, else the released Mimi. threads: csm-cpu's codec threads (None: $CSM_NUM_THREADS,
-    else every CPU), as the backend's: a Ray actor's --threads-per-actor bounds its codec too."""
+    else one per physical core), as the backend's: a Ray actor's --threads-per-actor bounds its codec too."""
     from csm_core.weights import mimi_config_beside
 
     choice = os.environ.get("CSM_CODEC", "").strip().lower() or "auto"

@@ -19,11 +19,12 @@ from .protocols import FrameModel, SlotFeed
 __all__ = ["FrameModelSlots", "check_slot_feeds"]
 
 
-def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, width: int, positions: Sequence[int], window: int,
-                     config: CSMConfig | None = None):  # fmt: skip
-    """The checks every SlotModel.step makes before touching its caches; returns the feeds' tokens
-    (int64, masked positions zeroed) and masks (bool), each [S, K+1], in order. With `config`, the
-    ids are checked against its vocabularies too (csm_core.frame_inputs.check_token_values)."""
+def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, positions: Sequence[int], config: CSMConfig):
+    """The checks every SlotModel.step makes before touching its caches (shapes, slots, the
+    backbone's window, ids against the vocabularies: csm_core.frame_inputs.check_token_values);
+    returns the feeds' tokens (int64, masked positions zeroed) and masks (bool), each [S, K+1], in
+    order."""
+    width, window = config.audio_num_codebooks + 1, config.backbone.max_seq_len
     seen: set[int] = set()
     out = []
     for i, f in enumerate(feeds):
@@ -50,8 +51,7 @@ def check_slot_feeds(feeds: Sequence[SlotFeed], slots: int, width: int, position
                 f"feeds[{i}]: slot {f.slot} at position {positions[f.slot]} + {tokens.shape[0]} rows exceeds "
                 f"the {window}-position window"
             )
-        if config is not None:
-            check_token_values(tokens, mask, config, f"feeds[{i}].tokens")
+        check_token_values(tokens, mask, config, f"feeds[{i}].tokens")
         out.append((np.where(mask, tokens, 0) if not mask.all() else tokens.astype(np.int64, copy=False), mask))
     return out
 
@@ -93,9 +93,7 @@ class FrameModelSlots:
         return self._positions[slot]
 
     def step(self, feeds: Sequence[SlotFeed]) -> np.ndarray:
-        checked = check_slot_feeds(
-            feeds, self.slots, self.config.audio_num_codebooks + 1, self._positions, self.config.backbone.max_seq_len
-        )
+        checked = check_slot_feeds(feeds, self.slots, self._positions, self.config)
         out = []
         for f, (tokens, mask) in zip(feeds, checked):
             self._positions[f.slot] += tokens.shape[0]

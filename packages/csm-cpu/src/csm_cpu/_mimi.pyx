@@ -324,8 +324,8 @@ def fma_peak(int threads=1, int rounds=100) -> float:
         for i in prange(threads, nogil=True, schedule="static", num_threads=threads):
             sink += mimi_fma_probe(_isa, iters)
         t = time.perf_counter() - t
-        if t > 0 and threads * iters * mimi_fma_probe_flops(_isa) / t > best:
-            best = threads * iters * mimi_fma_probe_flops(_isa) / t
+        if t > 0:
+            best = max(best, threads * iters * mimi_fma_probe_flops(_isa) / t)
     if sink != sink:  # never: keeps the probe's result alive
         raise RuntimeError("fma_peak: probe produced NaN")
     return best

@@ -339,7 +339,7 @@ class CpuBackend:
         K = cfg.audio_num_codebooks
         eng = self._engine
         positions = [eng.row_position(s) for s in range(self._slots)]
-        checked = check_slot_feeds(feeds, self._slots, K + 1, positions, self._dims["backbone"]["max_seq_len"], cfg)
+        checked = check_slot_feeds(feeds, self._slots, positions, cfg)
         sampled = []
         for i, f in enumerate(feeds):
             if f.params is not None:

@@ -53,17 +53,6 @@ class Format:
         """The format a matrix of rows of `cols` values takes when the model is stored in this one."""
         return get(self.fallback) if self.fallback and cols % self.block else self
 
-    def twin_quantize(self, w):
-        """The numpy twin of the C quantizer (csm_cpu.twins), for tests."""
-        from . import twins
-
-        return twins.quantize(w, self.name)
-
-    def twin_dequantize(self, data, cols: int):
-        from . import twins
-
-        return twins.dequantize(data, self.name, cols)
-
 
 # Embedding rows are looked up, not streamed each frame: 4-bit would cost quality for no speed.
 # q4_k's fallback: as llama.cpp falls back from its k-quants (every CSM-1B matrix qualifies; tiny

@@ -82,8 +82,7 @@ class SlotRows:
     # ---- one step ----
     def check(self, feeds: Sequence[SlotFeed]) -> _Step:
         """Every check before anything is written: shapes, slots, window, token ranges, params."""
-        K = self.config.audio_num_codebooks
-        checked = check_slot_feeds(feeds, self.slots, K + 1, self.positions, self.window, self.config)
+        checked = check_slot_feeds(feeds, self.slots, self.positions, self.config)
         slots = np.array([f.slot for f in feeds], np.int64)
         idle = ~self.admitted[slots]
         if idle.any():

@@ -18,7 +18,7 @@ from csm_core.codec_inputs import check_audio, check_codes, check_num_codebooks
 from csm_core.config import MimiConfig, mimi
 from csm_core.weights import canonical_mimi_weights, load_mimi_checkpoint, mimi_config_beside, to_float32
 
-from ..backend import default_threads
+from ..backend import resolve_threads
 from .layers import Conv, SplitRVQ, Transformer, Upsample
 from .seanet import SEANetDecoder, SEANetEncoder
 
@@ -34,7 +34,8 @@ class Mimi:
     Mimi(config, weights, fmt="f32" | "bf16", threads=None) takes a weight dict in any supported
     layout (checked strictly); Mimi.from_checkpoint(path) reads a Kyutai, HF `kyutai/mimi` or HF
     CSM file. fmt="bf16" stores the conv and transformer weights in bf16 (half the bytes each
-    streamed frame reads); codebooks stay fp32. threads: CSM_NUM_THREADS, else every CPU.
+    streamed frame reads); codebooks stay fp32. threads: a count or "auto" (None: CSM_NUM_THREADS, else auto), as
+    CpuBackend's (csm_cpu.backend.resolve_threads).
     """
 
     name = "cpu"
@@ -44,9 +45,7 @@ class Mimi:
     ):
         if fmt not in FORMATS:
             raise ValueError(f"Mimi weight format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        self.threads = int(threads) if threads is not None else default_threads()
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = resolve_threads(threads)
         w = {k: to_float32(np.asarray(v)) for k, v in canonical_mimi_weights(weights, config).items()}
         th = self.threads
         self.config, self.fmt = config, fmt

@@ -204,7 +204,7 @@ class MlxMimiBatchStreamingDecoder:
             fn = partial(self._advance, every)
             fn = self._fns[(f, every)] = mx.compile(fn) if self.compiled else fn
         y, *state = fn(mx.array(full.transpose(1, 0, 2)), mx.array(active), mask, rope, *self._arrays())
-        self._set_arrays(state)
+        self._up, self._seanet, self._tr.keys, self._tr.values = self._split(state)
         self._tr.offsets[rows] += 2 * f
         mx.eval(y, state)
         return np.array(y[:, :, 0])[rows]
@@ -212,9 +212,8 @@ class MlxMimiBatchStreamingDecoder:
     def _advance(self, every: bool, codes: mx.array, active: mx.array, mask: mx.array, rope: mx.array, *state: mx.array):
         """All rows one chunk further: codes int32 [K, R, f] → (audio [R, f·1920, 1], *state);
         unless `every`, the rows not `active` keep their state. Pure in its arrays (compiled on a GPU)."""
-        m, L = self.model, len(self._tr.keys)
-        up, seanet = state[0], _tree_from(self._seanet, list(state[1 : len(state) - 2 * L]))
-        keys, values = list(state[len(state) - 2 * L : len(state) - L]), list(state[len(state) - L :])
+        m = self.model
+        up, seanet, keys, values = self._split(state)
         z = m.quantizer.decode(codes)  # [R, f, d] at 12.5 Hz
         x, up = m.upsample.step(z, up)  # [R, 2f, d]
         x, keys, values = m.decoder_transformer.step_rows_arrays(x, mask, rope, keys, values)
@@ -225,11 +224,11 @@ class MlxMimiBatchStreamingDecoder:
         keep = lambda a, b: a if a.size == 0 else mx.where(active.reshape(-1, *([1] * (a.ndim - 1))), a, b)  # noqa: E731
         return (y, *[keep(a, b) for a, b in zip(new, state)])
 
-    def _set_arrays(self, state: list[mx.array]) -> None:
-        L = len(self._tr.keys)
-        self._up = state[0]
-        self._seanet = _tree_from(self._seanet, list(state[1 : len(state) - 2 * L]))
-        self._tr.keys, self._tr.values = list(state[len(state) - 2 * L : len(state) - L]), list(state[len(state) - L :])
+    def _split(self, state: Sequence[mx.array]) -> tuple[mx.array, list, list[mx.array], list[mx.array]]:
+        """A flat state in `_arrays` order as (upsample tail, SEANet tree, keys, values)."""
+        n, L = len(state), len(self._tr.keys)
+        return (state[0], _tree_from(self._seanet, list(state[1 : n - 2 * L])), list(state[n - 2 * L : n - L]),
+                list(state[n - L :]))  # fmt: skip
 
     def _check_rows(self, rows: Sequence[int]) -> list[int]:
         out = []
